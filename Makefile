@@ -1,0 +1,52 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export SAMTUNE_DATA_DIR ?= $(CURDIR)/data
+# torch is pinned here, not in pyproject.toml: this exact pair installs from the local wheel cache
+# (a CUDA build that also runs on the CPU); a looser pin would download gigabytes.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install install-dev run test test-long lint format demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+## make run: install, migrate, print a first API key, then serve API + worker + beat on the embedded default.
+run: install
+	$(BIN)/samtune bootstrap
+	$(BIN)/samtune up --host $(HOST) --port $(PORT)
+
+## make test: install everything and run the whole suite (PostgreSQL, Redis and an S3 endpoint for real).
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+test-long: install-dev
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

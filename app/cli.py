@@ -1,0 +1,150 @@
+"""The `samtune` command line."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from app.settings import Settings
+
+
+@click.group()
+def main() -> None:
+    """samtune: fine-tune and serve SAM 3 on your own data."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (alembic upgrade)."""
+    from app.core import migrate
+
+    settings = Settings()
+    migrate.upgrade(settings.database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--workspace", required=True, help="Workspace name; created if it does not exist.")
+@click.option("--name", default="", help="A label for the key.")
+def keys_create(workspace: str, name: str) -> None:
+    """Create an API key; the key is the last line printed."""
+    from app.core.db import make_engine, make_sessionmaker, session_scope
+    from app.keys.service import create_key_for_workspace
+
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    for session in session_scope(make_sessionmaker(engine)):
+        row, secret = create_key_for_workspace(session, workspace, name)
+        click.echo(f"created key {row.prefix}... in workspace {workspace!r}", err=True)
+    engine.dispose()
+    click.echo(secret)
+
+
+@main.command()
+@click.option("--workspace", default="default", show_default=True)
+def bootstrap(workspace: str) -> None:
+    """Migrate the database and, on a fresh installation, create a first API key."""
+    from sqlalchemy import func, select
+
+    from app.core import migrate
+    from app.core.db import make_engine, make_sessionmaker, session_scope
+    from app.keys.service import create_key_for_workspace
+    from app.keys.tables import ApiKey
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    secret = None
+    for session in session_scope(make_sessionmaker(engine)):
+        if not session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))):
+            _, secret = create_key_for_workspace(session, workspace, "first key")
+    engine.dispose()
+    click.echo(f"data directory: {settings.data_dir}")
+    if secret:
+        click.echo(f"your first API key (workspace {workspace!r}), shown only once:\n{secret}")
+    else:
+        click.echo("API keys already exist; make another with: samtune keys create --workspace NAME")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="API worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the API server (uvicorn)."""
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "app.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@main.command()
+@click.option("--queues", "-Q", default="cpu,gpu", show_default=True)
+@click.option("--concurrency", "-c", default=1, show_default=True, type=int)
+def worker(queues: str, concurrency: int) -> None:
+    """Run a Celery worker (one job per child process; the parent never touches CUDA)."""
+    from celery.bin.celery import celery as celery_cli
+
+    argv = [
+        "worker",
+        "-Q", queues,
+        "-c", str(concurrency),
+        "--prefetch-multiplier=1",
+        "--max-tasks-per-child=1",
+        "-l", Settings().log_level,
+    ]  # fmt: skip
+    celery_cli.main(args=["-A", "worker.celery_app", *argv], prog_name="celery", standalone_mode=True)
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat (the periodic reaper and housekeeping)."""
+    from celery.bin.celery import celery as celery_cli
+
+    celery_cli.main(args=["-A", "worker.celery_app", "beat", "-l", Settings().log_level], prog_name="celery")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def up(host: str, port: int) -> None:
+    """Run everything on one machine: API, one worker and beat, supervised (a dead child is restarted)."""
+    from app.core import migrate
+    from app.supervise import Child, samtune_argv, supervise
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    os.environ.setdefault("SAMTUNE_DATA_DIR", str(settings.data_dir))
+    click.echo(f"samtune on http://{host}:{port}  (data in {settings.data_dir})")
+    children = [
+        Child("api", samtune_argv("serve", "--host", host, "--port", str(port))),
+        Child("worker", samtune_argv("worker")),
+        Child("beat", samtune_argv("beat")),
+    ]
+    raise SystemExit(supervise(children))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Declarative base, engine construction and the request-scoped session."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, MetaData, Uuid, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+logger = logging.getLogger("samtune.db")
+
+# Stable constraint names so Alembic's autogenerate and downgrades name the same objects on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+class CreatedAtMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+def make_engine(url: str, **kwargs: object) -> Engine:
+    if url.startswith("sqlite"):
+        # The API's threadpool and the worker share one SQLite file: wait for locks instead of failing.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def on_rollback(session: Session, undo: Callable[[], None]) -> None:
+    """Register work that undoes a side effect outside the database (objects written to storage)
+    if the session's transaction does not commit, so a failed request leaves nothing half-written."""
+    session.info.setdefault("on_rollback", []).append(undo)
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Register work to run only once the transaction has committed (deleting objects of deleted rows)."""
+    session.info.setdefault("after_commit", []).append(action)
+
+
+def _run_hooks(session: Session, name: str) -> None:
+    hooks = session.info.pop(name, [])
+    session.info.pop("on_rollback" if name == "after_commit" else "after_commit", None)
+    for hook in reversed(hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("%s hook failed", name)
+
+
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session that commits when the block succeeds and rolls back when it raises."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        _run_hooks(session, "on_rollback")
+        raise
+    else:
+        _run_hooks(session, "after_commit")
+    finally:
+        session.close()

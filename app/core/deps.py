@@ -1,0 +1,50 @@
+"""Request-scoped dependencies: settings, the database session (committed at the request boundary),
+object storage and the authenticated workspace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.core.db import session_scope
+from app.core.storage import ObjectStorage
+from app.keys import service as keys
+from app.keys.service import Principal
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    yield from session_scope(request.app.state.sessionmaker)
+
+
+def get_storage(request: Request) -> ObjectStorage:
+    return request.app.state.storage
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return value
+    # Roboflow's clients send the key as a query parameter; access logs redact it (app/core/logging.py).
+    return request.query_params.get("api_key")
+
+
+def get_principal(request: Request, session: SessionDep) -> Principal:
+    return keys.authenticate(session, presented_key(request))
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from app.core.deps import CurrentPrincipal, SessionDep
+from app.keys import service
+from app.keys.schemas import KeyCreate, KeyCreated, KeyOut
+
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+
+
+@router.get("", response_model=list[KeyOut])
+def list_keys(session: SessionDep, principal: CurrentPrincipal) -> list[KeyOut]:
+    return [KeyOut.model_validate(k) for k in service.list_keys(session, principal.workspace_id)]
+
+
+@router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
+def create_key(body: KeyCreate, session: SessionDep, principal: CurrentPrincipal) -> KeyCreated:
+    row, secret = service.create_key(session, principal.workspace_id, body.name)
+    return KeyCreated.model_validate({**KeyOut.model_validate(row).model_dump(), "key": secret})
+
+
+@router.delete("/{key_id}", response_model=KeyOut)
+def revoke_key(key_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> KeyOut:
+    return KeyOut.model_validate(service.revoke(session, principal.workspace_id, key_id))

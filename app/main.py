@@ -1,0 +1,47 @@
+"""The FastAPI application, built from explicit settings (no import-time engine or config)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.core.db import make_engine, make_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimit
+from app.core.logging import install_redaction
+from app.core.storage import make_storage
+from app.datasets.router import router as datasets_router
+from app.health.router import router as health_router
+from app.keys.router import router as keys_router
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_redaction()
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="samtune",
+        version="0.1.0",
+        description="Fine-tune SAM 3 on your own instance-segmentation data, then serve it.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.storage = make_storage(settings)
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(health_router)
+    app.include_router(keys_router)
+    app.include_router(datasets_router)
+    return app

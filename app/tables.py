@@ -1,0 +1,23 @@
+"""Imports every table so that `Base.metadata` is complete (Alembic, tests)."""
+
+from app.core.db import Base
+from app.datasets.tables import Annotation, Category, Dataset, Image
+from app.jobs.tables import Metric, TrainingJob
+from app.keys.tables import ApiKey
+from app.models.tables import Model
+from app.versions.tables import DatasetVersion
+from app.workspaces.tables import Workspace
+
+__all__ = [
+    "Annotation",
+    "ApiKey",
+    "Base",
+    "Category",
+    "Dataset",
+    "DatasetVersion",
+    "Image",
+    "Metric",
+    "Model",
+    "TrainingJob",
+    "Workspace",
+]
