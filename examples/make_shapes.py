@@ -40,7 +40,10 @@ def build(out: Path, seed: int = 0) -> None:
             images, annotations = [], []
             for i in range(n):
                 w, h = 320, 240
-                img = Image.fromarray(rng.integers(150, 230, size=(h, w, 3), dtype=np.uint8))
+                # A soft gradient with mild noise: some texture, but a small file.
+                ramp = np.linspace(0, 1, w)[None, :, None] * rng.uniform(-60, 60, size=(1, 1, 3))
+                noise = rng.normal(0, 6, size=(h, w, 3))
+                img = Image.fromarray(np.clip(180 + ramp + noise, 0, 255).astype(np.uint8))
                 draw = ImageDraw.Draw(img)
                 for _ in range(int(rng.integers(1, 4))):
                     k = int(rng.integers(0, 3))
