@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -191,3 +192,21 @@ def test_upload_and_delete_on_s3(
 
     assert client.delete(f"/api/v1/datasets/{ds['id']}", headers=auth).status_code == 204
     assert list(storage.list("workspaces/")) == []
+
+
+def test_odinw_subset_chosen_by_form_field(client: TestClient, auth: dict[str, str], tmp_path: Path) -> None:
+    one = roboflow_zip(tmp_path / "a.zip", {"train": 2, "valid": 1}, seed=1)
+    two = roboflow_zip(tmp_path / "b.zip", {"train": 3}, seed=2)
+
+    odinw = tmp_path / "odinw.zip"
+    with zipfile.ZipFile(odinw, "w") as out:
+        for subset, src in (("large", one), ("tiled", two)):
+            with zipfile.ZipFile(src) as z:
+                for name in z.namelist():
+                    out.writestr(f"Pets/{subset}/{name}", z.read(name))
+    ds = _create(client, auth)
+    r = _upload(client, auth, ds["id"], odinw)
+    assert r.status_code == 422 and "large" in r.json()["detail"] and "tiled" in r.json()["detail"]
+    r = _upload(client, auth, ds["id"], odinw, subset="tiled")
+    assert r.status_code == 201, r.text
+    assert r.json()["layout"] == "odinw" and r.json()["added"] == {"train": {"images": 3, "annotations": 6}}
