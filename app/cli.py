@@ -40,12 +40,12 @@ def keys() -> None:
 @click.option("--name", default="", help="A label for the key.")
 def keys_create(workspace: str, name: str) -> None:
     """Create an API key; the key is the last line printed."""
-    from app.core.db import make_engine, make_sessionmaker, session_scope
+    from app.core.db import make_engine, make_sessionmaker, transaction
     from app.keys.service import create_key_for_workspace
 
     settings = Settings()
     engine = make_engine(settings.database_url)
-    for session in session_scope(make_sessionmaker(engine)):
+    with transaction(make_sessionmaker(engine)) as session:
         row, secret = create_key_for_workspace(session, workspace, name)
         click.echo(f"created key {row.prefix}... in workspace {workspace!r}", err=True)
     engine.dispose()
@@ -59,7 +59,7 @@ def bootstrap(workspace: str) -> None:
     from sqlalchemy import func, select
 
     from app.core import migrate
-    from app.core.db import make_engine, make_sessionmaker, session_scope
+    from app.core.db import make_engine, make_sessionmaker, transaction
     from app.keys.service import create_key_for_workspace
     from app.keys.tables import ApiKey
 
@@ -68,7 +68,7 @@ def bootstrap(workspace: str) -> None:
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     secret = None
-    for session in session_scope(make_sessionmaker(engine)):
+    with transaction(make_sessionmaker(engine)) as session:
         if not session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))):
             _, secret = create_key_for_workspace(session, workspace, "first key")
     engine.dispose()

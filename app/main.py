@@ -11,11 +11,14 @@ from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.logging import install_redaction
+from app.core.queue import CeleryQueue
 from app.core.storage import make_storage
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.settings import Settings
+from app.versions.router import router as versions_router
+from worker.celery_app import make_celery
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,10 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.storage = make_storage(settings)
+    app.state.tasks = CeleryQueue(make_celery(settings))
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(datasets_router)
+    app.include_router(versions_router)
     return app

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import migrate
-from app.core.db import make_engine, session_scope
+from app.core.db import make_engine, transaction
 from app.core.deps import get_session
 from app.keys.service import create_key_for_workspace
 from app.main import create_app
@@ -46,6 +46,16 @@ def _reset_postgres(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
+
+
+def fresh_postgres_database(base_url: str, name: str) -> str:
+    """Drop and create database `name` next to `base_url`'s; returns its URL."""
+    admin = make_engine(base_url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +101,8 @@ def session_factory(connection: Connection) -> sessionmaker[Session]:
 
 @pytest.fixture
 def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    yield from session_scope(session_factory)
+    with transaction(session_factory) as session:
+        yield session
 
 
 @pytest.fixture
@@ -111,7 +122,8 @@ def make_client(session_factory: sessionmaker[Session]):  # type: ignore[no-unty
         app = create_app(settings)
 
         def _session() -> Iterator[Session]:
-            yield from session_scope(session_factory)
+            with transaction(session_factory) as session:
+                yield session
 
         app.dependency_overrides[get_session] = _session
         client = TestClient(app, raise_server_exceptions=False)
@@ -132,7 +144,7 @@ def client(make_client, settings: Settings) -> TestClient:  # type: ignore[no-un
 @pytest.fixture
 def new_key(session_factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
     def _new(workspace: str | None = None) -> str:
-        for session in session_scope(session_factory):
+        with transaction(session_factory) as session:
             _, secret = create_key_for_workspace(session, workspace or f"ws-{uuid.uuid4().hex[:8]}")
         return secret
 

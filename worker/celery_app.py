@@ -13,7 +13,7 @@ GPU_QUEUE = "gpu"
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("samtune", include=["worker.housekeeping"])
+    celery = Celery("samtune", include=["worker.housekeeping", "worker.versions"])
     conf: dict[str, object] = {
         "broker_url": settings.broker_url,
         "task_default_queue": CPU_QUEUE,
@@ -27,6 +27,7 @@ def make_celery(settings: Settings) -> Celery:
         "broker_connection_retry_on_startup": True,
         "beat_schedule": {
             "purge-stale-uploads": {"task": "samtune.purge_stale_uploads", "schedule": 3600.0},
+            "reap-stale-builds": {"task": "samtune.reap_stale_builds", "schedule": 60.0},
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }

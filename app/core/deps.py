@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.core.db import session_scope
+from app.core.db import transaction
+from app.core.queue import TaskQueue
 from app.core.storage import ObjectStorage
 from app.keys import service as keys
 from app.keys.service import Principal
@@ -21,14 +22,20 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    yield from session_scope(request.app.state.sessionmaker)
+    with transaction(request.app.state.sessionmaker) as session:
+        yield session
 
 
 def get_storage(request: Request) -> ObjectStorage:
     return request.app.state.storage
 
 
+def get_tasks(request: Request) -> TaskQueue:
+    return request.app.state.tasks
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+TasksDep = Annotated[TaskQueue, Depends(get_tasks)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 

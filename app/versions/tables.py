@@ -25,7 +25,12 @@ class DatasetVersion(IdMixin, CreatedAtMixin, Base):
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     split_counts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     dropped: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # The version's own class list (after remapping); category_id in its COCO files = index + 1.
+    classes: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     content_hash: Mapped[str | None] = mapped_column(String(64))
     snapshot_prefix: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Liveness of the build: the reaper re-enqueues a build whose heartbeat went quiet (worker killed).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

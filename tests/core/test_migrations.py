@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from app.core import migrate
 from app.core.db import make_engine
 from app.tables import Base
+from tests.conftest import fresh_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -19,16 +20,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[n
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    admin = make_engine(base.rsplit("/", 1)[0] + "/postgres")
-    name = "samtune_migrations_test"
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield fresh_postgres_database(request.getfixturevalue("postgres_url"), "samtune_migrations_test")
 
 
 def test_upgrade_downgrade_roundtrip(fresh_url: str) -> None:

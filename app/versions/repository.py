@@ -1,0 +1,126 @@
+"""Every query the versions package makes."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.datasets.tables import Annotation, Category, Dataset, Image
+from app.jobs.tables import TrainingJob
+from app.versions.plan import SourceImage
+from app.versions.tables import DatasetVersion
+from app.versions.transforms import Instance
+
+
+def get(
+    session: Session, workspace_id: uuid.UUID, version_id: uuid.UUID
+) -> tuple[DatasetVersion, Dataset] | None:
+    stmt = (
+        select(DatasetVersion, Dataset)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(DatasetVersion.id == version_id, Dataset.workspace_id == workspace_id)
+    )
+    row = session.execute(stmt).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def get_any(session: Session, version_id: uuid.UUID) -> tuple[DatasetVersion, Dataset] | None:
+    stmt = (
+        select(DatasetVersion, Dataset)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(DatasetVersion.id == version_id)
+    )
+    row = session.execute(stmt).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def list_for_dataset(session: Session, dataset_id: uuid.UUID) -> list[DatasetVersion]:
+    stmt = (
+        select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id).order_by(DatasetVersion.number)
+    )
+    return list(session.scalars(stmt))
+
+
+def next_number(session: Session, dataset_id: uuid.UUID) -> int:
+    current = session.scalar(
+        select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == dataset_id)
+    )
+    return (current or 0) + 1
+
+
+def class_names(session: Session, dataset_id: uuid.UUID) -> list[str]:
+    stmt = select(Category.name).where(Category.dataset_id == dataset_id).order_by(Category.position)
+    return list(session.scalars(stmt))
+
+
+def source_images(session: Session, dataset_id: uuid.UUID) -> list[SourceImage]:
+    """Every image of the dataset with its instances, class_id = the class's position."""
+    by_image: defaultdict[uuid.UUID, list[Instance]] = defaultdict(list)
+    anns = (
+        select(Annotation, Category.position)
+        .join(Category, Category.id == Annotation.category_id)
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Image.dataset_id == dataset_id)
+    )
+    for ann, position in session.execute(anns):
+        by_image[ann.image_id].append(
+            Instance(position, tuple(ann.bbox), ann.segmentation, bool(ann.iscrowd), float(ann.area))  # type: ignore[arg-type]
+        )
+    images = session.scalars(select(Image).where(Image.dataset_id == dataset_id))
+    return [
+        SourceImage(
+            id=im.id,
+            object_key=im.object_key,
+            sha256=im.sha256,
+            width=im.width,
+            height=im.height,
+            split=im.split,
+            # Row ids are random; order instances by content so equal data gives equal snapshots.
+            instances=tuple(
+                sorted(by_image[im.id], key=lambda i: (i.class_id, i.bbox, repr(i.segmentation)))
+            ),
+        )
+        for im in images
+    ]
+
+
+def ready_with_hash(session: Session, dataset_id: uuid.UUID, content_hash: str) -> DatasetVersion | None:
+    stmt = select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset_id,
+        DatasetVersion.content_hash == content_hash,
+        DatasetVersion.status == "ready",
+    )
+    return session.scalars(stmt.limit(1)).first()
+
+
+def prefix_users(session: Session, prefix: str, *, excluding: uuid.UUID | None = None) -> int:
+    stmt = select(func.count()).select_from(DatasetVersion).where(DatasetVersion.snapshot_prefix == prefix)
+    if excluding is not None:
+        stmt = stmt.where(DatasetVersion.id != excluding)
+    return session.scalar(stmt) or 0
+
+
+def job_using(session: Session, version_id: uuid.UUID) -> uuid.UUID | None:
+    return session.scalar(select(TrainingJob.id).where(TrainingJob.version_id == version_id).limit(1))
+
+
+def touch(session: Session, version_id: uuid.UUID, progress: float, now: datetime) -> int:
+    """Record progress and liveness, only while the build is still running."""
+    stmt = (
+        update(DatasetVersion)
+        .where(DatasetVersion.id == version_id, DatasetVersion.status == "building")
+        .values(progress=progress, heartbeat_at=now)
+    )
+    return session.execute(stmt).rowcount  # type: ignore[attr-defined]
+
+
+def stale_builds(session: Session, older_than: datetime) -> list[DatasetVersion]:
+    stmt = select(DatasetVersion).where(
+        DatasetVersion.status == "building",
+        func.coalesce(DatasetVersion.heartbeat_at, DatasetVersion.created_at) < older_than,
+    )
+    return list(session.scalars(stmt))
