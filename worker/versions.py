@@ -9,7 +9,7 @@ from datetime import timedelta
 from celery import shared_task
 
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.core.queue import CeleryQueue
+from app.core.queue import CeleryQueue, TaskQueue
 from app.core.storage import make_storage
 from app.settings import Settings
 from app.versions import repository
@@ -36,7 +36,7 @@ def build_version_task(self, version_id: str) -> str:  # type: ignore[no-untyped
 
 
 def reap_stale_builds(
-    settings: Settings, tasks: CeleryQueue, *, stale_after: timedelta = STALE_AFTER
+    settings: Settings, tasks: TaskQueue, *, stale_after: timedelta = STALE_AFTER
 ) -> list[str]:
     """Re-enqueue builds whose heartbeat stopped; fail those that already had MAX_ATTEMPTS tries."""
     engine = make_engine(settings.database_url)

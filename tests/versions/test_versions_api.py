@@ -167,7 +167,9 @@ def test_version_is_immutable_and_hash_names_content(kit: VersionKit, tmp_path: 
 def test_export_round_trip_and_pycocotools(kit: VersionKit, tmp_path: Path) -> None:
     ds = kit.dataset(roboflow_zip(tmp_path / "rf.zip", {"train": 3, "valid": 2, "test": 1}))
     # Brightness makes every copy differ from its original (the upload would merge identical files).
-    v = kit.version(ds, {"augmentation": {"outputs_per_image": 2, "rotate90": True, "brightness": 0.3, "seed": 3}})
+    v = kit.version(
+        ds, {"augmentation": {"outputs_per_image": 2, "rotate90": True, "brightness": 0.3, "seed": 3}}
+    )
     r = kit.client.get(f"/api/v1/versions/{v['id']}/export", headers=kit.auth)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     assert "d-v1-coco.zip" in r.headers["content-disposition"]

@@ -1,0 +1,61 @@
+"""The reaper re-enqueues builds whose worker went quiet, and gives up after MAX_ATTEMPTS."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import redis
+
+from app.core import migrate
+from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.core.queue import CeleryQueue
+from app.datasets.tables import Dataset
+from app.settings import Settings
+from app.versions.tables import DatasetVersion
+from app.workspaces.tables import Workspace
+from worker.celery_app import make_celery
+from worker.versions import MAX_ATTEMPTS, reap_stale_builds
+
+
+def test_reaper_requeues_quiet_builds_and_fails_hopeless_ones(tmp_path: Path) -> None:
+    broker = "redis://127.0.0.1:6379/13"
+    redis.Redis.from_url(broker).flushdb()
+    settings = Settings(data_dir=tmp_path, broker_url=broker)
+    migrate.upgrade(settings.database_url)
+    factory = make_sessionmaker(make_engine(settings.database_url))
+    old = utcnow() - timedelta(minutes=10)
+    with transaction(factory) as session:
+        ws = Workspace(name="w")
+        session.add(ws)
+        session.flush()
+        ds = Dataset(workspace_id=ws.id, name="d", slug="d")
+        session.add(ds)
+        session.flush()
+        quiet = DatasetVersion(
+            dataset_id=ds.id, number=1, spec={}, status="building", heartbeat_at=old, attempts=1
+        )
+        hopeless = DatasetVersion(
+            dataset_id=ds.id, number=2, spec={}, status="building", heartbeat_at=old, attempts=MAX_ATTEMPTS
+        )
+        alive = DatasetVersion(dataset_id=ds.id, number=3, spec={}, status="building", heartbeat_at=utcnow())
+        done = DatasetVersion(dataset_id=ds.id, number=4, spec={}, status="ready", heartbeat_at=old)
+        session.add_all([quiet, hopeless, alive, done])
+        session.flush()
+        ids = {v.number: str(v.id) for v in (quiet, hopeless, alive, done)}
+
+    queue = CeleryQueue(make_celery(settings))
+    assert reap_stale_builds(settings, queue) == [ids[1]]
+    # The message sits in Redis, in the cpu queue, naming the build task and the version.
+    messages = [json.loads(m) for m in redis.Redis.from_url(broker).lrange("cpu", 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("samtune.build_version", repr([ids[1]]))
+    ]
+    with transaction(factory) as session:
+        statuses = {v.number: (v.status, v.error) for v in session.query(DatasetVersion)}
+    assert statuses[1] == ("building", None)
+    assert statuses[2][0] == "failed" and "stopped responding" in statuses[2][1]
+    assert statuses[3] == ("building", None) and statuses[4][0] == "ready"
+    # Just re-enqueued: not sent again on the next pass.
+    assert reap_stale_builds(settings, queue) == []
