@@ -61,8 +61,6 @@ def authenticate(session: Session, presented: str | None) -> Principal:
         raise Unauthorized("the API key has been revoked")
     now = utcnow()
     last = row.last_used_at
-    if last is not None and last.tzinfo is None:  # SQLite returns naive datetimes
-        last = last.replace(tzinfo=now.tzinfo)
     if last is None or now - last > _LAST_USED_RESOLUTION:
         row.last_used_at = now
         session.flush()

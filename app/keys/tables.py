@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Uuid
+from sqlalchemy import JSON, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, CreatedAtMixin, IdMixin
+from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
 
 
 class ApiKey(IdMixin, CreatedAtMixin, Base):
@@ -21,5 +21,5 @@ class ApiKey(IdMixin, CreatedAtMixin, Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=lambda: ["*"])
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

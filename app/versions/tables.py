@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, CreatedAtMixin, IdMixin
+from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
 
 
 class DatasetVersion(IdMixin, CreatedAtMixin, Base):
@@ -30,7 +30,7 @@ class DatasetVersion(IdMixin, CreatedAtMixin, Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     snapshot_prefix: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
-    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Liveness of the build: the reaper re-enqueues a build whose heartbeat went quiet (worker killed).
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

@@ -37,7 +37,10 @@ def test_crud(client: TestClient, auth: dict[str, str]) -> None:
 
     r = client.patch(f"/api/v1/datasets/{ds['id']}", json={"name": "Renamed"}, headers=auth)
     assert r.status_code == 200 and r.json()["name"] == "Renamed" and r.json()["slug"] == "my-pets"
-    assert [d["name"] for d in client.get("/api/v1/datasets", headers=auth).json()] == ["Renamed", "My Pets"]
+    listed = client.get("/api/v1/datasets", headers=auth).json()
+    assert [d["name"] for d in listed] == ["Renamed", "My Pets"]
+    # Times read back from the database are UTC with their offset, on SQLite too.
+    assert all(d["created_at"].endswith("Z") for d in listed)
 
     r = client.post("/api/v1/datasets", json={"name": "   "}, headers=auth)
     assert r.status_code == 422 and "blank" in r.json()["detail"]
