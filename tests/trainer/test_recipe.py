@@ -1,0 +1,130 @@
+"""The recipe's guarantees on a tiny model, on CPU: resume equals an uninterrupted run, divergence rolls
+back with half the learning rate, outputs land where they should, and both modes run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from trainer.recipe import FineTuneRecipe, TrainingFailed, run
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt:
+    """Callbacks that die at a given step, as a killed worker would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        if step == self.step:
+            raise Crash(f"killed at step {step}")
+
+    def on_checkpoint(self, step: int, path: Path, is_best: bool) -> None:
+        pass
+
+    def on_event(self, kind: str, message: str, data: dict) -> None:
+        pass
+
+    def should_stop(self) -> None:
+        return None
+
+
+def _last_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("mode", ["full", "decoder"])
+def test_resume_equals_uninterrupted_run(small_config, tmp_path: Path, mode: str) -> None:  # type: ignore[no-untyped-def]
+    straight = small_config(output_dir=tmp_path / "straight", mode=mode)
+    run(straight)
+
+    interrupted = small_config(output_dir=tmp_path / "interrupted", mode=mode)
+    with pytest.raises(Crash):
+        run(interrupted, CrashAt(6))
+    state = torch.load(
+        tmp_path / "interrupted" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False
+    )
+    assert state["step"] == 4  # the last checkpoint before the crash
+    resumed = FineTuneRecipe(interrupted)
+    resumed.setup()
+    assert resumed.step == 4 and any(e["kind"] == "resumed" for e in resumed.events)
+    result = resumed.train()
+    assert result.steps == 12
+
+    a, b = _last_weights(tmp_path / "straight"), _last_weights(tmp_path / "interrupted")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    # Metrics from the redone steps replace nothing: the straight run's last losses are reproduced.
+    ma = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines()]
+    last_a = {m["step"]: m["loss"] for m in ma if "loss" in m}
+    last_b = {m["step"]: m["loss"] for m in mb if "loss" in m}
+    assert all(last_a[s] == pytest.approx(last_b[s], rel=1e-6) for s in range(5, 13))
+
+
+class NanAt:
+    """Wraps the criterion: the loss is NaN on the given calls (1-based)."""
+
+    def __init__(self, criterion, calls: set[int] | None = None, after: int | None = None) -> None:  # type: ignore[no-untyped-def]
+        self.criterion, self.calls, self.after, self.n = criterion, calls or set(), after, 0
+
+    def __call__(self, outputs, targets):  # type: ignore[no-untyped-def]
+        self.n += 1
+        loss, parts = self.criterion(outputs, targets)
+        if self.n in self.calls or (self.after is not None and self.n > self.after):
+            loss = loss * float("nan")
+        return loss, parts
+
+
+def test_divergence_rolls_back_with_half_the_lr(small_config) -> None:  # type: ignore[no-untyped-def]
+    recipe = FineTuneRecipe(small_config())
+    recipe.setup()
+    recipe.criterion = NanAt(recipe.criterion, calls={7})  # the 7th step (step index 6)
+    result = recipe.train()
+    rollbacks = [e for e in result.events if e["kind"] == "divergence_rollback"]
+    assert len(rollbacks) == 1
+    assert rollbacks[0]["from_step"] == 6 and rollbacks[0]["to_step"] == 4 and rollbacks[0]["lr_scale"] == 0.5
+    assert result.steps == 12 and recipe.lr_scale == 0.5
+    events = [json.loads(x) for x in (recipe.out / "logs" / "events.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "divergence_rollback" for e in events)
+
+
+def test_divergence_gives_up_after_max_rollbacks(small_config) -> None:  # type: ignore[no-untyped-def]
+    recipe = FineTuneRecipe(small_config(max_rollbacks=3))
+    recipe.setup()
+    recipe.criterion = NanAt(recipe.criterion, after=5)
+    with pytest.raises(TrainingFailed, match="diverged"):
+        recipe.train()
+    assert recipe.rollbacks == 3
+
+
+def test_run_directory_layout_and_model(small_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_config(mode="auto", eval_base_model=True)
+    result = run(cfg)
+    out = tmp_path / "run"
+    for name in ("config.yaml", "config_resolved.yaml", "metrics.jsonl", "checkpoints/last/model.safetensors",
+                 "checkpoints/last/trainer_state.pt", "checkpoints/best/model.safetensors", "logs/events.jsonl",
+                 "model/config.json", "model/model.safetensors", "model/samtune_model_card.json", "model/README.md"):  # fmt: skip
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    resolved = yaml.safe_load((out / "config_resolved.yaml").read_text())
+    assert resolved["mode"]["value"] == "decoder" and "no GPU" in resolved["mode"]["reason"]
+    assert all("reason" in v for v in resolved.values())
+    card = json.loads((out / "model" / "samtune_model_card.json").read_text())
+    assert card["base_model"] == cfg.base_model and len(card["data_version_hash"]) == 64
+    assert card["metrics"]["test"] is not None and card["metrics"]["base_test"] is not None
+    assert result.test is not None and result.base_test is not None
+    # The fine-tuned model is a directory Sam3Model loads.
+    from transformers import Sam3Model
+
+    Sam3Model.from_pretrained(out / "model")

@@ -1,0 +1,189 @@
+"""The training configuration: what a user (or the worker) asks for, and the resolved values with the
+reason for each, which the run records in `config_resolved.yaml` and the UI shows before a job starts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["auto", "decoder", "full"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(
+        description="HF repo id, a local model directory, or a samtune fine-tuned model directory."
+    )
+    data_dir: Path = Field(
+        description="A version snapshot or Roboflow/ODinW export: {train,valid,test}/_annotations.coco.json"
+    )
+    output_dir: Path = Field(description="The run directory.")
+    mode: Mode = "auto"
+
+    # None = chosen by resolve() from the data and the device, with a reason.
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1, le=256, description="Images per step.")
+    warmup_steps: int | None = Field(default=None, ge=0)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=0, description="Epochs without a better valid mask AP."
+    )
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+
+    lr_heads: float = Field(default=8e-5, gt=0)
+    lr_vision: float = Field(default=2.5e-5, gt=0)
+    lr_text: float = Field(default=5e-6, gt=0)
+    layer_decay: float = Field(default=0.9, gt=0, le=1)
+    weight_decay: float = Field(default=0.1, ge=0)
+    grad_clip: float = Field(default=0.1, gt=0)
+    cooldown_fraction: float = Field(
+        default=0.2, ge=0, le=1, description="Share of steps of the final linear decay."
+    )
+
+    seed: int = 0
+    max_negatives: int = Field(
+        default=8, ge=0, description="Absent-class (negative) queries per image at most."
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="Class name -> text prompt; default: the name."
+    )
+    scale_jitter: bool = Field(
+        default=True, description="Random square 480..992 of 1008 padded (full mode only)."
+    )
+    image_size: int | None = Field(default=None, description="Model input size; default: the model's own.")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    eval_every_epochs: int = Field(default=1, ge=1)
+    eval_base_model: bool = Field(default=True, description="Also evaluate the base model zero-shot on test.")
+    max_rollbacks: int = Field(default=3, ge=0)
+    spike_factor: float = Field(
+        default=10.0, gt=1, description="A loss this many times the recent median is a spike."
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="Decoder-mode embedding cache; default: output_dir/cache."
+    )
+    log_every_steps: int = Field(default=10, ge=1)
+    progress_bar: bool = True
+
+    @classmethod
+    def from_yaml(cls, path: Path, overrides: list[str] | None = None) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not key=value")
+            data[key.strip()] = yaml.safe_load(value)
+        return cls.model_validate(data)
+
+
+class Resolved(BaseModel):
+    """A hyperparameter's value and why it is that value."""
+
+    value: Any
+    reason: str
+
+
+def _steps_target(num_images: int) -> int:
+    # Meta's recipes: 20 epochs for ~100 images, 40 for 10-shot; aim at a few thousand image-steps at most.
+    if num_images <= 20:
+        return 40
+    if num_images <= 200:
+        return 20
+    if num_images <= 2000:
+        return 12
+    return 6
+
+
+def resolve(
+    cfg: TrainConfig,
+    *,
+    num_train_images: int,
+    device_type: str,
+    gpu_memory_gb: float | None = None,
+    batch_size_found: int | None = None,
+) -> dict[str, Resolved]:
+    """Fill every `None` with a value and a reason. `batch_size_found` is the result of a CUDA memory preflight."""
+    out: dict[str, Resolved] = {}
+
+    if cfg.mode != "auto":
+        out["mode"] = Resolved(value=cfg.mode, reason="set in the configuration")
+    elif device_type != "cuda":
+        out["mode"] = Resolved(
+            value="decoder",
+            reason="no GPU: the encoders are frozen and their outputs cached once, so each step runs the heads only",
+        )
+    elif num_train_images < 50 or (gpu_memory_gb is not None and gpu_memory_gb < 24):
+        why = (
+            f"{num_train_images} training images"
+            if num_train_images < 50
+            else f"{gpu_memory_gb:.0f} GB of GPU memory"
+        )
+        out["mode"] = Resolved(
+            value="decoder", reason=f"{why}: a frozen backbone generalises better and fits"
+        )
+    else:
+        out["mode"] = Resolved(
+            value="full", reason=f"{num_train_images} images and a GPU: Meta's full fine-tuning recipe"
+        )
+
+    if cfg.batch_size is not None:
+        out["batch_size"] = Resolved(value=cfg.batch_size, reason="set in the configuration")
+    elif batch_size_found is not None:
+        out["batch_size"] = Resolved(
+            value=batch_size_found, reason="largest that passed a real step in GPU memory"
+        )
+    elif device_type == "cuda":
+        out["batch_size"] = Resolved(value=4, reason="GPU default before the memory preflight")
+    else:
+        out["batch_size"] = Resolved(value=2, reason="CPU: small batches keep steps short")
+    batch = out["batch_size"].value
+    steps_per_epoch = max(1, math.ceil(num_train_images / batch))
+
+    if cfg.epochs is not None:
+        out["epochs"] = Resolved(value=cfg.epochs, reason="set in the configuration")
+    else:
+        epochs = _steps_target(num_train_images)
+        out["epochs"] = Resolved(
+            value=epochs,
+            reason=f"{num_train_images} training images: {epochs} epochs, as Meta's recipes scale with data size",
+        )
+    total = steps_per_epoch * out["epochs"].value
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    out["total_steps"] = Resolved(
+        value=total, reason=f"{steps_per_epoch} steps per epoch x epochs, capped by max_steps"
+    )
+
+    if cfg.warmup_steps is not None:
+        out["warmup_steps"] = Resolved(value=cfg.warmup_steps, reason="set in the configuration")
+    else:
+        warm = min(200, max(1, total // 20))
+        out["warmup_steps"] = Resolved(value=warm, reason="5% of the steps, at most 200")
+
+    if cfg.early_stopping_patience is not None:
+        out["early_stopping_patience"] = Resolved(
+            value=cfg.early_stopping_patience, reason="set in the configuration"
+        )
+    else:
+        patience = max(3, out["epochs"].value // 4)
+        out["early_stopping_patience"] = Resolved(
+            value=patience, reason="a quarter of the epochs (at least 3) without a better validation mask AP"
+        )
+    for name in ("lr_heads", "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip"):
+        out[name] = Resolved(value=getattr(cfg, name), reason="Meta's SAM 3 fine-tuning recipe")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device_type == "cuda" else "fp32"
+    out["precision"] = Resolved(
+        value=precision, reason="bf16 autocast on CUDA, fp32 on CPU" if cfg.precision == "auto" else "set"
+    )
+    return out
+
+
+def values(resolved: dict[str, Resolved]) -> dict[str, Any]:
+    return {k: r.value for k, r in resolved.items()}

@@ -1,0 +1,231 @@
+"""Training data from a version snapshot (or any Roboflow / ODinW COCO export directory).
+
+Each image becomes one query per class: present classes are positive queries with their instances as
+targets, absent classes are negative queries (the model must say "none"), up to `max_negatives` of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from trainer.types import QueryTargets
+
+SPLITS = ("train", "valid", "test")
+ANNOTATIONS = "_annotations.coco.json"
+
+
+@dataclass
+class Instance:
+    class_index: int
+    bbox: tuple[float, float, float, float]  # xywh pixels of the stored image
+    segmentation: list | dict | None
+
+
+@dataclass
+class Sample:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    instances: list[Instance]
+    _mask_cache: dict[tuple[int, int], dict[int, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def classes_present(self) -> set[int]:
+        return {i.class_index for i in self.instances}
+
+
+@dataclass
+class SplitData:
+    split: str
+    classes: list[str]
+    samples: list[Sample]
+    coco: dict  # the annotations file as loaded, with category ids as in the file
+
+    def category_id(self, class_index: int) -> int:
+        return self._category_ids[class_index]
+
+    def __post_init__(self) -> None:
+        cats = sorted(self.coco["categories"], key=lambda c: c["id"])
+        self._category_ids = [c["id"] for c in cats if c["name"] in self.classes]
+
+
+def find_split_file(root: Path, split: str) -> Path | None:
+    aliases = {"valid": ("valid", "val", "validation"), "train": ("train",), "test": ("test",)}[split]
+    for name in aliases:
+        candidate = root / name / ANNOTATIONS
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dataset_classes(root: Path) -> list[str]:
+    """Class names across the splits, by category id, without an unused parent placeholder (Roboflow's)."""
+    names: dict[int, str] = {}
+    used: set[int] = set()
+    parents: set[str] = set()
+    for split in SPLITS:
+        path = find_split_file(root, split)
+        if path is None:
+            continue
+        doc = json.loads(path.read_text())
+        for c in doc["categories"]:
+            names.setdefault(c["id"], c["name"])
+            if c.get("supercategory") and c["supercategory"] != c["name"]:
+                parents.add(c["supercategory"])
+        used.update(a["category_id"] for a in doc["annotations"])
+    return [n for cid, n in sorted(names.items()) if cid in used or n not in parents]
+
+
+def load_split(root: Path, split: str, classes: list[str]) -> SplitData | None:
+    path = find_split_file(root, split)
+    if path is None:
+        return None
+    doc = json.loads(path.read_text())
+    name_of = {c["id"]: c["name"] for c in doc["categories"]}
+    index_of = {name: i for i, name in enumerate(classes)}
+    by_image: dict[int, list[Instance]] = {im["id"]: [] for im in doc["images"]}
+    for ann in doc["annotations"]:
+        name = name_of.get(ann["category_id"])
+        if name not in index_of or ann.get("iscrowd", 0):
+            continue
+        by_image[ann["image_id"]].append(
+            Instance(index_of[name], tuple(ann["bbox"]), ann.get("segmentation") or None)  # type: ignore[arg-type]
+        )
+    samples = [
+        Sample(
+            im["id"], path.parent / im["file_name"], int(im["width"]), int(im["height"]), by_image[im["id"]]
+        )
+        for im in sorted(doc["images"], key=lambda im: im["id"])
+    ]
+    return SplitData(split, classes, samples, doc)
+
+
+# --- pixels and targets ---------------------------------------------------------------------------
+
+
+def load_pixels(
+    path: Path, size: int, side: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
+    """The image squashed to side x side, at the top-left of a size x size canvas (zeros after normalising):
+    SAM 3's stretch resize, with Meta's scale jitter when side < size."""
+    with Image.open(path) as img:
+        rgb = img.convert("RGB").resize((side, side), Image.BILINEAR, reducing_gap=2.0)
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    if side == size:
+        return pixels
+    canvas = torch.zeros(3, size, size)
+    canvas[:, :side, :side] = pixels
+    return canvas
+
+
+def _instance_mask(inst: Instance, width: int, height: int, out: int) -> torch.Tensor:
+    """The instance's mask squashed to out x out (soft edges by area resampling, then thresholded)."""
+    seg = inst.segmentation
+    if isinstance(seg, list) and seg:
+        scaled = [(np.asarray(p, dtype=np.float64).reshape(-1, 2) * (out / width, out / height)).ravel().tolist()
+                  for p in seg if len(p) >= 6]  # fmt: skip
+        if scaled:
+            rle = mask_utils.merge(mask_utils.frPyObjects(scaled, out, out))
+            return torch.from_numpy(mask_utils.decode(rle).astype(np.float32))
+    if isinstance(seg, dict):
+        rle = dict(seg)
+        if isinstance(rle.get("counts"), list):
+            rle = mask_utils.frPyObjects(rle, *rle["size"])
+        elif isinstance(rle.get("counts"), str):
+            rle["counts"] = rle["counts"].encode()
+        full = torch.from_numpy(mask_utils.decode(rle).astype(np.float32))[None, None]
+        return (F.interpolate(full, size=(out, out), mode="area")[0, 0] >= 0.5).float()
+    # Box only: the box is the mask.
+    x, y, w, h = inst.bbox
+    m = torch.zeros(out, out)
+    x0, y0 = int(math.floor(x * out / width)), int(math.floor(y * out / height))
+    x1, y1 = int(math.ceil((x + w) * out / width)), int(math.ceil((y + h) * out / height))
+    m[y0:y1, x0:x1] = 1.0
+    return m
+
+
+def query_targets(sample: Sample, class_index: int, size: int, side: int, mask_size: int) -> QueryTargets:
+    """Targets of one (image, class) query in the padded frame: boxes normalised cxcywh, masks at mask_size."""
+    insts = [(k, i) for k, i in enumerate(sample.instances) if i.class_index == class_index]
+    if not insts:
+        return QueryTargets(boxes=torch.zeros(0, 4), masks=torch.zeros(0, mask_size, mask_size))
+    frac = side / size
+    boxes = torch.tensor([i.bbox for _, i in insts], dtype=torch.float32)
+    scale = torch.tensor([frac / sample.width, frac / sample.height] * 2)
+    xywh = boxes * scale
+    cxcywh = torch.stack(
+        [xywh[:, 0] + xywh[:, 2] / 2, xywh[:, 1] + xywh[:, 3] / 2, xywh[:, 2], xywh[:, 3]], 1
+    )
+    inner = max(1, round(mask_size * frac))
+    # Masks depend only on (image, inner size): cache them, jitter only changes the inner size.
+    cache = sample._mask_cache.setdefault((inner, mask_size), {})
+    masks = torch.zeros(len(insts), mask_size, mask_size)
+    for row, (key, inst) in enumerate(insts):
+        if key not in cache:
+            cache[key] = _instance_mask(inst, sample.width, sample.height, inner)
+        masks[row, :inner, :inner] = cache[key]
+    return QueryTargets(boxes=cxcywh.clamp(0, 1), masks=masks)
+
+
+@dataclass
+class Batch:
+    image_ids: list[int]
+    pixel_values: torch.Tensor | None  # [I, 3, S, S] (None in decoder mode)
+    image_index: torch.Tensor  # [B] which image each query reads
+    class_index: torch.Tensor  # [B] which prompt each query asks
+    targets: list[QueryTargets]
+    sample_index: list[int]  # index into the split's samples, per image
+
+
+def choose_queries(
+    sample: Sample, num_classes: int, max_negatives: int, rng: np.random.Generator
+) -> list[int]:
+    present = sorted(sample.classes_present())
+    absent = [c for c in range(num_classes) if c not in present]
+    if len(absent) > max_negatives:
+        absent = sorted(rng.choice(absent, size=max_negatives, replace=False).tolist())
+    return present + absent
+
+
+def make_batch(
+    split: SplitData,
+    indices: list[int],
+    *,
+    size: int,
+    mask_size: int,
+    max_negatives: int,
+    rng: np.random.Generator,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    with_pixels: bool,
+    jitter: bool,
+) -> Batch:
+    pixels, image_index, class_index, targets = [], [], [], []
+    for slot, idx in enumerate(indices):
+        sample = split.samples[idx]
+        # Meta's scale jitter: a random square of 480..992 (of 1008) at the top-left, padded.
+        side = int(round(size * rng.uniform(480 / 1008, 992 / 1008))) if jitter else size
+        if with_pixels:
+            pixels.append(load_pixels(sample.path, size, side, mean, std))
+        for c in choose_queries(sample, len(split.classes), max_negatives, rng):
+            image_index.append(slot)
+            class_index.append(c)
+            targets.append(query_targets(sample, c, size, side, mask_size))
+    return Batch(
+        image_ids=[split.samples[i].image_id for i in indices],
+        pixel_values=torch.stack(pixels) if with_pixels else None,
+        image_index=torch.tensor(image_index, dtype=torch.long),
+        class_index=torch.tensor(class_index, dtype=torch.long),
+        targets=targets,
+        sample_index=list(indices),
+    )

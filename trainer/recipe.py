@@ -1,0 +1,619 @@
+"""The fine-tuning recipe, top to bottom: parse the config, set up (model, data, caches, optimizer, in
+that order: the data decides the hyperparameters, the mode decides what is cached and what is trained),
+train with the loop inline, evaluate, save.
+
+Every random choice of a step (batch order, negatives, jitter, dropout) is derived from (seed, step), so a
+run resumed from a checkpoint takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file, save_file
+
+from trainer import data as D
+from trainer.callbacks import NullCallbacks, TrainerCallbacks
+from trainer.config import Resolved, TrainConfig, resolve, values
+from trainer.evaluate import EvalResult, coco_evaluate, limit_per_image, postprocess
+from trainer.forward import QueryModel, text_backbone, vision_backbone
+from trainer.losses import LossWeights, SetCriterion
+from trainer.matcher import HungarianMatcher
+from trainer.model import LoadedModel, load_base_model, save_model
+from trainer.tokenizer import tokenize
+from trainer.types import ModelOutputs
+
+logger = logging.getLogger("samtune.trainer")
+
+PATCH = 14
+MAX_TEXT_TOKENS = 32
+
+
+class TrainingFailed(Exception):
+    pass
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class RunResult:
+    status: str  # "succeeded" | "stopped"
+    steps: int
+    best_valid: dict[str, float] | None
+    test: dict[str, Any] | None
+    base_test: dict[str, Any] | None
+    model_dir: Path | None
+    resolved: dict[str, Resolved]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class FineTuneRecipe:
+    def __init__(self, cfg: TrainConfig, callbacks: TrainerCallbacks | None = None) -> None:
+        self.cfg = cfg
+        self.callbacks = callbacks or NullCallbacks()
+        self.out = Path(cfg.output_dir)
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.events: list[dict[str, Any]] = []
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        for sub in ("checkpoints", "logs", "tensorboard"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+
+        # Data first: its size decides the hyperparameters.
+        root = Path(cfg.data_dir)
+        self.classes = D.dataset_classes(root)
+        if not self.classes:
+            raise TrainingFailed(f"{root} has no classes: expected {{train,valid,test}}/{D.ANNOTATIONS}")
+        self.splits = {s: d for s in D.SPLITS if (d := D.load_split(root, s, self.classes)) is not None}
+        if "train" not in self.splits or not self.splits["train"].samples:
+            raise TrainingFailed(f"{root} has no train split with images")
+
+        self.loaded: LoadedModel = load_base_model(cfg.base_model, device="cpu")
+        self.image_size = cfg.image_size or self.loaded.image_size
+        self.mask_size = self.image_size // PATCH * 4
+
+        gpu_gb = (
+            torch.cuda.get_device_properties(self.device).total_memory / 2**30
+            if self.device.type == "cuda"
+            else None
+        )
+        self.resolved = resolve(
+            cfg,
+            num_train_images=len(self.splits["train"].samples),
+            device_type=self.device.type,
+            gpu_memory_gb=gpu_gb,
+        )
+        self.hp = values(self.resolved)
+        self.mode = self.hp["mode"]
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(
+                yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+            )
+            resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
+            (self.out / "config_resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+        self.model = self.loaded.model.to(self.device)
+        prompts = [cfg.prompts.get(c, c) for c in self.classes]
+        self.text = tokenize(self.loaded.tokenizer, prompts, max_length=MAX_TEXT_TOKENS)
+        self.text = {k: v.to(self.device) for k, v in self.text.items()}
+
+        # The mode decides what trains: `decoder` freezes both encoders and caches their outputs.
+        if self.mode == "decoder":
+            for p in self.model.vision_encoder.backbone.parameters():
+                p.requires_grad_(False)
+            for p in self.model.text_encoder.parameters():
+                p.requires_grad_(False)
+            self.cache_dir = Path(cfg.cache_dir or self.out / "cache") / self._backbone_fingerprint()
+            self._fill_vision_cache()
+        self.text_hidden = self._text_hidden()
+
+        self.criterion = SetCriterion(HungarianMatcher(), LossWeights())
+        self.optimizer = torch.optim.AdamW(self._param_groups(), betas=(0.9, 0.999))
+        self.lr_scale = 1.0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
+        self.query_model = QueryModel(self.model)
+        self.train_model: torch.nn.Module = self.query_model
+        if self.world > 1:
+            # Unused parameters are normal here: the geometry encoder idles without box prompts.
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.query_model, find_unused_parameters=True
+            )
+
+        self.step = 0
+        self.best_metric = -1.0
+        self.best_valid: dict[str, float] | None = None
+        self.epochs_without_gain = 0
+        self.rollbacks = 0
+        self.history: list[float] = []
+        self._resume_if_possible()
+        self.writer = self._tensorboard()
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Meta's recipe: three learning rates (heads, vision, text), layer-wise decay down the ViT, no weight
+        decay on biases and norms."""
+        cfg, hp = self.cfg, self.hp
+        vit_layers = len(self.model.vision_encoder.backbone.layers)
+        groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("vision_encoder.backbone."):
+                depth = vit_layers  # embeddings sit below every block
+                if ".layers." in name:
+                    depth = vit_layers - 1 - int(name.split(".layers.")[1].split(".")[0])
+                elif "embeddings" in name:
+                    depth = vit_layers
+                else:
+                    depth = 0
+                lr = hp["lr_vision"] * hp["layer_decay"] ** depth
+            elif name.startswith("text_encoder."):
+                lr = hp["lr_text"]
+            else:
+                lr = hp["lr_heads"]
+            wd = 0.0 if p.ndim <= 1 or name.endswith(".bias") else cfg.weight_decay
+            groups.setdefault((lr, wd), []).append(p)
+        return [
+            {"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()
+        ]
+
+    def _lr_lambda(self, step: int) -> float:
+        """Linear warmup, then inverse square root, then a linear cooldown to zero."""
+        warm, total = self.hp["warmup_steps"], self.hp["total_steps"]
+        if warm and step < warm:
+            factor = (step + 1) / warm
+        else:
+            factor = math.sqrt(max(warm, 1) / max(step + 1, 1))
+        cool = int(total * self.cfg.cooldown_fraction)
+        if cool and step >= total - cool:
+            factor *= max(0.0, (total - step) / cool)
+        return factor * self.lr_scale
+
+    # --- caches (decoder mode) ---------------------------------------------------------------------
+
+    def _backbone_fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.cfg.base_model}|{self.image_size}".encode())
+        for name, p in list(self.model.vision_encoder.backbone.state_dict().items())[:8]:
+            h.update(name.encode())
+            h.update(p.detach().float().flatten()[:256].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _vision_cache_path(self, split: str, image_id: int) -> Path:
+        return self.cache_dir / split / f"{image_id}.safetensors"
+
+    @torch.no_grad()
+    def _fill_vision_cache(self) -> None:
+        """Run the frozen ViT once per image and keep its output in fp16 on disk."""
+        mean, std = self.loaded.image_mean, self.loaded.image_std
+        todo = [(s, smp) for s, d in self.splits.items() for smp in d.samples
+                if not self._vision_cache_path(s, smp.image_id).exists()]  # fmt: skip
+        if not todo:
+            return
+        t0 = time.monotonic()
+        self.model.eval()
+        for split, sample in todo[self.rank :: self.world]:
+            pixels = D.load_pixels(sample.path, self.image_size, self.image_size, mean, std)[None].to(
+                self.device
+            )
+            with self._autocast():
+                hidden = vision_backbone(self.model, pixels)[0]
+            path = self._vision_cache_path(split, sample.image_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            save_file({"hidden": hidden.to(torch.float16).cpu().contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        if self.world > 1:
+            dist.barrier()
+        self._event(
+            "cache",
+            f"cached the vision encoder's output for {len(todo)} images",
+            {"seconds": round(time.monotonic() - t0, 1)},
+        )
+
+    def _cached_backbone(self, split: str, sample_indices: list[int]) -> torch.Tensor:
+        samples = self.splits[split].samples
+        rows = [
+            load_file(str(self._vision_cache_path(split, samples[i].image_id)))["hidden"]
+            for i in sample_indices
+        ]
+        return torch.stack(rows).to(self.device, torch.float32)
+
+    def _text_hidden(self) -> torch.Tensor:
+        """CLIP's output per class prompt; with a frozen text encoder this is computed once for the run."""
+        grad = self.mode != "decoder"
+        with torch.set_grad_enabled(grad):
+            return text_backbone(self.model, self.text["input_ids"], self.text["attention_mask"])
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        if self.device.type == "cuda" and self.hp["precision"] == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _batches_per_epoch(self) -> int:
+        n = len(self.splits["train"].samples)
+        return max(1, math.ceil(n / (self.hp["batch_size"] * self.world)))
+
+    def _batch_indices(self, step: int) -> list[int]:
+        per_epoch = self._batches_per_epoch()
+        epoch, pos = divmod(step, per_epoch)
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.splits["train"].samples))
+        size = self.hp["batch_size"]
+        start = (pos * self.world + self.rank) * size
+        chunk = order[start : start + size].tolist()
+        return chunk or order[:size].tolist()
+
+    def train(self) -> RunResult:
+        cfg = self.cfg
+        total = self.hp["total_steps"]
+        per_epoch = self._batches_per_epoch()
+        split = self.splits["train"]
+        progress = self._progress_bar(total)
+        stop_reason = None
+        while self.step < total:
+            request = self.callbacks.should_stop()
+            if request == "cancel":
+                raise Cancelled("cancelled")
+            if request == "stop":
+                stop_reason = "stopped"
+                self._event(
+                    "stop", f"stop requested at step {self.step}: finishing with the best checkpoint", {}
+                )
+                break
+
+            step = self.step
+            rng = np.random.default_rng([cfg.seed, 1, step])
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, independent of where a run resumed
+            indices = self._batch_indices(step)
+            batch = D.make_batch(
+                split, indices, size=self.image_size, mask_size=self.mask_size, max_negatives=cfg.max_negatives,
+                rng=rng, mean=self.loaded.image_mean, std=self.loaded.image_std,
+                with_pixels=self.mode != "decoder", jitter=cfg.scale_jitter and self.mode != "decoder",
+            )  # fmt: skip
+            self.train_model.train()
+            with self._autocast():
+                outputs = self._forward(batch, "train", train=True)
+                loss, parts = self.criterion(outputs, batch.targets)
+            loss_value = float(loss.detach())
+            if self._diverged(loss_value):
+                self._rollback(loss_value)
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp["grad_clip"])
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self.history.append(loss_value)
+
+            epoch = self.step / per_epoch
+            if self.step % cfg.log_every_steps == 0 or self.step == total:
+                metrics = {
+                    "loss": loss_value,
+                    "lr": metrics_lr(self.optimizer),
+                    "grad_norm": float(grad_norm),
+                }
+                self._metrics(self.step, epoch, metrics | {k: float(v) for k, v in parts.items()})
+            if progress is not None:
+                progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{metrics_lr(self.optimizer):.2e}")
+                progress.update(1)
+            if self.step % cfg.checkpoint_every_steps == 0:
+                self._save_checkpoint()
+            if self.step % (per_epoch * cfg.eval_every_epochs) == 0 or self.step == total:
+                if self._validate(epoch):
+                    stop_reason = "early_stopped"
+                    break
+        if progress is not None:
+            progress.close()
+        if stop_reason != "early_stopped" and self.step % (per_epoch * cfg.eval_every_epochs) != 0:
+            self._validate(self.step / per_epoch)
+        self._save_checkpoint()
+        return self._finish("stopped" if stop_reason == "stopped" else "succeeded")
+
+    def _forward(self, batch: D.Batch, split: str, *, train: bool) -> ModelOutputs:
+        model = self.train_model if train else self.query_model
+        decoder = self.mode == "decoder"
+        logits, boxes, presence, masks = model(
+            None if decoder else batch.pixel_values.to(self.device),  # type: ignore[union-attr]
+            batch.image_index.to(self.device),
+            batch.class_index.to(self.device),
+            self.text["input_ids"],
+            self.text["attention_mask"],
+            backbone_hidden=self._cached_backbone(split, batch.sample_index) if decoder else None,
+            text_hidden=self.text_hidden if decoder else None,
+        )
+        return ModelOutputs(logits=logits, boxes=boxes, presence=presence, masks=masks)
+
+    # --- divergence --------------------------------------------------------------------------------
+
+    def _diverged(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        recent = self.history[-50:]
+        if self.step < max(self.hp["warmup_steps"], 20) or len(recent) < 20:
+            return False
+        return loss > self.cfg.spike_factor * statistics.median(recent)
+
+    def _rollback(self, loss: float) -> None:
+        """Back to the last good checkpoint with half the learning rate, at most `max_rollbacks` times."""
+        if self.rollbacks >= self.cfg.max_rollbacks:
+            raise TrainingFailed(
+                f"the loss diverged ({loss}) at step {self.step} after {self.rollbacks} rollbacks; "
+                "try a lower learning rate"
+            )
+        self.rollbacks += 1
+        at = self.step
+        if (self.out / "checkpoints" / "last" / "trainer_state.pt").exists():
+            self._load_checkpoint(self.out / "checkpoints" / "last")
+        else:
+            self._reload_initial_weights()
+        self.lr_scale *= 0.5
+        self.scheduler.step(self.step)  # re-evaluate the lambda with the new scale
+        self._event(
+            "divergence_rollback",
+            f"loss {loss:.4g} at step {at} diverged: rolled back to step {self.step} with half the learning rate",
+            {
+                "loss": loss if math.isfinite(loss) else str(loss),
+                "from_step": at,
+                "to_step": self.step,
+                "lr_scale": self.lr_scale,
+            },
+        )
+
+    def _reload_initial_weights(self) -> None:
+        fresh = load_base_model(self.cfg.base_model, device="cpu").model
+        self.model.load_state_dict(fresh.state_dict())
+        self.step = 0
+        self.history.clear()
+
+    # --- evaluation --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(
+        self, split: str, *, model: torch.nn.Module | None = None, use_cache: bool = True
+    ) -> EvalResult:
+        """COCO bbox and segm AP on a split: every image asked about every class."""
+        data = self.splits[split]
+        query_model = QueryModel(model) if model is not None else self.query_model
+        query_model.eval()
+        k = len(self.classes)
+        cached = self.mode == "decoder" and use_cache
+        text_hidden = text_backbone(query_model.model, self.text["input_ids"], self.text["attention_mask"])
+        detections = []
+        for i, sample in enumerate(data.samples):
+            pixels = None
+            if not cached:
+                pixels = D.load_pixels(sample.path, self.image_size, self.image_size, self.loaded.image_mean,
+                                       self.loaded.image_std)[None].to(self.device)  # fmt: skip
+            with self._autocast():
+                logits, boxes, presence, masks = query_model(
+                    pixels,
+                    torch.zeros(k, dtype=torch.long, device=self.device),
+                    torch.arange(k, device=self.device),
+                    self.text["input_ids"],
+                    self.text["attention_mask"],
+                    backbone_hidden=self._cached_backbone(split, [i]) if cached else None,
+                    text_hidden=text_hidden,
+                )
+            for c in range(k):
+                detections += postprocess(
+                    logits[-1, c].float(), presence[-1, c].float(), boxes[-1, c].float(), masks[c].float(),
+                    image_id=sample.image_id, category_id=data.category_id(c), orig_size=(sample.height, sample.width),
+                )  # fmt: skip
+        return coco_evaluate(data.coco, limit_per_image(detections))
+
+    def _validate(self, epoch: float) -> bool:
+        """Evaluate on valid, keep the best weights; True when early stopping says enough."""
+        if "valid" not in self.splits or not self.splits["valid"].samples or self.rank != 0:
+            return False
+        result = self.evaluate("valid").summary
+        self._metrics(self.step, epoch, {f"valid_{k}": v for k, v in result.items()})
+        score = result["segm_AP"] + 1e-3 * result["segm_AP50"]
+        if score > self.best_metric:
+            self.best_metric, self.best_valid = score, result
+            self.epochs_without_gain = 0
+            self._save_weights(self.out / "checkpoints" / "best")
+            self.callbacks.on_checkpoint(self.step, self.out / "checkpoints" / "best", True)
+        else:
+            self.epochs_without_gain += 1
+        patience = self.hp["early_stopping_patience"]
+        if patience and self.epochs_without_gain >= patience:
+            self._event(
+                "early_stopping",
+                f"no better validation mask AP for {patience} evaluations",
+                {"step": self.step},
+            )
+            return True
+        return False
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def _save_weights(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        tmp = directory / "model.safetensors.tmp"
+        save_file(state, str(tmp))
+        os.replace(tmp, directory / "model.safetensors")
+
+    def _save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        directory = self.out / "checkpoints" / "last"
+        self._save_weights(directory)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.step / self._batches_per_epoch(),
+            "best_metric": self.best_metric,
+            "best_valid": self.best_valid,
+            "epochs_without_gain": self.epochs_without_gain,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
+            "history": self.history[-100:],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+        tmp = directory / "trainer_state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, directory / "trainer_state.pt")
+        self.callbacks.on_checkpoint(self.step, directory, False)
+
+    def _load_checkpoint(self, directory: Path) -> None:
+        weights = load_file(str(directory / "model.safetensors"))
+        self.model.load_state_dict(weights)
+        state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.best_metric = state["best_metric"]
+        self.best_valid = state["best_valid"]
+        self.epochs_without_gain = state["epochs_without_gain"]
+        self.rollbacks = max(self.rollbacks, state["rollbacks"])
+        self.lr_scale = state["lr_scale"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def _resume_if_possible(self) -> None:
+        last = self.out / "checkpoints" / "last"
+        if (last / "trainer_state.pt").exists():
+            self._load_checkpoint(last)
+            self._event("resumed", f"resumed from the checkpoint at step {self.step}", {"step": self.step})
+
+    # --- the end -------------------------------------------------------------------------------------
+
+    def _finish(self, status: str) -> RunResult:
+        best = self.out / "checkpoints" / "best" / "model.safetensors"
+        if best.exists():
+            self.model.load_state_dict(load_file(str(best)))
+        test = base_test = None
+        model_dir = None
+        if self.rank == 0:
+            if "test" in self.splits and self.splits["test"].samples:
+                test = self.evaluate("test").to_dict()
+                if self.cfg.eval_base_model:
+                    base = load_base_model(self.cfg.base_model, device=self.device).model
+                    base_test = self.evaluate("test", model=base, use_cache=self.mode == "decoder").to_dict()
+                    del base
+            model_dir = self.out / "model"
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            card = {
+                "base_model": self.cfg.base_model,
+                "base_model_description": self.loaded.description,
+                "data": str(self.cfg.data_dir),
+                "data_version_hash": _data_hash(Path(self.cfg.data_dir)),
+                "classes": self.classes,
+                "prompts": [self.cfg.prompts.get(c, c) for c in self.classes],
+                "mode": self.mode,
+                "steps": self.step,
+                "hyperparameters": {
+                    k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()
+                },
+                "metrics": {"valid_best": self.best_valid, "test": test, "base_test": base_test},
+                "events": self.events,
+            }
+            save_model(self.model, self.loaded.tokenizer, model_dir, image_size=self.image_size, card=card)
+            self.callbacks.on_checkpoint(self.step, model_dir, True)
+        return RunResult(
+            status, self.step, self.best_valid, test, base_test, model_dir, self.resolved, self.events
+        )
+
+    # --- reporting -----------------------------------------------------------------------------------
+
+    def _metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "epoch": round(epoch, 4), **metrics}) + "\n")
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+        self.callbacks.on_metrics(step, epoch, metrics)
+
+    def _event(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        record = {"kind": kind, "message": message, "step": getattr(self, "step", 0), **data}
+        self.events.append(record)
+        with open(self.out / "logs" / "events.jsonl", "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+        logger.info("%s: %s", kind, message)
+        self.callbacks.on_event(kind, message, data)
+
+    def _tensorboard(self):  # type: ignore[no-untyped-def]
+        if self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional for the library
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _progress_bar(self, total: int):  # type: ignore[no-untyped-def]
+        if not self.cfg.progress_bar or self.rank != 0:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=self.step, desc="fine-tuning", unit="step", dynamic_ncols=True)
+
+    def cleanup(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+def metrics_lr(optimizer: torch.optim.Optimizer) -> float:
+    return max(g["lr"] for g in optimizer.param_groups)
+
+
+def _data_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for split in D.SPLITS:
+        path = D.find_split_file(root, split)
+        if path is not None:
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def run(cfg: TrainConfig, callbacks: TrainerCallbacks | None = None) -> RunResult:
+    recipe = FineTuneRecipe(cfg, callbacks)
+    try:
+        recipe.setup()
+        return recipe.train()
+    finally:
+        recipe.cleanup()
