@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainConfig
+from trainer.launch import launch_local, run_process, submit_cluster
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,106 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _print_result(result: Any) -> None:
     print(json.dumps(result, indent=2, default=str))
-
-
-def run_process(cfg: TrainConfig, mode: str) -> dict[str, Any]:
-    """One training process (rank); distributed set-up comes from the environment torchrun/SLURM give."""
-    import torch
-    import torch.distributed as dist
-
-    from trainer.recipe import FineTuneRecipe
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    try:
-        recipe = FineTuneRecipe(cfg)
-        recipe.setup()
-        try:
-            if mode == "val":
-                out = {s: recipe.evaluate(s).summary for s in ("valid", "test") if s in recipe.splits}
-                return {"mode": "val", "base_model": recipe.loaded.description, "results": out}
-            result = recipe.train()
-            return {
-                "status": result.status,
-                "steps": result.steps,
-                "base_model": recipe.loaded.description,
-                "best_valid": result.best_valid,
-                "test": result.test and result.test.get("summary"),
-                "base_test": result.base_test and result.base_test.get("summary"),
-                "model_dir": str(result.model_dir) if result.model_dir else None,
-                "events": result.events,
-            }
-        finally:
-            recipe.cleanup()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _spawned(rank: int, world: int, port: int, cfg_json: str, mode: str, result_path: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
-    result = run_process(TrainConfig.model_validate_json(cfg_json), mode)
-    if rank == 0:
-        Path(result_path).write_text(json.dumps(result, default=str))
-
-
-def launch_local(cfg: TrainConfig, mode: str, nprocs: int) -> dict[str, Any]:
-    """Several processes on this machine, as torchrun would start them (nccl on GPUs, gloo on CPU)."""
-    import torch.multiprocessing as mp
-
-    result_path = Path(cfg.output_dir) / "logs" / "result.json"
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    mp.spawn(
-        _spawned, args=(nprocs, _free_port(), cfg.model_dump_json(), mode, str(result_path)), nprocs=nprocs
-    )
-    return json.loads(result_path.read_text())
-
-
-class _ClusterJob:
-    """What submitit runs on each SLURM task: it maps SLURM's variables to torch.distributed's."""
-
-    def __init__(self, cfg_json: str, mode: str) -> None:
-        self.cfg_json, self.mode = cfg_json, mode
-
-    def __call__(self) -> dict[str, Any]:
-        import submitit
-
-        env = submitit.JobEnvironment()
-        os.environ.update(RANK=str(env.global_rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.num_tasks),
-                          MASTER_ADDR=env.hostnames[0], MASTER_PORT=os.environ.get("MASTER_PORT", "29500"))  # fmt: skip
-        return run_process(TrainConfig.model_validate_json(self.cfg_json), self.mode)
-
-
-def submit_cluster(cfg: TrainConfig, mode: str, args: argparse.Namespace) -> str:
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=str(Path(cfg.output_dir) / "submitit"))
-    params: dict[str, Any] = {
-        "nodes": args.num_nodes,
-        "gpus_per_node": args.num_gpus,
-        "tasks_per_node": args.num_gpus,
-        "timeout_min": args.timeout_min,
-        "name": "samtune",
-    }
-    for key in ("partition", "account", "qos"):
-        if getattr(args, key):
-            params[f"slurm_{key}"] = getattr(args, key)
-    executor.update_parameters(**params)
-    job = executor.submit(_ClusterJob(cfg.model_dump_json(), mode))
-    return str(job.job_id)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,6 +185,9 @@ class Batch:
     class_index: torch.Tensor  # [B] which prompt each query asks
     targets: list[QueryTargets]
     sample_index: list[int]  # index into the split's samples, per image
+    # Box exemplar prompts (Sam3Model's input_boxes): [B, 1, 4] cxcywh and labels [B, 1], -10 = no exemplar.
+    input_boxes: torch.Tensor | None = None
+    input_boxes_labels: torch.Tensor | None = None
 
 
 def choose_queries(
@@ -209,6 +212,7 @@ def make_batch(
     std: tuple[float, float, float],
     with_pixels: bool,
     jitter: bool,
+    box_exemplar_prob: float = 0.0,
 ) -> Batch:
     pixels, image_index, class_index, targets = [], [], [], []
     for slot, idx in enumerate(indices):
@@ -221,6 +225,15 @@ def make_batch(
             image_index.append(slot)
             class_index.append(c)
             targets.append(query_targets(sample, c, size, side, mask_size))
+    boxes = labels = None
+    if box_exemplar_prob > 0:
+        # SAM 3 takes "find things like this box" as well as text: show one target box as an exemplar sometimes.
+        boxes = torch.zeros(len(targets), 1, 4)
+        labels = torch.full((len(targets), 1), -10, dtype=torch.long)
+        for q, t in enumerate(targets):
+            if t.num and rng.uniform() < box_exemplar_prob:
+                boxes[q, 0] = t.boxes[int(rng.integers(0, t.num))]
+                labels[q, 0] = 1
     return Batch(
         image_ids=[split.samples[i].image_id for i in indices],
         pixel_values=torch.stack(pixels) if with_pixels else None,
@@ -228,4 +241,6 @@ def make_batch(
         class_index=torch.tensor(class_index, dtype=torch.long),
         targets=targets,
         sample_index=list(indices),
+        input_boxes=boxes,
+        input_boxes_labels=labels,
     )

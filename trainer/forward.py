@@ -148,6 +148,8 @@ class QueryModel(torch.nn.Module):
         attention_mask: torch.Tensor,
         backbone_hidden: torch.Tensor | None = None,
         text_hidden: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_boxes_labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if text_hidden is None:
             text_hidden = text_backbone(self.model, input_ids, attention_mask)
@@ -158,5 +160,7 @@ class QueryModel(torch.nn.Module):
             text_hidden.index_select(0, class_index),
             attention_mask.index_select(0, class_index),
             backbone_hidden=backbone_hidden,
+            input_boxes=input_boxes,
+            input_boxes_labels=input_boxes_labels,
         )
         return out.logits, out.boxes, out.presence, out.masks

@@ -607,3 +607,18 @@ __all__ = [
     "save_model",
     "tiny_sam3_config",
 ]
+
+
+def full_size_sam3_config(image_size: int = 1008) -> Sam3Config:
+    """facebook/sam3's architecture (ViT-L/14 with 32 layers, CLIP-L text, 256-wide heads, 200 queries) at a
+    chosen input size, for benchmarks with random weights. At 1008 it is SAM 3's own configuration."""
+    if image_size % PATCH_SIZE:
+        raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
+    config = Sam3Config()
+    grid = image_size // PATCH_SIZE
+    backbone = config.vision_config.backbone_config
+    backbone.image_size = image_size
+    if grid % backbone.window_size:
+        backbone.window_size = _window_size(grid)
+    config.vision_config.backbone_feature_sizes = [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]
+    return config

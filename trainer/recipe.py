@@ -36,6 +36,7 @@ from trainer.forward import QueryModel, text_backbone, vision_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
 from trainer.model import LoadedModel, load_base_model, save_model
+from trainer.preflight import find_batch_size
 from trainer.tokenizer import tokenize
 from trainer.types import ModelOutputs
 
@@ -154,8 +155,38 @@ class FineTuneRecipe:
         self.epochs_without_gain = 0
         self.rollbacks = 0
         self.history: list[float] = []
+        if self.device.type == "cuda" and cfg.batch_size is None:
+            self._preflight()
         self._resume_if_possible()
         self.writer = self._tensorboard()
+
+    def _preflight(self) -> None:
+        """One real step per candidate batch size, halving on out-of-memory; the winner goes into the
+        resolved hyperparameters with its reason."""
+        n = len(self.splits["train"].samples)
+
+        def trial(size: int) -> None:
+            indices = list(range(min(size, n)))
+            batch = D.make_batch(
+                self.splits["train"], indices, size=self.image_size, mask_size=self.mask_size,
+                max_negatives=self.cfg.max_negatives, rng=np.random.default_rng(0), mean=self.loaded.image_mean,
+                std=self.loaded.image_std, with_pixels=self.mode != "decoder", jitter=False,
+            )  # fmt: skip
+            try:
+                with self._autocast():
+                    loss, _ = self.criterion(self._forward(batch, "train", train=True), batch.targets)
+                loss.backward()
+            finally:
+                self.optimizer.zero_grad(set_to_none=True)
+
+        found = find_batch_size(trial, start=min(16, max(1, n)))
+        gpu_gb = torch.cuda.get_device_properties(self.device).total_memory / 2**30
+        self.resolved = resolve(self.cfg, num_train_images=n, device_type="cuda", gpu_memory_gb=gpu_gb,
+                                batch_size_found=found)  # fmt: skip
+        self.hp = values(self.resolved)
+        if self.rank == 0:
+            resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
+            (self.out / "config_resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Meta's recipe: three learning rates (heads, vision, text), layer-wise decay down the ViT, no weight
@@ -298,6 +329,7 @@ class FineTuneRecipe:
                 split, indices, size=self.image_size, mask_size=self.mask_size, max_negatives=cfg.max_negatives,
                 rng=rng, mean=self.loaded.image_mean, std=self.loaded.image_std,
                 with_pixels=self.mode != "decoder", jitter=cfg.scale_jitter and self.mode != "decoder",
+                box_exemplar_prob=cfg.box_exemplar_prob,
             )  # fmt: skip
             self.train_model.train()
             with self._autocast():
@@ -350,6 +382,10 @@ class FineTuneRecipe:
             self.text["attention_mask"],
             backbone_hidden=self._cached_backbone(split, batch.sample_index) if decoder else None,
             text_hidden=self.text_hidden if decoder else None,
+            input_boxes=None if batch.input_boxes is None else batch.input_boxes.to(self.device),
+            input_boxes_labels=None
+            if batch.input_boxes_labels is None
+            else batch.input_boxes_labels.to(self.device),
         )
         return ModelOutputs(logits=logits, boxes=boxes, presence=presence, masks=masks)
 
