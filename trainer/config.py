@@ -54,6 +54,12 @@ class TrainConfig(BaseModel):
     scale_jitter: bool = Field(
         default=True, description="Random square 480..992 of 1008 padded (full mode only)."
     )
+    box_exemplar_prob: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Chance that a positive query also gets one of its boxes as an exemplar prompt.",
+    )
     image_size: int | None = Field(default=None, description="Model input size; default: the model's own.")
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -32,7 +32,8 @@ def test_fine_tuning_learns(tiny_base: Path, tmp_path: Path) -> None:
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.75 * first, (first, last)
 
+    # Validation mask AP50 climbs from nothing (0.003 after 40 steps) to above 0.1.
     valid = [m["valid_segm_AP50"] for m in lines if "valid_segm_AP50" in m]
-    assert max(valid) > valid[0] + 0.05, valid
+    assert max(valid) > valid[0] + 0.1, valid
+    assert result.best_valid is not None and result.best_valid["segm_AP50"] == max(valid)
     assert result.test is not None and result.base_test is not None
-    assert result.test["summary"]["segm_AP50"] > result.base_test["summary"]["segm_AP50"] + 0.05
