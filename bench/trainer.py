@@ -124,23 +124,22 @@ def bench(image_size: int, prompts: int, steps: int, warmup: int, device: torch.
     results["cache_mb_per_image"] = cached.numel() * 2 / 2**20
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
-    def decoder_step() -> None:
-        with autocast():
-            out = ModelOutputs(
-                *qm(
-                    None,
-                    image_index,
-                    class_index,
-                    ids,
-                    attn,
-                    backbone_hidden=cached.float(),
-                    text_hidden=text_hidden,
-                )
-            )
-            loss, _ = criterion(out, tgts)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def make_step(forward, optimizer):  # type: ignore[no-untyped-def]
+        def step() -> None:
+            with autocast():
+                loss, _ = criterion(ModelOutputs(*forward()), tgts)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    decoder_step = make_step(
+        lambda: qm(
+            None, image_index, class_index, ids, attn, backbone_hidden=cached.float(), text_hidden=text_hidden
+        ),
+        opt,
+    )
 
     with PeakMemory(device) as mem:
         results["decoder_s"] = time_steps(decoder_step, steps, warmup, device)
@@ -154,13 +153,7 @@ def bench(image_size: int, prompts: int, steps: int, warmup: int, device: torch.
         p.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-    def full_step() -> None:
-        with autocast():
-            out = ModelOutputs(*qm(pixels, image_index, class_index, ids, attn))
-            loss, _ = criterion(out, tgts)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    full_step = make_step(lambda: qm(pixels, image_index, class_index, ids, attn), opt)
 
     with PeakMemory(device) as mem:
         results["full_s"] = time_steps(full_step, steps, warmup, device)

@@ -413,7 +413,9 @@ class FineTuneRecipe:
         else:
             self._reload_initial_weights()
         self.lr_scale *= 0.5
-        self.scheduler.step(self.step)  # re-evaluate the lambda with the new scale
+        # The scheduler's lambda reads lr_scale; apply it now rather than from the next step on.
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base_lr * self._lr_lambda(self.step)
         self._event(
             "divergence_rollback",
             f"loss {loss:.4g} at step {at} diverged: rolled back to step {self.step} with half the learning rate",

@@ -22,6 +22,24 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "hexagon")
 
 
+@dataclass(frozen=True)
+class Concept:
+    shape: str
+    colour: str | None = None  # None: any colour, named by shape only
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape}" if self.colour else self.shape
+
+
+# The pretraining corpus's concepts, and held-out domains whose shape words pretraining never shows.
+PRETRAIN_CONCEPTS = (Concept("circle"), Concept("square"), Concept("triangle"), Concept("star"))
+HELD_OUT_DOMAINS = {
+    "tools": (Concept("ring"), Concept("cross")),
+    "gems": (Concept("diamond"), Concept("hexagon")),
+}
+
+
 def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """Outline of a shape; rings are drawn as a thick outline but annotated by their outer outline."""
 
@@ -78,16 +96,6 @@ def background(rng: np.random.Generator, size: int) -> Image.Image:
     period = int(rng.integers(6, 20))
     arr[:, (np.arange(size) // period) % 2 == 0] = np.clip(arr[0, 0].astype(int) + 30, 0, 255)
     return Image.fromarray(arr)
-
-
-@dataclass(frozen=True)
-class Concept:
-    shape: str
-    colour: str | None = None  # None: any colour, named by shape only
-
-    @property
-    def name(self) -> str:
-        return f"{self.colour} {self.shape}" if self.colour else self.shape
 
 
 def scene(

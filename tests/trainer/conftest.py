@@ -12,6 +12,18 @@ from trainer.synth import Concept, write_dataset
 from trainer.tokenizer import load_tokenizer
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing may be fetched from a hub; the tokenizer is built into the test's own folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SAMTUNE_TOKENIZER_CACHE", str(tmp_path_factory.getbasetemp() / "clip-bpe"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return load_tokenizer(tmp_path_factory.getbasetemp() / "clip-bpe")
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SAM 3 (same classes, small sizes, 112 px) saved the way a base model directory is."""

@@ -20,7 +20,7 @@ from trainer.model import (
     save_model,
     tiny_sam3_config,
 )
-from trainer.tokenizer import load_tokenizer, tokenize
+from trainer.tokenizer import tokenize
 
 # The default tiny model (image 224, hidden 64, 2 ViT / 2 text / 2 decoder layers, 20 queries) has
 # 4,184,298 parameters, 3,162,112 of them CLIP's token embedding (49408 x 64); model.safetensors ~16.8 MB.
@@ -32,17 +32,6 @@ CARD = {
     "metrics": {"mask_mAP": 0.4213, "box_mAP": 0.5},
     "hyperparameters": {"lr": 1e-4, "epochs": 3, "batch_size": 8},
 }
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SAMTUNE_TOKENIZER_CACHE", str(tmp_path_factory.getbasetemp() / "clip-bpe"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    return load_tokenizer(tmp_path_factory.getbasetemp() / "clip-bpe")
 
 
 @pytest.fixture(scope="module")

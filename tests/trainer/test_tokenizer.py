@@ -44,17 +44,6 @@ PROMPTS = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SAMTUNE_TOKENIZER_CACHE", str(tmp_path_factory.getbasetemp() / "clip-bpe"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    return load_tokenizer(tmp_path_factory.getbasetemp() / "clip-bpe")
-
-
 @pytest.fixture(scope="module")
 def open_clip_tokenizer():
     open_clip = pytest.importorskip("open_clip")
