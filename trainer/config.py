@@ -54,6 +54,12 @@ class TrainConfig(BaseModel):
     scale_jitter: bool = Field(
         default=True, description="Random square 480..992 of 1008 padded (full mode only)."
     )
+    cls_negative_queries: bool = Field(
+        default=False, description="Classification loss on the slots of negative queries too (pretraining)."
+    )
+    one_to_many: float = Field(
+        default=0.0, ge=0, description="Weight of Meta's one-to-many matching term (0 = off)."
+    )
     box_exemplar_prob: float = Field(
         default=0.0,
         ge=0,

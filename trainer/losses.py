@@ -50,6 +50,10 @@ class LossWeights:
     cls_pos_weight: float = 10.0
     cls_neg_gamma: float = 2.0
     cls_min_target: float = 0.01
+    # Meta leaves negative queries to the presence head, which suits a model that already knows concepts.
+    # A model trained from scratch learns to tell prompts apart much sooner when every slot of a negative
+    # query is also pushed down (pretraining turns this on).
+    cls_negative_queries: bool = False
     aux: bool = True  # box + class (+ presence) losses on every decoder layer, not only the last
     one_to_many: float = 0.0  # weight of the extra one-to-many term (0 = off)
 
@@ -142,7 +146,8 @@ class SetCriterion:
             cls_target[pairs.batch, pairs.slot] = matched
             weight = logits.sigmoid() ** w.cls_neg_gamma
             weight[pairs.batch, pairs.slot] = w.cls_pos_weight
-            weight = weight * has_targets.to(weight.dtype)[:, None]
+            if not w.cls_negative_queries:
+                weight = weight * has_targets.to(weight.dtype)[:, None]
         bce = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="none")
         loss_cls = (bce * weight).mean()
         return loss_bbox, loss_giou, loss_cls

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     args = p.parse_args(argv)
 
     data = args.out / "corpus"
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=1000, batch_size=8, max_negatives=3, warmup_steps=200,
         lr_heads=args.lr, lr_vision=args.lr, lr_text=args.lr / 4, layer_decay=1.0, grad_clip=1.0,
         eval_every_epochs=1, early_stopping_patience=1000, checkpoint_every_steps=200,
-        cooldown_fraction=0.0, eval_base_model=False, progress_bar=False,
+        cooldown_fraction=0.0, eval_base_model=False, progress_bar=False, cls_negative_queries=True,
     )  # fmt: skip
     result = run(cfg, Deadline(args.minutes))
     print(

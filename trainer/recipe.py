@@ -137,7 +137,8 @@ class FineTuneRecipe:
             self._fill_vision_cache()
         self.text_hidden = self._text_hidden()
 
-        self.criterion = SetCriterion(HungarianMatcher(), LossWeights())
+        weights = LossWeights(cls_negative_queries=cfg.cls_negative_queries, one_to_many=cfg.one_to_many)
+        self.criterion = SetCriterion(HungarianMatcher(), weights)
         self.optimizer = torch.optim.AdamW(self._param_groups(), betas=(0.9, 0.999))
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)

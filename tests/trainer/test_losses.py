@@ -370,3 +370,12 @@ def test_tiny_optimisation_converges() -> None:
         assert presence.sigmoid().item() > 0.9
         pred_masks = masks[0, match.pred] > 0
         assert (pred_masks == gt_masks[match.target].bool()).all()
+
+
+def test_cls_on_negative_queries_for_pretraining() -> None:
+    # With cls_negative_queries (pretraining), a negative query's slots are pushed down too, weighted by p^2.
+    logits = [[[0.5, -2.0, 3.0]]]
+    out = _outputs(logits, [[[PRED] * 3]])
+    _, logs = _criterion(cls_negative_queries=True)(out, [_targets(torch.zeros(0, 4))])
+    want = sum(_sig(x) ** 2 * _bce(x, 0.0) for x in logits[0][0]) / 3
+    assert logs["loss_cls"].item() == pytest.approx(want, rel=1e-5)
