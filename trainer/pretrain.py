@@ -43,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--init", type=Path, help="continue from these weights (a model directory) instead of a random init"
+    )
     args = p.parse_args(argv)
 
     data = args.out / "corpus"
     if not (data / "train").exists():
         write_dataset(data, list(PRETRAIN_CONCEPTS), {"train": args.train_images, "valid": 100, "test": 100},
                       size=args.image_size, seed=args.seed)  # fmt: skip
-    base = args.out / "init"
+    base = args.init or args.out / "init"
     if not base.exists():
         torch.manual_seed(args.seed)
         model = Sam3Model(tiny_sam3_config(image_size=args.image_size))
