@@ -34,8 +34,16 @@ def _print_result(result: Any) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+def _quiet_transformers() -> None:
+    """transformers draws progress bars for every weight load and save; our own bar is the one to read."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _quiet_transformers()
     try:
         cfg = TrainConfig.from_yaml(args.config, args.overrides)
     except Exception as exc:  # a bad config is the user's to fix: say so plainly, no traceback

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         "--init", type=Path, help="continue from these weights (a model directory) instead of a random init"
     )
     args = p.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars would bury the training log
 
     data = args.out / "corpus"
     if not (data / "train").exists():
