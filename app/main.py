@@ -15,6 +15,8 @@ from app.core.queue import CeleryQueue
 from app.core.storage import make_storage
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.jobs.feed import make_publisher
+from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.settings import Settings
 from app.versions.router import router as versions_router
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.storage = make_storage(settings)
     app.state.tasks = CeleryQueue(make_celery(settings))
+    app.state.publisher = make_publisher(settings)
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
@@ -49,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(datasets_router)
     app.include_router(versions_router)
+    app.include_router(jobs_router)
     return app

@@ -5,8 +5,10 @@ Every field reads from an environment variable with the `SAMTUNE_` prefix; docs/
 
 from __future__ import annotations
 
+import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +41,35 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    secret_key: str = Field(
+        default="",
+        description="Signs short-lived event-stream tokens; default: a random key kept in DATA_DIR/secret_key. "
+        "Set the same value on every API process of a deployment.",
+    )
+    sam3_path: Path | None = Field(
+        default=None,
+        description="A local directory holding Meta's facebook/sam3 (else the hub cache is used).",
+    )
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="The device the training workers have, for previews made by the API."
+    )
+    job_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running job whose worker is silent this long is resumed elsewhere.",
+    )
+    job_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often a worker renews its lease."
+    )
+    job_requeue_after_seconds: float = Field(
+        default=600.0, gt=0, description="A job still queued this long after its last enqueue is sent again."
+    )
+    reaper_interval_seconds: float = Field(default=30.0, gt=0, description="How often beat runs the reapers.")
+    metrics_flush_seconds: float = Field(
+        default=2.0, gt=0, description="Batching window of the metric writes to the database."
+    )
+    webhook_max_retries: int = Field(default=6, ge=0)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -57,6 +88,19 @@ class Settings(BaseSettings):
         path = self.data_dir / "tmp"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()
 
     @cached_property
     def broker_dir(self) -> Path:

@@ -2,7 +2,7 @@
 
 from app.core.db import Base
 from app.datasets.tables import Annotation, Category, Dataset, Image
-from app.jobs.tables import Metric, TrainingJob
+from app.jobs.tables import JobEvent, Metric, TrainingJob
 from app.keys.tables import ApiKey
 from app.models.tables import Model
 from app.versions.tables import DatasetVersion
@@ -16,6 +16,7 @@ __all__ = [
     "Dataset",
     "DatasetVersion",
     "Image",
+    "JobEvent",
     "Metric",
     "Model",
     "TrainingJob",

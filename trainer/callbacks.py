@@ -10,6 +10,11 @@ StopRequest = Literal["stop", "cancel"] | None
 
 
 class TrainerCallbacks(Protocol):
+    def on_setup(self, hyperparameters: dict[str, dict[str, Any]], start_step: int) -> None:
+        """Once the run is set up: the resolved hyperparameters ({name: {value, reason}}) and the step it
+        starts from (non-zero when it resumed from a checkpoint)."""
+        ...
+
     def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, step: int, path: Path, is_best: bool) -> None: ...
     def on_event(self, kind: str, message: str, data: dict[str, Any]) -> None: ...
@@ -19,6 +24,9 @@ class TrainerCallbacks(Protocol):
 
 
 class NullCallbacks:
+    def on_setup(self, hyperparameters: dict[str, dict[str, Any]], start_step: int) -> None:
+        pass
+
     def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         pass
 

@@ -71,6 +71,13 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every_steps: int = Field(default=100, ge=1)
     eval_every_epochs: int = Field(default=1, ge=1)
+    eval_nms_iou: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Mask NMS at evaluation (and in the saved model's card): drop a mask whose IoU with a "
+        "higher-scored one of the same prompt exceeds this. Off by default, as in SAM 3's own post-processing.",
+    )
     eval_base_model: bool = Field(default=True, description="Also evaluate the base model zero-shot on test.")
     max_rollbacks: int = Field(default=3, ge=0)
     spike_factor: float = Field(

@@ -47,6 +47,13 @@ _WEIGHT_FILES = (
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt"]  # never the original sam3.pt checkpoint
 
+# Meta's released SAM 3, used whenever it is in the hub cache or configured as a local directory.
+META_BASE = "facebook/sam3"
+# samtune's own tiny SAM 3, pretrained on the synthetic shapes corpus (`python -m trainer.pretrain`) and
+# committed with the code: the base model when Meta's weights are not available (no download here).
+EMBEDDED_BASE = "samtune/sam3-tiny-shapes"
+EMBEDDED_BASE_DIR = Path(__file__).resolve().parent.parent / "models" / "sam3-tiny-shapes"
+
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -291,7 +298,12 @@ def _load_from_directory(
 
     card = _read_json(directory / CARD_FILE)
     n = _format_params(count_parameters(model))
-    if card is not None:
+    if hub_repo == EMBEDDED_BASE:
+        description = (
+            f"{EMBEDDED_BASE} (samtune's tiny SAM 3 pretrained on synthetic shapes, bundled; "
+            f"not Meta's weights; {n} params)"
+        )
+    elif card is not None:
         base = card.get("base_model")
         description = f"samtune fine-tuned model {directory}" + (
             f" (from {base}, {n} params)" if base else f" ({n} params)"
@@ -349,7 +361,7 @@ def load_base_model(
 ) -> LoadedModel:
     """Load a SAM 3 detector (`Sam3Model`) with its tokenizer.
 
-    `name_or_path`: a Hugging Face repo id (e.g. 'facebook/sam3'), or a directory written by save_pretrained
+    `name_or_path`: a Hugging Face repo id (e.g. 'facebook/sam3'), EMBEDDED_BASE (the bundled tiny model), or a directory written by save_pretrained
     (config.json + model.safetensors), or one samtune saved (same layout + samtune_model_card.json). An
     existing directory wins over a repo id of the same spelling. Offline by default: with
     local_files_only=True a repo id must already be in the hub cache. dtype defaults to float32 (training
@@ -361,6 +373,11 @@ def load_base_model(
     if not name:
         raise BaseModelNotFound("no base model given (empty name or path)")
     path = Path(name).expanduser()
+    if name == EMBEDDED_BASE and not path.is_dir():
+        source = f"{EMBEDDED_BASE} (bundled at {EMBEDDED_BASE_DIR})"
+        return _load_from_directory(
+            EMBEDDED_BASE_DIR, source=source, hub_repo=EMBEDDED_BASE, device=device, dtype=dtype
+        )
     if path.is_dir():
         resolved = path.resolve()
         return _load_from_directory(resolved, source=str(resolved), hub_repo=None, device=device, dtype=dtype)
@@ -622,3 +639,11 @@ def full_size_sam3_config(image_size: int = 1008) -> Sam3Config:
         backbone.window_size = _window_size(grid)
     config.vision_config.backbone_feature_sizes = [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]
     return config
+
+
+def hub_cached(repo_id: str) -> Path | None:
+    """The snapshot directory of `repo_id` when the Hugging Face cache holds its config, else None (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(_hub_cache_dir()))
+    return Path(found).parent if isinstance(found, str) else None

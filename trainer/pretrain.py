@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200, help="warmup steps (then inverse square root decay)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (the deadline still applies)")
+    p.add_argument(
+        "--cooldown", type=float, default=0.0, help="fraction of --max-steps spent on a linear lr cooldown"
+    )
     p.add_argument(
         "--init", type=Path, help="continue from these weights (a model directory) instead of a random init"
     )
@@ -66,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     cfg = TrainConfig(
         base_model=str(base), data_dir=data, output_dir=args.out / "run", mode="full", seed=args.seed,
-        epochs=1000, batch_size=8, max_negatives=3, warmup_steps=200,
+        epochs=1000, batch_size=8, max_negatives=3, warmup_steps=args.warmup, max_steps=args.max_steps,
         lr_heads=args.lr, lr_vision=args.lr, lr_text=args.lr / 4, layer_decay=1.0, grad_clip=1.0,
         eval_every_epochs=1, early_stopping_patience=1000, checkpoint_every_steps=200,
-        cooldown_fraction=0.0, eval_base_model=False, progress_bar=False, cls_negative_queries=True,
+        cooldown_fraction=args.cooldown if args.max_steps else 0.0, eval_base_model=False, progress_bar=False, cls_negative_queries=True,
     )  # fmt: skip
     result = run(cfg, Deadline(args.minutes))
     print(

@@ -160,6 +160,8 @@ class FineTuneRecipe:
             self._preflight()
         self._resume_if_possible()
         self.writer = self._tensorboard()
+        resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
+        self.callbacks.on_setup(resolved, self.step)
 
     def _preflight(self) -> None:
         """One real step per candidate batch size, halving on out-of-memory; the winner goes into the
@@ -467,6 +469,7 @@ class FineTuneRecipe:
                 detections += postprocess(
                     logits[-1, c].float(), presence[-1, c].float(), boxes[-1, c].float(), masks[c].float(),
                     image_id=sample.image_id, category_id=data.category_id(c), orig_size=(sample.height, sample.width),
+                    nms_iou=self.cfg.eval_nms_iou,
                 )  # fmt: skip
         return coco_evaluate(data.coco, limit_per_image(detections))
 

@@ -13,7 +13,9 @@ GPU_QUEUE = "gpu"
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("samtune", include=["worker.housekeeping", "worker.versions"])
+    celery = Celery(
+        "samtune", include=["worker.housekeeping", "worker.versions", "worker.training", "worker.webhooks"]
+    )
     conf: dict[str, object] = {
         "broker_url": settings.broker_url,
         "task_default_queue": CPU_QUEUE,
@@ -28,6 +30,10 @@ def make_celery(settings: Settings) -> Celery:
         "beat_schedule": {
             "purge-stale-uploads": {"task": "samtune.purge_stale_uploads", "schedule": 3600.0},
             "reap-stale-builds": {"task": "samtune.reap_stale_builds", "schedule": 60.0},
+            "reap-stale-jobs": {
+                "task": "samtune.reap_stale_jobs",
+                "schedule": settings.reaper_interval_seconds,
+            },
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }

@@ -34,6 +34,8 @@ class TrainingJob(IdMixin, CreatedAtMixin, Base):
     )
     base_model: Mapped[str] = mapped_column(String(500), nullable=False)
     mode: Mapped[str] = mapped_column(String(20), nullable=False)
+    # What the user set (TrainConfig field -> value); the worker resolves the rest on its own device.
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
     # Resolved hyperparameters: {name: {"value": ..., "reason": "..."}}.
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued", index=True)
@@ -47,6 +49,30 @@ class TrainingJob(IdMixin, CreatedAtMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a message for it was last sent: a job queued long after that lost its message (broker restarted).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the base model was, in words, as the worker that loaded it described it.
+    base_model_description: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+
+
+class JobEvent(Base):
+    """What happened to a job, in order: status changes, restarts, rollbacks, stops, and its log lines.
+    The id orders them and names them in the event stream."""
+
+    __tablename__ = "job_event"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("training_job.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(30), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
 
 class Metric(Base):

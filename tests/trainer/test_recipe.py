@@ -11,6 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from trainer.callbacks import NullCallbacks
 from trainer.recipe import FineTuneRecipe, TrainingFailed, run
 
 
@@ -18,7 +19,7 @@ class Crash(Exception):
     pass
 
 
-class CrashAt:
+class CrashAt(NullCallbacks):
     """Callbacks that die at a given step, as a killed worker would."""
 
     def __init__(self, step: int) -> None:

@@ -1,0 +1,223 @@
+"""Every query the jobs package makes. Writes made on a worker's behalf are fenced by its lease token:
+a stale attempt (its lease taken over by a newer one) changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.datasets.tables import Dataset
+from app.jobs.tables import JobEvent, Metric, TrainingJob
+from app.models.tables import Model
+from app.versions.tables import DatasetVersion
+
+LOG = "log"
+
+
+def get(
+    session: Session, workspace_id: uuid.UUID, job_id: uuid.UUID
+) -> tuple[TrainingJob, DatasetVersion, Dataset] | None:
+    stmt = (
+        select(TrainingJob, DatasetVersion, Dataset)
+        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(TrainingJob.id == job_id, TrainingJob.workspace_id == workspace_id)
+    )
+    row = session.execute(stmt).one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def get_any(session: Session, job_id: uuid.UUID) -> tuple[TrainingJob, DatasetVersion, Dataset] | None:
+    stmt = (
+        select(TrainingJob, DatasetVersion, Dataset)
+        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(TrainingJob.id == job_id)
+    )
+    row = session.execute(stmt).one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def list_jobs(
+    session: Session,
+    workspace_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    dataset_id: uuid.UUID | None = None,
+    limit: int = 100,
+) -> list[tuple[TrainingJob, DatasetVersion, Dataset]]:
+    stmt = (
+        select(TrainingJob, DatasetVersion, Dataset)
+        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(TrainingJob.workspace_id == workspace_id)
+        .order_by(TrainingJob.created_at.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        stmt = stmt.where(TrainingJob.status == status)
+    if dataset_id is not None:
+        stmt = stmt.where(Dataset.id == dataset_id)
+    return [(r[0], r[1], r[2]) for r in session.execute(stmt)]
+
+
+def queue_position(session: Session, job: TrainingJob) -> int | None:
+    """1 + the queued jobs (of every workspace: they share the workers) created before this one."""
+    if job.status != "queued":
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(TrainingJob)
+        .where(TrainingJob.status == "queued", TrainingJob.created_at < job.created_at)
+    )
+    return (ahead or 0) + 1
+
+
+def latest_metrics(session: Session, job_id: uuid.UUID) -> dict[str, float]:
+    last = (
+        select(Metric.name, func.max(Metric.step).label("step"))
+        .where(Metric.job_id == job_id)
+        .group_by(Metric.name)
+        .subquery()
+    )
+    stmt = (
+        select(Metric.name, Metric.value)
+        .join(last, (Metric.name == last.c.name) & (Metric.step == last.c.step))
+        .where(Metric.job_id == job_id)
+    )
+    return {name: value for name, value in session.execute(stmt)}
+
+
+def metrics(session: Session, job_id: uuid.UUID, names: Sequence[str] | None = None) -> list[Metric]:
+    stmt = select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.name)
+    if names:
+        stmt = stmt.where(Metric.name.in_(names))
+    return list(session.scalars(stmt))
+
+
+def events(session: Session, job_id: uuid.UUID) -> list[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind != LOG).order_by(JobEvent.id)
+    return list(session.scalars(stmt))
+
+
+def logs(session: Session, job_id: uuid.UUID, *, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+    stmt = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == LOG, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def model_for(session: Session, job_id: uuid.UUID) -> uuid.UUID | None:
+    return session.scalar(select(Model.id).where(Model.job_id == job_id))
+
+
+def add_event(
+    session: Session, job_id: uuid.UUID, kind: str, message: str, data: dict[str, Any] | None = None,
+    attempt: int = 0,
+) -> JobEvent:  # fmt: skip
+    event = JobEvent(job_id=job_id, kind=kind, message=message, data=data or {}, attempt=attempt)
+    session.add(event)
+    session.flush()
+    return event
+
+
+# --- the lease -----------------------------------------------------------------------------------
+
+
+def claim(session: Session, job_id: uuid.UUID, token: str, now: datetime, lease: timedelta) -> bool:
+    """Take the job for one attempt: one conditional UPDATE, so of two deliveries of one message (or two
+    workers) exactly one wins. A running job is claimable only once its lease has expired."""
+    stmt = (
+        update(TrainingJob)
+        .where(
+            TrainingJob.id == job_id,
+            TrainingJob.cancel_requested.is_(False),
+            (TrainingJob.status == "queued")
+            | ((TrainingJob.status == "running") & (TrainingJob.lease_expires_at < now)),
+        )
+        .values(
+            status="running",
+            lease_token=token,
+            lease_expires_at=now + lease,
+            heartbeat_at=now,
+            attempt=TrainingJob.attempt + 1,
+            started_at=func.coalesce(TrainingJob.started_at, now),
+        )
+    )
+    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew(
+    session: Session, job_id: uuid.UUID, token: str, now: datetime, lease: timedelta,
+    progress: dict[str, Any] | None = None,
+) -> tuple[bool, bool] | None:  # fmt: skip
+    """Extend our lease (and record progress). None when the lease is no longer ours; else the
+    (stop_requested, cancel_requested) flags the loop must act on."""
+    values: dict[str, Any] = {"lease_expires_at": now + lease, "heartbeat_at": now}
+    if progress is not None:
+        values["progress"] = progress
+    done = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.lease_token == token, TrainingJob.status == "running")
+        .values(**values)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    flags = session.execute(
+        select(TrainingJob.stop_requested, TrainingJob.cancel_requested).where(TrainingJob.id == job_id)
+    ).one()
+    return bool(flags[0]), bool(flags[1])
+
+
+def fenced(session: Session, job_id: uuid.UUID, token: str) -> TrainingJob | None:
+    """The job, row-locked (PostgreSQL), if `token` still holds its lease; None for a stale attempt."""
+    stmt = (
+        select(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.lease_token == token, TrainingJob.status == "running")
+        .with_for_update()
+    )
+    return session.scalars(stmt).first()
+
+
+def upsert_metrics(
+    session: Session, job_id: uuid.UUID, points: Iterable[tuple[int, float, str, float]]
+) -> None:
+    """(step, epoch, name, value) rows; a redone step (after a resume) overwrites its own point."""
+    now = utcnow()
+    rows = [
+        {"job_id": job_id, "step": s, "epoch": e, "name": n, "value": v, "recorded_at": now}
+        for s, e, n, v in points
+    ]
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Metric).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "name", "step"],
+        set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch},
+    )
+    session.execute(stmt)
+
+
+def expired_leases(session: Session, now: datetime) -> list[TrainingJob]:
+    stmt = select(TrainingJob).where(TrainingJob.status == "running", TrainingJob.lease_expires_at < now)
+    return list(session.scalars(stmt.with_for_update(skip_locked=True)))
+
+
+def forgotten_queued(session: Session, older_than: datetime) -> list[TrainingJob]:
+    stmt = select(TrainingJob).where(
+        TrainingJob.status == "queued",
+        func.coalesce(TrainingJob.enqueued_at, TrainingJob.created_at) < older_than,
+    )
+    return list(session.scalars(stmt.with_for_update(skip_locked=True)))

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from app.core.db import transaction
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
+from app.jobs import base_models, repository, service, stream, tokens
+from app.jobs.schemas import (
+    EventsToken,
+    JobCreate,
+    JobCreated,
+    JobOut,
+    JobPreview,
+    JobRequest,
+    JobStatus,
+    LogLine,
+    MetricPoint,
+)
+
+router = APIRouter(tags=["jobs"])
+
+
+class BaseModelOut(BaseModel):
+    name: str
+    description: str
+    available: bool
+    default: bool
+    unavailable_reason: str | None
+
+
+@router.get("/api/v1/base-models", response_model=list[BaseModelOut])
+def list_base_models(settings: SettingsDep, principal: CurrentPrincipal) -> list[BaseModelOut]:
+    """The base models this installation can fine-tune from (and serve), the default first."""
+    # Where the weights live is the server's business: not shown.
+    return [BaseModelOut(**m.model_dump(exclude={"location"})) for m in base_models.catalog(settings)]
+
+
+@router.post("/api/v1/jobs/preview", response_model=JobPreview)
+def preview_job(
+    req: JobRequest, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> JobPreview:
+    """The resolved hyperparameters, each with its reason, and a rough duration; creates nothing."""
+    return service.preview(session, settings, principal.workspace_id, req)
+
+
+@router.post(
+    "/api/v1/jobs",
+    response_model=JobCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses={422: {"description": "Version not ready, unknown base model, or an invalid override"}},
+)
+def create_job(
+    req: JobCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    tasks: TasksDep,
+    principal: CurrentPrincipal,
+) -> JobCreated:
+    job, secret = service.create(
+        session, settings, tasks, request.app.state.publisher, principal.workspace_id, req
+    )
+    _, version, dataset = service.get(session, principal.workspace_id, job.id)
+    out = service.describe(session, job, version, dataset)
+    return JobCreated(**out.model_dump(), webhook_secret=secret)
+
+
+@router.get("/api/v1/jobs", response_model=list[JobOut])
+def list_jobs(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    dataset_id: uuid.UUID | None = None,
+) -> list[JobOut]:
+    rows = repository.list_jobs(session, principal.workspace_id, status=status_, dataset_id=dataset_id)
+    return [service.describe(session, *row) for row in rows]
+
+
+@router.get("/api/v1/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> JobOut:
+    return service.describe(session, *service.get(session, principal.workspace_id, job_id))
+
+
+@router.get("/api/v1/jobs/{job_id}/metrics", response_model=list[MetricPoint])
+def job_metrics(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    name: Annotated[list[str] | None, Query(description="Only these metrics (repeatable).")] = None,
+) -> list[MetricPoint]:
+    """Every recorded point, ordered by step, for charts."""
+    job, _, _ = service.get(session, principal.workspace_id, job_id)
+    return [
+        MetricPoint(step=m.step, epoch=m.epoch, name=m.name, value=m.value)
+        for m in repository.metrics(session, job.id, name)
+    ]
+
+
+@router.get("/api/v1/jobs/{job_id}/logs", response_model=list[LogLine])
+def job_logs(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0, description="Only lines after this id (poll with the last one).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[LogLine]:
+    job, _, _ = service.get(session, principal.workspace_id, job_id)
+    return [
+        LogLine(id=e.id, time=e.created_at, attempt=e.attempt, message=e.message)
+        for e in repository.logs(session, job.id, after=after, limit=limit)
+    ]
+
+
+@router.post("/api/v1/jobs/{job_id}/stop", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def stop_job(job_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal) -> JobOut:
+    """Finish now: keep the best checkpoint, evaluate it and register the model."""
+    service.request_stop(session, request.app.state.publisher, principal.workspace_id, job_id, cancel=False)
+    return service.describe(session, *service.get(session, principal.workspace_id, job_id))
+
+
+@router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def cancel_job(
+    job_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> JobOut:
+    """Abandon the job and discard what it trained."""
+    service.request_stop(session, request.app.state.publisher, principal.workspace_id, job_id, cancel=True)
+    return service.describe(session, *service.get(session, principal.workspace_id, job_id))
+
+
+@router.post("/api/v1/jobs/{job_id}/events-token", response_model=EventsToken)
+def events_token(
+    job_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+) -> EventsToken:
+    """A token for the event stream that a browser's EventSource can put in the URL (15 minutes)."""
+    job, _, _ = service.get(session, principal.workspace_id, job_id)
+    token, expires = tokens.issue(settings.signing_key, job.id, principal.workspace_id)
+    return EventsToken(
+        token=token,
+        expires_at=datetime.fromtimestamp(expires, UTC),
+        url=str(request.url_for("job_events", job_id=job.id).include_query_params(token=token)),
+    )
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/events",
+    name="job_events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    token: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: `metrics`, `progress`, `status` and `event`, each with an id; reconnect with
+    Last-Event-ID to get what was missed, nothing twice. Ends with the final `status`. Authenticate with the
+    API key, or with `?token=` from POST .../events-token."""
+    factory = request.app.state.sessionmaker
+
+    def authorise() -> uuid.UUID:
+        with transaction(factory) as session:
+            workspace = (
+                tokens.verify(settings.signing_key, token, job_id)
+                if token
+                else get_principal(request, session).workspace_id
+            )
+            job, _, _ = service.get(session, workspace, job_id)
+            return job.id
+
+    found = await run_in_threadpool(authorise)
+    body = stream.events(factory, found, last_event_id, settings.redis_url, request.is_disconnected)
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,135 @@
+"""Training jobs as the API takes and shows them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+Mode = Literal["auto", "decoder", "full"]
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version_id: uuid.UUID
+    base_model: str | None = Field(
+        default=None, description="A name from GET /api/v1/base-models; default: the installation's default."
+    )
+    mode: Mode = Field(
+        default="auto",
+        description="decoder: encoders frozen and cached, heads trained (fast); full: Meta's full fine-tuning; "
+        "auto: chosen from the data size and the worker's GPU, with the reason shown.",
+    )
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Overrides of the automatic values, e.g. {"epochs": 10, "lr_heads": 1e-4}; '
+        "POST /api/v1/jobs/preview lists every one with its reason.",
+    )
+
+
+class JobCreate(JobRequest):
+    webhook_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="POSTed when the job succeeds or fails, signed: X-Samtune-Signature: sha256=HMAC(secret, body).",
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=20, description="Resumes after a lost worker before giving up."
+    )
+
+
+class ResolvedValue(BaseModel):
+    value: Any
+    reason: str
+
+
+class Estimate(BaseModel):
+    steps: int
+    seconds: float
+    basis: str = Field(description="What the estimate assumes.")
+
+
+class JobPreview(BaseModel):
+    base_model: str
+    base_model_description: str
+    version: str
+    mode: str
+    device: str
+    hyperparameters: dict[str, ResolvedValue]
+    estimate: Estimate
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float = 0.0
+    eta_seconds: float | None = None
+    steps_per_second: float | None = None
+
+
+class JobEventOut(BaseModel):
+    id: int
+    kind: str
+    message: str
+    data: dict[str, Any]
+    attempt: int
+    created_at: datetime
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    version_id: uuid.UUID
+    version: str = Field(description="'{dataset slug}/{number}' of the data version trained on.")
+    dataset_id: uuid.UUID
+    base_model: str
+    base_model_description: str
+    mode: str
+    hyperparameters: dict[str, ResolvedValue]
+    attempt: int
+    max_restarts: int
+    queue_position: int | None = Field(description="1 = next to run; None unless queued.")
+    progress: Progress
+    metrics: dict[str, float] = Field(description="The latest value of every metric.")
+    best_metrics: dict[str, float] = Field(description="The best validation metrics so far.")
+    events: list[JobEventOut] = Field(
+        description="Status changes, restarts, rollbacks, stops; not log lines."
+    )
+    error: str | None
+    stop_requested: bool
+    cancel_requested: bool
+    model_id: uuid.UUID | None
+    webhook_url: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobCreated(JobOut):
+    webhook_secret: str | None = Field(
+        default=None, description="Shown once: verify webhook signatures with it."
+    )
+
+
+class MetricPoint(BaseModel):
+    step: int
+    epoch: float
+    name: str
+    value: float
+
+
+class LogLine(BaseModel):
+    id: int
+    time: datetime
+    attempt: int
+    message: str
+
+
+class EventsToken(BaseModel):
+    token: str
+    expires_at: datetime
+    url: str = Field(description="The event stream URL with the token, for EventSource.")

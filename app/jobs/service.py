@@ -1,0 +1,276 @@
+"""Training jobs: preview, create (and enqueue), read, stop, cancel. The worker side lives in
+worker/training.py; both change a job's status only through `set_status`, which records the change as an
+event and publishes it live."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.core.db import after_commit, utcnow
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.queue import TaskQueue, enqueue_after_commit
+from app.datasets.tables import Dataset
+from app.jobs import base_models, repository
+from app.jobs.estimate import estimate
+from app.jobs.feed import Publisher
+from app.jobs.schemas import (
+    TERMINAL,
+    JobCreate,
+    JobEventOut,
+    JobOut,
+    JobPreview,
+    JobRequest,
+    Progress,
+    ResolvedValue,
+)
+from app.jobs.tables import TrainingJob
+from app.settings import Settings
+from app.versions import service as versions
+from app.versions.tables import DatasetVersion
+from trainer.config import TrainConfig, resolve
+
+TRAIN_TASK = "samtune.train_job"
+GPU_QUEUE = "gpu"
+STREAM_TTL_SECONDS = 7 * 24 * 3600
+
+# What a user may set; the rest of TrainConfig is the worker's business (paths, device, logging).
+OVERRIDABLE = frozenset(
+    {
+        "epochs", "batch_size", "warmup_steps", "early_stopping_patience", "max_steps", "lr_heads",
+        "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip", "cooldown_fraction", "seed",
+        "max_negatives", "prompts", "scale_jitter", "precision", "checkpoint_every_steps",
+        "eval_every_epochs", "eval_nms_iou", "eval_base_model", "one_to_many", "box_exemplar_prob",
+    }
+)  # fmt: skip
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"training job {job_id} not found in this workspace")
+
+
+def train_config(
+    base_location: str, mode: str, overrides: dict[str, Any], *, data_dir: Path, output_dir: Path
+) -> TrainConfig:
+    """The trainer's configuration for a job; a bad override is the user's to fix (422 naming it)."""
+    unknown = sorted(set(overrides) - OVERRIDABLE)
+    if unknown:
+        raise Unprocessable(
+            f"unknown hyperparameter {unknown[0]!r}; settable: {', '.join(sorted(OVERRIDABLE))}",
+            source=f"hyperparameters.{unknown[0]}",
+        )
+    try:
+        return TrainConfig(
+            base_model=base_location, data_dir=data_dir, output_dir=output_dir, mode=mode, **overrides
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise Unprocessable(
+            f"invalid hyperparameter {field}={err.get('input')!r}: {err['msg']}",
+            source=f"hyperparameters.{field}",
+        ) from None
+
+
+def worker_device(settings: Settings) -> str:
+    if settings.worker_device != "auto":
+        return settings.worker_device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _ready_version(
+    session: Session, workspace_id: uuid.UUID, version_id: uuid.UUID
+) -> tuple[DatasetVersion, Dataset]:
+    try:
+        version, dataset = versions.get_version(session, workspace_id, version_id)
+    except NotFound:
+        raise Unprocessable(
+            f"version {version_id} not found in this workspace", source="version_id"
+        ) from None
+    if version.status != "ready":
+        raise Unprocessable(
+            f"version {dataset.slug}/{version.number} is {version.status}, not ready: wait for its build"
+            + (f" (it failed: {version.error})" if version.status == "failed" else ""),
+            source="version_id",
+        )
+    return version, dataset
+
+
+def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: JobRequest) -> JobPreview:
+    """The hyperparameters a job would run with, each with its reason, and a rough duration."""
+    version, dataset = _ready_version(session, workspace_id, req.version_id)
+    base = base_models.resolve(settings, req.base_model)
+    cfg = train_config(base.location or base.name, req.mode, req.hyperparameters, data_dir=Path("."),
+                       output_dir=Path("."))  # fmt: skip
+    device = worker_device(settings)
+    counts = version.split_counts or {}
+    resolved = resolve(
+        cfg, num_train_images=int(counts.get("train", {}).get("images", 0)), device_type=device
+    )
+    hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
+    return JobPreview(
+        base_model=base.name,
+        base_model_description=base.description,
+        version=f"{dataset.slug}/{version.number}",
+        mode=str(hp["mode"].value),
+        device=device,
+        hyperparameters=hp,
+        estimate=estimate(
+            base.name,
+            device,
+            str(hp["mode"].value),
+            total_steps=int(hp["total_steps"].value),
+            batch_size=int(hp["batch_size"].value),
+            epochs=int(hp["epochs"].value),
+            eval_images=int(counts.get("valid", {}).get("images", 0))
+            + int(counts.get("test", {}).get("images", 0)),
+        ),  # fmt: skip
+    )
+
+
+def create(
+    session: Session, settings: Settings, tasks: TaskQueue, publisher: Publisher, workspace_id: uuid.UUID,
+    req: JobCreate,
+) -> tuple[TrainingJob, str | None]:  # fmt: skip
+    shown = preview(session, settings, workspace_id, req)
+    secret = secrets.token_urlsafe(24) if req.webhook_url else None
+    job = TrainingJob(
+        workspace_id=workspace_id,
+        version_id=req.version_id,
+        base_model=shown.base_model,
+        base_model_description=shown.base_model_description,
+        mode=req.mode,
+        # The preview's values until a worker resolves them on its own device; the overrides are kept apart.
+        hyperparameters={k: v.model_dump() for k, v in shown.hyperparameters.items()},
+        overrides=req.hyperparameters,
+        progress={"step": 0, "total_steps": shown.estimate.steps},
+        status="queued",
+        attempt=0,
+        max_restarts=req.max_restarts,
+        webhook_url=str(req.webhook_url) if req.webhook_url else None,
+        webhook_secret=secret,
+        enqueued_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    record(session, publisher, job, "status", f"queued: {shown.base_model} on {shown.version}",
+           {"status": "queued"})  # fmt: skip
+    enqueue_after_commit(session, tasks, TRAIN_TASK, [str(job.id)], GPU_QUEUE)
+    return job, secret
+
+
+def get(
+    session: Session, workspace_id: uuid.UUID, job_id: uuid.UUID
+) -> tuple[TrainingJob, DatasetVersion, Dataset]:
+    found = repository.get(session, workspace_id, job_id)
+    if found is None:
+        raise JobNotFound(job_id)
+    return found
+
+
+def record(
+    session: Session, publisher: Publisher, job: TrainingJob, kind: str, message: str,
+    data: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """An event in the job's history, published live once the transaction commits."""
+    event = repository.add_event(session, job.id, kind, message, data, attempt=job.attempt)
+    payload = {"kind": kind, "message": message, "attempt": job.attempt, **(data or {})}
+    live_kind = "status" if kind == "status" else "event"
+    job_id = job.id
+    terminal = kind == "status" and (data or {}).get("status") in TERMINAL
+
+    def publish() -> None:
+        publisher.publish(job_id, live_kind, payload | {"event_id": event.id})
+        if terminal:
+            publisher.expire(job_id, STREAM_TTL_SECONDS)
+
+    after_commit(session, publish)
+
+
+def set_status(
+    session: Session, publisher: Publisher, job: TrainingJob, status: str, message: str,
+    data: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    job.status = status
+    if status in TERMINAL:
+        job.finished_at = utcnow()
+        job.lease_token = None
+        job.lease_expires_at = None
+    record(session, publisher, job, "status", message, {"status": status, **(data or {})})
+
+
+def request_stop(session: Session, publisher: Publisher, workspace_id: uuid.UUID, job_id: uuid.UUID, *,
+                 cancel: bool) -> TrainingJob:  # fmt: skip
+    """Stop (keep the best checkpoint, evaluate, register the model) or cancel (discard). A queued job
+    has nothing to keep: both end it at once. A running one is told through a flag its worker reads."""
+    job, _, _ = get(session, workspace_id, job_id)
+    verb = "cancel" if cancel else "stop"
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job.id} already {job.status}; nothing to {verb}")
+    # Conditional, so a worker claiming the job at this instant cannot slip between read and write.
+    ended = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job.id, TrainingJob.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.refresh(job)
+    if ended:
+        why = "cancelled while queued" if cancel else "stopped while queued: no training had run, so no model"
+        record(session, publisher, job, "status", why, {"status": "cancelled"})
+        return job
+    if cancel:
+        job.cancel_requested = True
+    else:
+        job.stop_requested = True
+    record(session, publisher, job, verb, f"{verb} requested; the worker acts on it within seconds")
+    return job
+
+
+def describe(session: Session, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> JobOut:
+    progress = dict(job.progress or {})
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        version_id=version.id,
+        version=f"{dataset.slug}/{version.number}",
+        dataset_id=dataset.id,
+        base_model=job.base_model,
+        base_model_description=job.base_model_description or job.base_model,
+        mode=job.mode,
+        hyperparameters={k: ResolvedValue(**v) for k, v in (job.hyperparameters or {}).items()},
+        attempt=job.attempt,
+        max_restarts=job.max_restarts,
+        queue_position=repository.queue_position(session, job),
+        progress=Progress(**{k: progress[k] for k in Progress.model_fields if k in progress}),
+        metrics=repository.latest_metrics(session, job.id),
+        best_metrics=progress.get("best_valid") or {},
+        events=[
+            JobEventOut(
+                id=e.id,
+                kind=e.kind,
+                message=e.message,
+                data=e.data,
+                attempt=e.attempt,
+                created_at=e.created_at,
+            )  # fmt: skip
+            for e in repository.events(session, job.id)
+        ],
+        error=job.error,
+        stop_requested=job.stop_requested,
+        cancel_requested=job.cancel_requested,
+        model_id=repository.model_for(session, job.id),
+        webhook_url=job.webhook_url,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
