@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -122,7 +123,9 @@ def beat() -> None:
     """Run Celery beat (the periodic reaper and housekeeping)."""
     from celery.bin.celery import celery as celery_cli
 
-    celery_cli.main(args=["-A", "worker.celery_app", "beat", "-l", Settings().log_level], prog_name="celery")
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+    celery_cli.main(args=["-A", "worker.celery_app", "beat", "-l", settings.log_level], prog_name="celery")
 
 
 @main.command()
@@ -144,6 +147,77 @@ def up(host: str, port: int) -> None:
         Child("beat", samtune_argv("beat")),
     ]
     raise SystemExit(supervise(children))
+
+
+@main.command()
+@click.option(
+    "--url", help="A running samtune; default: start one for the demo in a temporary data directory."
+)
+@click.option("--api-key", envvar="SAMTUNE_API_KEY", help="A key for --url.")
+@click.option("--keep", is_flag=True, help="Keep the temporary service's data directory afterwards.")
+def demo(url: str | None, api_key: str | None, keep: bool) -> None:
+    """Fine-tune the base model on concepts it has never seen, through the public API, and show the lift."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    from app.demo import DemoFailed, run_demo
+    from app.supervise import samtune_argv
+
+    if url:
+        if not api_key:
+            raise click.UsageError("--url needs --api-key (or SAMTUNE_API_KEY)")
+        try:
+            run_demo(url, api_key, say=click.echo)
+        except DemoFailed as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    data = Path(tempfile.mkdtemp(prefix="samtune-demo-data-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMTUNE_")} | {
+        "SAMTUNE_DATA_DIR": str(data)
+    }
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    subprocess.run(samtune_argv("db", "upgrade"), env=env, check=True, capture_output=True)
+    key_run = subprocess.run(samtune_argv("keys", "create", "--workspace", "demo"), env=env, check=True,
+                             capture_output=True, text=True)  # fmt: skip
+    api_key = key_run.stdout.strip().splitlines()[-1]
+    log_path = data / "service.log"
+    click.echo(f"starting samtune at {url} (data in {data}, its log in {log_path})")
+    log = open(log_path, "wb")  # noqa: SIM115 (closed after the service stops)
+    service = subprocess.Popen(samtune_argv("up", "--host", "127.0.0.1", "--port", str(port)), env=env,
+                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise click.ClickException("the demo service did not start")
+            time.sleep(0.5)
+        run_demo(url, api_key, say=click.echo)
+    except DemoFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        log.close()
+        if not keep:
+            shutil.rmtree(data, ignore_errors=True)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import app.tables  # noqa: F401  (every table mapped before a task touches one: foreign keys resolve)
 from app.settings import Settings
 
 # Queues: `cpu` for dataset work (version builds, housekeeping), `gpu` for training (one process per GPU).

@@ -155,7 +155,13 @@ class JobCallbacks:
             if job is None:
                 raise LeaseLost(f"job {self.job_id}: lease lost before training started")
             job.hyperparameters = hyperparameters
-            self.progress = dict(job.progress or {}) | {"step": start_step, "total_steps": self.total_steps}
+            # When this attempt's training loop began (model loaded, data fetched, caches filled): minus the
+            # claim, the worker's setup overhead per attempt (bench/queue.py reads it).
+            self.progress = dict(job.progress or {}) | {
+                "step": start_step,
+                "total_steps": self.total_steps,
+                "training_started_at": utcnow().isoformat(),
+            }
             self.best = self.progress.get("best_valid")
             job.progress = self.progress
 

@@ -36,7 +36,10 @@ def get_tasks(request: Request) -> TaskQueue:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TasksDep = Annotated[TaskQueue, Depends(get_tasks)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent. With the default ("request") the commit ran after the
+# body went out, so a client could get 201 and then a 404 for what it had just created (or a 2xx for a
+# transaction whose commit then failed).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 
 

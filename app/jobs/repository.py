@@ -122,6 +122,10 @@ def model_for(session: Session, job_id: uuid.UUID) -> uuid.UUID | None:
     return session.scalar(select(Model.id).where(Model.job_id == job_id))
 
 
+def model_row(session: Session, job_id: uuid.UUID) -> Model | None:
+    return session.scalars(select(Model).where(Model.job_id == job_id)).first()
+
+
 def add_event(
     session: Session, job_id: uuid.UUID, kind: str, message: str, data: dict[str, Any] | None = None,
     attempt: int = 0,

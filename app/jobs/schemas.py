@@ -99,6 +99,11 @@ class JobOut(BaseModel):
     events: list[JobEventOut] = Field(
         description="Status changes, restarts, rollbacks, stops; not log lines."
     )
+    test_metrics: dict[str, dict[str, float] | None] = Field(
+        default_factory=dict,
+        description="After success: COCO summary on the test split for the base model ('base', zero-shot) "
+        "and the fine-tuned one ('fine_tuned'), so the lift is plain.",
+    )
     error: str | None
     stop_requested: bool
     cancel_requested: bool

@@ -238,6 +238,11 @@ def request_stop(session: Session, publisher: Publisher, workspace_id: uuid.UUID
 
 def describe(session: Session, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> JobOut:
     progress = dict(job.progress or {})
+    model = repository.model_row(session, job.id)
+    results = (model.eval_results or {}) if model else {}
+    test_metrics = {
+        name: (results.get(name) or {}).get("summary") for name in ("base", "fine_tuned") if name in results
+    }
     return JobOut(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
@@ -265,10 +270,11 @@ def describe(session: Session, job: TrainingJob, version: DatasetVersion, datase
             )  # fmt: skip
             for e in repository.events(session, job.id)
         ],
+        test_metrics=test_metrics,
         error=job.error,
         stop_requested=job.stop_requested,
         cancel_requested=job.cancel_requested,
-        model_id=repository.model_for(session, job.id),
+        model_id=model.id if model else None,
         webhook_url=job.webhook_url,
         created_at=job.created_at,
         started_at=job.started_at,
