@@ -23,9 +23,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm 
 COPY --from=build /opt/samtune /opt/samtune
 COPY --from=build /src/alembic.ini /srv/samtune/alembic.ini
 COPY --from=build /src/migrations /srv/samtune/migrations
+COPY models/sam3-tiny-shapes /srv/samtune/models/sam3-tiny-shapes
 ENV PATH=/opt/samtune/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    SAMTUNE_DATA_DIR=/data
+    SAMTUNE_DATA_DIR=/data \
+    SAMTUNE_EMBEDDED_BASE_DIR=/srv/samtune/models/sam3-tiny-shapes
 WORKDIR /srv/samtune
 USER samtune
 EXPOSE 8000

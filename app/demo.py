@@ -118,7 +118,7 @@ def run_demo(
         if job["status"] != "succeeded":
             raise DemoFailed(f"job {job['status']}: {job.get('error')}")
         base_m, tuned = job["test_metrics"]["base"], job["test_metrics"]["fine_tuned"]
-        lift = tuned["segm_AP50"] / max(base_m["segm_AP50"], 1e-3)
+        lift = tuned["segm_AP50"] / base_m["segm_AP50"] if base_m["segm_AP50"] > 0 else float("inf")
         say(
             f"\ntest split ({SPLITS['test']} images), {time.monotonic() - started:.0f} s of training and evaluation:"
         )
@@ -129,5 +129,6 @@ def run_demo(
         say(
             f"| fine-tuned ({job['model_id']}) | {tuned['segm_AP']:.3f} | {tuned['segm_AP50']:.3f} | {tuned['bbox_AP50']:.3f} |"
         )
-        say(f"lift: fine-tuning multiplied mask AP50 by {lift:.1f}")
+        say(f"lift: mask AP50 {base_m['segm_AP50']:.3f} -> {tuned['segm_AP50']:.3f}"
+            + (f" ({lift:.1f}x)" if lift != float("inf") else " (the base found none of these objects)"))  # fmt: skip
         return {"job": job, "lift": lift}

@@ -125,8 +125,11 @@ def resolve(
     device_type: str,
     gpu_memory_gb: float | None = None,
     batch_size_found: int | None = None,
+    recommended: dict[str, Any] | None = None,
 ) -> dict[str, Resolved]:
-    """Fill every `None` with a value and a reason. `batch_size_found` is the result of a CUDA memory preflight."""
+    """Fill every `None` with a value and a reason. `batch_size_found` is the result of a CUDA memory preflight;
+    `recommended` comes from the base model's card (`recommended_hyperparameters`) and wins over the recipe's
+    defaults, never over what the configuration sets."""
     out: dict[str, Resolved] = {}
 
     if cfg.mode != "auto":
@@ -194,7 +197,12 @@ def resolve(
             value=patience, reason="a quarter of the epochs (at least 3) without a better validation mask AP"
         )
     for name in ("lr_heads", "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip"):
-        out[name] = Resolved(value=getattr(cfg, name), reason="Meta's SAM 3 fine-tuning recipe")
+        if name in cfg.model_fields_set:
+            out[name] = Resolved(value=getattr(cfg, name), reason="set in the configuration")
+        elif recommended and name in recommended:
+            out[name] = Resolved(value=recommended[name], reason="recommended by the base model's card")
+        else:
+            out[name] = Resolved(value=getattr(cfg, name), reason="Meta's SAM 3 fine-tuning recipe")
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if device_type == "cuda" else "fp32"

@@ -52,7 +52,12 @@ META_BASE = "facebook/sam3"
 # samtune's own tiny SAM 3, pretrained on the synthetic shapes corpus (`python -m trainer.pretrain`) and
 # committed with the code: the base model when Meta's weights are not available (no download here).
 EMBEDDED_BASE = "samtune/sam3-tiny-shapes"
-EMBEDDED_BASE_DIR = Path(__file__).resolve().parent.parent / "models" / "sam3-tiny-shapes"
+# In a checkout (or an editable install) the weights sit beside the code; an installed package (the Docker
+# image) is told where they are.
+EMBEDDED_BASE_DIR = Path(
+    os.environ.get("SAMTUNE_EMBEDDED_BASE_DIR")
+    or Path(__file__).resolve().parent.parent / "models" / "sam3-tiny-shapes"
+)
 
 
 # --------------------------------------------------------------------------------------------- config

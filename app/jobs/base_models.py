@@ -6,11 +6,14 @@ otherwise the bundled tiny model `samtune/sam3-tiny-shapes` is the default, and 
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 from app.core.errors import Unprocessable
 from app.settings import Settings
-from trainer.model import EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
+from trainer.model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
 
 
 class BaseModelInfo(BaseModel):
@@ -21,6 +24,8 @@ class BaseModelInfo(BaseModel):
     # What the trainer loads: a local directory or a repo id in the hub cache. Not shown to clients.
     location: str | None = None
     unavailable_reason: str | None = None
+    # From the model's samtune card: values that suit it better than the recipe's defaults.
+    recommended: dict[str, Any] = Field(default_factory=dict)
 
 
 def _meta(settings: Settings) -> BaseModelInfo:
@@ -56,6 +61,8 @@ def _meta(settings: Settings) -> BaseModelInfo:
 
 def _embedded() -> BaseModelInfo:
     present = (EMBEDDED_BASE_DIR / "model.safetensors").exists()
+    card_path = EMBEDDED_BASE_DIR / CARD_FILE
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
     return BaseModelInfo(
         name=EMBEDDED_BASE,
         description="samtune's tiny SAM 3 (4M parameters, 112 px) pretrained on synthetic coloured shapes; "
@@ -63,6 +70,7 @@ def _embedded() -> BaseModelInfo:
         available=present,
         location=str(EMBEDDED_BASE_DIR) if present else None,
         unavailable_reason=None if present else f"{EMBEDDED_BASE_DIR} is missing from this installation",
+        recommended=card.get("recommended_hyperparameters") or {},
     )
 
 
