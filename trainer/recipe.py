@@ -112,6 +112,7 @@ class FineTuneRecipe:
             num_train_images=len(self.splits["train"].samples),
             device_type=self.device.type,
             gpu_memory_gb=gpu_gb,
+            recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
         )
         self.hp = values(self.resolved)
         self.mode = self.hp["mode"]
@@ -185,7 +186,8 @@ class FineTuneRecipe:
         found = find_batch_size(trial, start=min(16, max(1, n)))
         gpu_gb = torch.cuda.get_device_properties(self.device).total_memory / 2**30
         self.resolved = resolve(self.cfg, num_train_images=n, device_type="cuda", gpu_memory_gb=gpu_gb,
-                                batch_size_found=found)  # fmt: skip
+                                batch_size_found=found,
+                                recommended=(self.loaded.card or {}).get("recommended_hyperparameters"))  # fmt: skip
         self.hp = values(self.resolved)
         if self.rank == 0:
             resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
@@ -361,12 +363,14 @@ class FineTuneRecipe:
             if progress is not None:
                 progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{metrics_lr(self.optimizer):.2e}")
                 progress.update(1)
-            if self.step % cfg.checkpoint_every_steps == 0:
-                self._save_checkpoint()
+            # Validate before checkpointing the same step: a run resumed from that checkpoint starts after
+            # this step and would never run (or record) its validation, nor know the best it found.
             if self.step % (per_epoch * cfg.eval_every_epochs) == 0 or self.step == total:
                 if self._validate(epoch):
                     stop_reason = "early_stopped"
-                    break
+                    break  # the checkpoint after the loop follows
+            if self.step % cfg.checkpoint_every_steps == 0:
+                self._save_checkpoint()
         if progress is not None:
             progress.close()
         if stop_reason != "early_stopped" and self.step % (per_epoch * cfg.eval_every_epochs) != 0:

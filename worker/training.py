@@ -119,6 +119,10 @@ class _LogBuffer(logging.Handler):
             lines, self.lines = self.lines, []
         return lines
 
+    def put_back(self, lines: list[str]) -> None:
+        with self._lines_lock:
+            self.lines[:0] = lines
+
 
 class JobCallbacks:
     """Heartbeat, fenced writes and live events for one attempt. A background thread renews the lease,
@@ -133,6 +137,10 @@ class JobCallbacks:
         self.job_id, self.token, self.attempt = job_id, token, attempt
         self.logs = log_buffer
         self.lock = threading.Lock()
+        # Serialises this attempt's database writes of progress and metric points (heartbeat thread and
+        # training thread): a heartbeat must not write back a progress snapshot taken before a checkpoint
+        # pointer moved, and a pointer must not move before the metric points up to its step are written.
+        self.write_lock = threading.Lock()
         self.points: list[tuple[int, float, str, float]] = []
         self.progress: dict[str, Any] = {}
         self.best: dict[str, float] | None = None
@@ -190,23 +198,34 @@ class JobCallbacks:
     def on_checkpoint(self, step: int, path: Path, is_best: bool) -> None:
         if path.name not in ("last", "best"):
             return  # the final model directory: registered by run_job
-        prefix = f"{checkpoint_prefix(self.job_id, self.attempt)}/{path.name}"
-        _upload_dir(self.storage, path, prefix)
-        if path.name == "last":
-            # Only now does the database point at it: a resume never reads a half-uploaded checkpoint.
-            with transaction(self.factory) as session:
-                job = repository.fenced(session, self.job_id, self.token)
-                if job is None:
-                    self.lost = True
-                    return
-                pointer = dict((job.progress or {}).get("checkpoint") or {})
-                pointer.update({"prefix": checkpoint_prefix(self.job_id, self.attempt), "step": step})
-                if (path.parent / "best" / "model.safetensors").exists():
-                    pointer["best_prefix"] = checkpoint_prefix(self.job_id, self.attempt)
-                with self.lock:
-                    self.checkpoint = pointer
-                    self.progress = self.progress | {"checkpoint": pointer}
-                job.progress = dict(self.progress)
+        attempt_prefix = checkpoint_prefix(self.job_id, self.attempt)
+        if path.name == "best":
+            _upload_dir(self.storage, path, f"{attempt_prefix}/best")  # one file, replaced whole
+            return
+        # Each `last` goes to a prefix of its own: overwriting the one the database points at would leave a
+        # mix of two checkpoints (new weights, old trainer state) there if this process died mid-upload.
+        prefix = f"{attempt_prefix}/step-{step}-{uuid.uuid4().hex[:8]}"
+        _upload_dir(self.storage, path, f"{prefix}/last")
+        # The metric points up to this step are in the database before the pointer moves past them: a resume
+        # from here never redoes those steps, so a point lost with this process would be a gap for good.
+        self.flush()
+        # Only now does the database point at it: a resume never reads a half-uploaded checkpoint.
+        with self.write_lock, transaction(self.factory) as session:
+            job = repository.fenced(session, self.job_id, self.token)
+            if job is None:
+                self.lost = True
+                return
+            previous = dict((job.progress or {}).get("checkpoint") or {})
+            pointer = previous | {"prefix": prefix, "step": step}
+            if (path.parent / "best" / "model.safetensors").exists():
+                pointer["best_prefix"] = attempt_prefix
+            with self.lock:
+                self.checkpoint = pointer
+                self.progress = self.progress | {"checkpoint": pointer}
+            job.progress = dict(self.progress)
+        old = previous.get("prefix")
+        if old and old != prefix and old.startswith(f"{attempt_prefix}/"):
+            self.storage.delete_prefix(f"{old}/")  # this attempt's previous `last`, no longer pointed at
 
     def on_event(self, kind: str, message: str, data: dict[str, Any]) -> None:
         with transaction(self.factory) as session:
@@ -244,13 +263,14 @@ class JobCallbacks:
                 logger.exception("heartbeat of job %s failed; retrying", self.job_id)
 
     def renew(self) -> None:
-        with self.lock:
-            progress = dict(self.progress) if self.progress else None
-        with transaction(self.factory) as session:
-            flags = repository.renew(
-                session, self.job_id, self.token, utcnow(),
-                timedelta(seconds=self.settings.job_lease_seconds), progress,
-            )  # fmt: skip
+        with self.write_lock:
+            with self.lock:
+                progress = dict(self.progress) if self.progress else None
+            with transaction(self.factory) as session:
+                flags = repository.renew(
+                    session, self.job_id, self.token, utcnow(),
+                    timedelta(seconds=self.settings.job_lease_seconds), progress,
+                )  # fmt: skip
         if flags is None:
             self.lost = True
         else:
@@ -258,20 +278,28 @@ class JobCallbacks:
 
     def flush(self) -> None:
         """Write the buffered metric points and log lines, only while the lease is ours."""
-        with self.lock:
-            points, self.points = self.points, []
-        lines = self.logs.take()
-        if not points and not lines:
-            return
-        with transaction(self.factory) as session:
-            job = repository.fenced(session, self.job_id, self.token)
-            if job is None:
-                self.lost = True
+        with self.write_lock:
+            with self.lock:
+                points, self.points = self.points, []
+            lines = self.logs.take()
+            if not points and not lines:
                 return
-            for start in range(0, len(points), 1000):
-                repository.upsert_metrics(session, self.job_id, points[start : start + 1000])
-            for line in lines:
-                repository.add_event(session, self.job_id, repository.LOG, line, attempt=self.attempt)
+            try:
+                with transaction(self.factory) as session:
+                    job = repository.fenced(session, self.job_id, self.token)
+                    if job is None:
+                        self.lost = True
+                        return
+                    for start in range(0, len(points), 1000):
+                        repository.upsert_metrics(session, self.job_id, points[start : start + 1000])
+                    for line in lines:
+                        repository.add_event(session, self.job_id, repository.LOG, line, attempt=self.attempt)
+            except Exception:
+                # Not written (a database blip): back into the buffers for the next flush, not lost.
+                with self.lock:
+                    self.points[:0] = points
+                self.logs.put_back(lines)
+                raise
 
 
 # --- one attempt ------------------------------------------------------------------------------------------
@@ -457,12 +485,21 @@ def reap_stale_jobs(settings: Settings, tasks: TaskQueue) -> list[str]:
     engine = make_engine(settings.database_url)
     publisher = make_publisher(settings)
     sent: list[str] = []
+    discarded: list[uuid.UUID] = []
     try:
         factory = make_sessionmaker(engine)
         now = utcnow()
         with transaction(factory) as session:
             for job in repository.expired_leases(session, now):
                 job.lease_token = None  # fences the silent attempt out, in case it is only slow
+                if job.cancel_requested:
+                    # Cancelled, and its worker died before it acted on that: there is nothing to resume (a
+                    # new attempt would never be claimed, and the job would stay queued for good).
+                    set_status(session, publisher, job, "cancelled",
+                               "cancelled (its worker was lost before it acted on the cancel); "
+                               "its checkpoints are discarded")  # fmt: skip
+                    discarded.append(job.id)
+                    continue
                 if job.attempt >= job.max_restarts + 1:
                     job.error = (f"its worker stopped responding {job.attempt} times (killed, out of memory, "
                                  f"or the machine was lost); gave up after {job.max_restarts} restarts")  # fmt: skip
@@ -484,6 +521,10 @@ def reap_stale_jobs(settings: Settings, tasks: TaskQueue) -> list[str]:
                 job.enqueued_at = now
                 enqueue_after_commit(session, tasks, TRAIN_TASK, [str(job.id)], GPU_QUEUE)
                 sent.append(str(job.id))
+        if discarded:
+            storage = make_storage(settings)
+            for job_id in discarded:
+                storage.delete_prefix(f"jobs/{job_id}/")
     finally:
         engine.dispose()
     return sent

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +39,10 @@ class BaseModelOut(BaseModel):
 def list_base_models(settings: SettingsDep, principal: CurrentPrincipal) -> list[BaseModelOut]:
     """The base models this installation can fine-tune from (and serve), the default first."""
     # Where the weights live is the server's business: not shown.
-    return [BaseModelOut(**m.model_dump(exclude={"location"})) for m in base_models.catalog(settings)]
+    return [
+        BaseModelOut(**m.model_dump(exclude={"location", "recommended"}))
+        for m in base_models.catalog(settings)
+    ]
 
 
 @router.post("/api/v1/jobs/preview", response_model=JobPreview)
@@ -164,10 +167,11 @@ async def job_events(
     settings: SettingsDep,
     token: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     """Server-Sent Events: `metrics`, `progress`, `status` and `event`, each with an id; reconnect with
     Last-Event-ID to get what was missed, nothing twice. Ends with the final `status`. Authenticate with the
-    API key, or with `?token=` from POST .../events-token."""
+    API key, or with `?token=` from POST .../events-token. A reconnect after the final event answers 204
+    (EventSource then stops reconnecting)."""
     factory = request.app.state.sessionmaker
 
     def authorise() -> uuid.UUID:
@@ -181,6 +185,8 @@ async def job_events(
             return job.id
 
     found = await run_in_threadpool(authorise)
+    if await stream.finished_for(factory, found, last_event_id, settings.redis_url):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     body = stream.events(factory, found, last_event_id, settings.redis_url, request.is_disconnected)
     return StreamingResponse(
         body,

@@ -114,7 +114,10 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
     device = worker_device(settings)
     counts = version.split_counts or {}
     resolved = resolve(
-        cfg, num_train_images=int(counts.get("train", {}).get("images", 0)), device_type=device
+        cfg,
+        num_train_images=int(counts.get("train", {}).get("images", 0)),
+        device_type=device,
+        recommended=base.recommended,
     )
     hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
     return JobPreview(

@@ -49,6 +49,33 @@ def _progress_event(progress: dict[str, Any]) -> FeedEvent:
     return FeedEvent(None, "progress", {k: progress.get(k) for k in keys})
 
 
+async def finished_for(
+    factory: sessionmaker[Session], job_id: uuid.UUID, last_event_id: str | None, redis_url: str | None
+) -> bool:
+    """True when the job has ended and the client, reconnecting with Last-Event-ID, already has every event
+    up to the final one. The endpoint then answers 204, which tells EventSource to stop reconnecting."""
+    if not last_event_id:
+        return False
+    status, _, _ = await run_in_threadpool(_job_state, factory, job_id)
+    if status not in TERMINAL:
+        return False
+    if last_event_id.startswith(DB_PREFIX) or not redis_url:
+
+        def rest() -> list[FeedEvent]:
+            with transaction(factory) as session:
+                return read_database(session, job_id, last_event_id)[0]
+
+        return not any(_is_final(e) for e in await run_in_threadpool(rest))
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        later = await client.xrange(stream_key(job_id), min=f"({last_event_id}", count=10_000)
+    except redis.RedisError:
+        return False  # cannot tell: stream what there is
+    finally:
+        await client.aclose()
+    return not any(_is_final(decode_entry(i, f)) for i, f in later)
+
+
 async def events(
     factory: sessionmaker[Session],
     job_id: uuid.UUID,
