@@ -118,7 +118,14 @@ def load_pixels(
     """The image squashed to side x side, at the top-left of a size x size canvas (zeros after normalising):
     SAM 3's stretch resize, with Meta's scale jitter when side < size."""
     with Image.open(path) as img:
-        rgb = img.convert("RGB").resize((side, side), Image.BILINEAR, reducing_gap=2.0)
+        return pixels_from_image(img, size, side, mean, std)
+
+
+def pixels_from_image(
+    img: Image.Image, size: int, side: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
+    """`load_pixels` for an image already open (the predict path gets bytes, not a file)."""
+    rgb = img.convert("RGB").resize((side, side), Image.BILINEAR, reducing_gap=2.0)
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
     pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     if side == size:

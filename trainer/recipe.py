@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from trainer import data as D
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, resolve, values
-from trainer.evaluate import EvalResult, coco_evaluate, limit_per_image, postprocess
+from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
 from trainer.forward import QueryModel, text_backbone, vision_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
@@ -442,11 +442,18 @@ class FineTuneRecipe:
 
     # --- evaluation --------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(
         self, split: str, *, model: torch.nn.Module | None = None, use_cache: bool = True
     ) -> EvalResult:
         """COCO bbox and segm AP on a split: every image asked about every class."""
+        detections = self.predict_split(split, model=model, use_cache=use_cache)
+        return coco_evaluate(self.splits[split].coco, limit_per_image(detections))
+
+    @torch.no_grad()
+    def predict_split(
+        self, split: str, *, model: torch.nn.Module | None = None, use_cache: bool = True
+    ) -> list[Detection]:
+        """Every detection (top 100 slots per image and class, any score) on a split, as evaluation sees them."""
         data = self.splits[split]
         query_model = QueryModel(model) if model is not None else self.query_model
         query_model.eval()
@@ -475,7 +482,7 @@ class FineTuneRecipe:
                     image_id=sample.image_id, category_id=data.category_id(c), orig_size=(sample.height, sample.width),
                     nms_iou=self.cfg.eval_nms_iou,
                 )  # fmt: skip
-        return coco_evaluate(data.coco, limit_per_image(detections))
+        return detections
 
     def _validate(self, epoch: float) -> bool:
         """Evaluate on valid, keep the best weights; True when early stopping says enough."""

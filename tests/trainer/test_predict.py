@@ -1,0 +1,62 @@
+"""trainer.predict answers exactly what evaluation measured: same forward, same post-processing."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from trainer.config import TrainConfig
+from trainer.model import EMBEDDED_BASE
+from trainer.predict import Predictor
+from trainer.recipe import FineTuneRecipe
+from trainer.synth import PRETRAIN_CONCEPTS, write_dataset
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> FineTuneRecipe:
+    tmp = tmp_path_factory.mktemp("predict")
+    # 150 px images for a 112 px model: the masks must come back at the original size.
+    data = write_dataset(tmp / "data", list(PRETRAIN_CONCEPTS), {"train": 1, "test": 3}, size=150, seed=5)
+    cfg = TrainConfig(base_model=EMBEDDED_BASE, data_dir=data, output_dir=tmp / "run", mode="full", epochs=1,
+                      batch_size=1, eval_base_model=False, progress_bar=False)  # fmt: skip
+    r = FineTuneRecipe(cfg)
+    r.setup()
+    return r
+
+
+def test_predictions_match_evaluation(recipe: FineTuneRecipe) -> None:
+    data = recipe.splits["test"]
+    evaluated = recipe.predict_split("test")
+    predictor = Predictor(recipe.loaded, recipe.device)
+    for sample in data.samples:
+        expected = sorted(
+            (d.category_id, round(d.score, 5), d.rle["counts"], tuple(round(v, 3) for v in d.bbox))
+            for d in evaluated
+            if d.image_id == sample.image_id
+        )
+        with Image.open(sample.path) as img:
+            got = predictor.predict(img, recipe.classes, confidence=0.0, max_detections=10_000)
+        assert got and all(p.rle["size"] == [sample.height, sample.width] for p in got)
+        actual = sorted(
+            (
+                data.category_id(p.prompt_index),
+                round(p.score, 5),
+                p.rle["counts"],
+                tuple(round(v, 3) for v in p.bbox),
+            )
+            for p in got
+        )
+        assert actual == expected
+
+
+def test_confidence_and_limit(recipe: FineTuneRecipe) -> None:
+    predictor = Predictor(recipe.loaded, recipe.device)
+    with Image.open(recipe.splits["test"].samples[0].path) as img:
+        everything = predictor.predict(img, recipe.classes, confidence=0.0, max_detections=10_000)
+        confident = predictor.predict(img, recipe.classes, confidence=0.5, max_detections=10_000)
+        top3 = predictor.predict(img, recipe.classes, confidence=0.0, max_detections=3)
+    assert all(p.score >= 0.5 for p in confident)
+    assert len(confident) == sum(p.score >= 0.5 for p in everything)
+    assert [p.score for p in top3] == [p.score for p in everything[:3]]
+    with pytest.raises(ValueError):
+        predictor.predict(img, [], confidence=0.5)

@@ -1,0 +1,83 @@
+"""Prediction on one image with text prompts, by the same forward pass and post-processing as evaluation,
+so a served model answers exactly what its evaluation measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from trainer import data as D
+from trainer.evaluate import postprocess
+from trainer.forward import QueryModel, text_backbone
+from trainer.model import LoadedModel
+from trainer.tokenizer import tokenize
+
+MAX_TEXT_TOKENS = 32
+
+
+@dataclass
+class Prediction:
+    prompt_index: int
+    prompt: str
+    score: float
+    bbox: tuple[float, float, float, float]  # xywh, original image pixels
+    rle: dict  # COCO compressed RLE of the mask, original image size
+
+
+class Predictor:
+    """A loaded model ready to answer; one forward per image covers every prompt."""
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.query_model = QueryModel(self.model)
+        self._text: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _prompts(self, prompts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The text side depends on the prompts only: the same classes, asked again and again, are encoded once.
+        if prompts not in self._text:
+            text = tokenize(self.loaded.tokenizer, list(prompts), max_length=MAX_TEXT_TOKENS)
+            ids, mask = text["input_ids"].to(self.device), text["attention_mask"].to(self.device)
+            if len(self._text) > 64:
+                self._text.clear()
+            self._text[prompts] = (ids, mask, text_backbone(self.model, ids, mask))
+        return self._text[prompts]
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        image: Image.Image,
+        prompts: list[str],
+        *,
+        confidence: float = 0.5,
+        max_detections: int = 100,
+        nms_iou: float | None = None,
+    ) -> list[Prediction]:
+        if not prompts:
+            raise ValueError("at least one prompt is needed")
+        size = self.loaded.image_size
+        width, height = image.size
+        pixels = D.pixels_from_image(image, size, size, self.loaded.image_mean, self.loaded.image_std)
+        ids, mask, text_hidden = self._prompts(tuple(prompts))
+        k = len(prompts)
+        logits, boxes, presence, masks = self.query_model(
+            pixels[None].to(self.device),
+            torch.zeros(k, dtype=torch.long, device=self.device),
+            torch.arange(k, device=self.device),
+            ids,
+            mask,
+            text_hidden=text_hidden,
+        )
+        out: list[Prediction] = []
+        for c, prompt in enumerate(prompts):
+            for det in postprocess(
+                logits[-1, c].float(), presence[-1, c].float(), boxes[-1, c].float(), masks[c].float(),
+                image_id=0, category_id=c, orig_size=(height, width), score_threshold=confidence,
+                top_k=max_detections, nms_iou=nms_iou,
+            ):  # fmt: skip
+                out.append(Prediction(c, prompt, det.score, det.bbox, det.rle))
+        out.sort(key=lambda p: -p.score)
+        return out[:max_detections]
