@@ -18,6 +18,8 @@ from app.health.router import router as health_router
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.models.router import router as models_router
+from app.models.serving import ModelCache
 from app.settings import Settings
 from app.versions.router import router as versions_router
 from worker.celery_app import make_celery
@@ -45,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.state.tasks = CeleryQueue(make_celery(settings))
     app.state.publisher = make_publisher(settings)
+    app.state.model_cache = ModelCache(
+        app.state.storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes
+    )
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
@@ -53,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets_router)
     app.include_router(versions_router)
     app.include_router(jobs_router)
+    app.include_router(models_router)
     return app

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Batching window of the metric writes to the database."
     )
     webhook_max_retries: int = Field(default=6, ge=0)
+    model_cache_bytes: int = Field(
+        default=8 * 2**30, gt=0, description="Memory budget of the models kept loaded for prediction (LRU)."
+    )
+    max_predict_bytes: int = Field(
+        default=32 * 2**20, gt=0, description="Largest image a predict request may send."
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -1,0 +1,142 @@
+"""Models: read, download, delete, predict."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from zipstream import ZIP_DEFLATED, ZipStream
+
+from app.core.db import after_commit
+from app.core.errors import NotFound, Unprocessable
+from app.core.storage import ObjectStorage
+from app.datasets.tables import Dataset
+from app.jobs.tables import TrainingJob
+from app.models import masks
+from app.models.schemas import ImageSize, ModelOut, Point, PredictionOut, PredictResponse
+from app.models.serving import ModelCache
+from app.models.tables import Model
+from app.versions.tables import DatasetVersion
+
+MASK_FORMATS = ("polygon", "rle")
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model_id: uuid.UUID) -> None:
+        super().__init__(f"model {model_id} not found in this workspace")
+
+
+Row = tuple[Model, TrainingJob, DatasetVersion, Dataset]
+
+
+def _query():  # type: ignore[no-untyped-def]
+    return (
+        select(Model, TrainingJob, DatasetVersion, Dataset)
+        .join(TrainingJob, TrainingJob.id == Model.job_id)
+        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+    )
+
+
+def get(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row:
+    row = session.execute(
+        _query().where(Model.id == model_id, Model.workspace_id == workspace_id)
+    ).one_or_none()
+    if row is None:
+        raise ModelNotFound(model_id)
+    return row[0], row[1], row[2], row[3]
+
+
+def list_models(session: Session, workspace_id: uuid.UUID) -> list[Row]:
+    stmt = _query().where(Model.workspace_id == workspace_id).order_by(Model.created_at.desc())
+    return [(r[0], r[1], r[2], r[3]) for r in session.execute(stmt)]
+
+
+def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> ModelOut:
+    results = model.eval_results or {}
+    return ModelOut(
+        id=model.id,
+        name=model.name,
+        job_id=job.id,
+        version_id=version.id,
+        base_model=job.base_model,
+        base_model_description=job.base_model_description or job.base_model,
+        mode=str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode)),
+        classes=list(version.classes or []),
+        hyperparameters=job.hyperparameters or {},
+        test_metrics={k: results.get(k) for k in ("base", "fine_tuned")},
+        checkpoint_sha256=model.checkpoint_sha256,
+        status=model.status,
+        created_at=model.created_at,
+    )
+
+
+def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
+    """The model directory (what Sam3Model.from_pretrained loads, with processor files and card), zipped
+    while it is sent."""
+    prefix = model.checkpoint_key.rstrip("/") + "/"
+    zs = ZipStream(compress_type=ZIP_DEFLATED)
+    for key in storage.list(prefix):
+        zs.add(_chunks(storage, key), key[len(prefix) :])
+    return iter(zs)
+
+
+def _chunks(storage: ObjectStorage, key: str) -> Iterator[bytes]:
+    with storage.open(key) as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspace_id: uuid.UUID,
+           model_id: uuid.UUID) -> None:  # fmt: skip
+    model, _, _, _ = get(session, workspace_id, model_id)
+    prefix = model.checkpoint_key.rstrip("/") + "/"
+    session.delete(model)
+    session.flush()
+    after_commit(session, lambda: (storage.delete_prefix(prefix), cache.evict(str(model_id))))
+
+
+def predict(
+    cache: ModelCache, model: Model, image, prompts: list[str] | None, *, confidence: float, max_detections: int,  # type: ignore[no-untyped-def]
+    mask_format: str, classes: list[str],
+) -> PredictResponse:  # fmt: skip
+    """Blocking: call from a worker thread. One request per model at a time (the model's lock)."""
+    if mask_format not in MASK_FORMATS:
+        raise Unprocessable(f"mask_format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}",
+                            source="mask_format")  # fmt: skip
+    if prompts is None:
+        prompts = classes  # Roboflow's habit: a model finds its own classes unless asked otherwise
+    else:
+        prompts = [p.strip() for p in prompts if p and p.strip()]
+        if not prompts:
+            raise Unprocessable("prompts is empty: send at least one non-blank text prompt", source="prompts")
+    if not prompts:
+        raise Unprocessable("this model has no classes: send at least one text prompt", source="prompts")
+    started = time.perf_counter()
+    served = cache.get(
+        str(model.id), lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256)
+    )
+    with served.lock:
+        found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections)
+    predictions = []
+    for p in found:
+        x, y, w, h = p.bbox
+        out = PredictionOut(
+            x=x + w / 2, y=y + h / 2, width=w, height=h, confidence=round(p.score, 4), class_=p.prompt,
+            class_id=classes.index(p.prompt) if p.prompt in classes else p.prompt_index,
+            detection_id=str(uuid.uuid4()),
+        )  # fmt: skip
+        if mask_format == "rle":
+            out.rle = masks.rle_json(p.rle)
+        else:
+            out.points = [Point(x=px, y=py) for px, py in masks.polygon(p.rle)]
+        predictions.append(out)
+    return PredictResponse(
+        inference_id=str(uuid.uuid4()),
+        time=round(time.perf_counter() - started, 4),
+        image=ImageSize(width=image.width, height=image.height),
+        predictions=predictions,
+    )

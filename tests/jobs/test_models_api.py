@@ -1,0 +1,169 @@
+"""Models: list, read, download (a directory Sam3Model.from_pretrained loads), delete, and predict in the
+shape of Roboflow's inference server, answering what the trainer's own predictor answers."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from transformers import Sam3Model
+
+from app.models.serving import ModelCache
+from tests.jobs.conftest import JobKit
+from trainer.model import EMBEDDED_BASE_DIR, load_base_model
+from trainer.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def model_id(jobs_kit: JobKit) -> str:
+    job = jobs_kit.create()
+    assert jobs_kit.run(job["id"]) == "succeeded"
+    mid = jobs_kit.get(job["id"])["model_id"]
+    assert mid
+    return mid
+
+
+@pytest.fixture(scope="module")
+def test_image(jobs_kit: JobKit) -> bytes:
+    jobs_kit.dataset_zip()
+    path = sorted((jobs_kit.root / "synth" / "test").glob("*.jpg"))[0]
+    return path.read_bytes()
+
+
+def test_list_and_get(jobs_kit: JobKit, model_id: str) -> None:
+    kit = jobs_kit
+    listed = kit.client.get("/api/v1/models", headers=kit.auth).json()
+    assert model_id in [m["id"] for m in listed]
+    m = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()
+    assert m["base_model"] == "samtune/sam3-tiny-shapes" and "Not Meta's SAM 3" in m["base_model_description"]
+    assert m["classes"] == ["orange shape", "purple shape"] or sorted(m["classes"]) == [
+        "orange shape",
+        "purple shape",
+    ]
+    assert set(m["test_metrics"]) == {"base", "fine_tuned"} and "summary" in m["test_metrics"]["fine_tuned"]
+    assert m["hyperparameters"]["mode"]["value"] == "decoder"
+    other = kit.new_auth()
+    assert kit.client.get(f"/api/v1/models/{model_id}", headers=other).status_code == 404
+    assert kit.client.get(f"/api/v1/models/{uuid.uuid4()}", headers=kit.auth).status_code == 404
+
+
+def test_download_loads_with_from_pretrained(jobs_kit: JobKit, model_id: str, tmp_path: Path) -> None:
+    r = jobs_kit.client.get(f"/api/v1/models/{model_id}/download", headers=jobs_kit.auth)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
+    for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "README.md"):
+        assert (tmp_path / name).exists(), name
+    assert isinstance(Sam3Model.from_pretrained(tmp_path), Sam3Model)
+
+
+def test_predict_roboflow_shape_and_same_as_trainer(jobs_kit: JobKit, model_id: str, test_image: bytes,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    kit = jobs_kit
+    r = kit.client.post(f"/api/v1/models/{model_id}/predict", headers=kit.auth,
+                        files={"image": ("x.jpg", test_image, "image/jpeg")},
+                        data={"confidence": "0.05", "mask_format": "rle"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"inference_id", "time", "image", "predictions"}
+    assert body["image"] == {"width": 112, "height": 112}
+    # The trainer's predictor on the downloaded model gives the same answer.
+    zipfile.ZipFile(
+        io.BytesIO(kit.client.get(f"/api/v1/models/{model_id}/download", headers=kit.auth).content)
+    ).extractall(tmp_path)
+    loaded = load_base_model(str(tmp_path))
+    classes = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()["classes"]
+    expected = Predictor(loaded).predict(Image.open(io.BytesIO(test_image)), classes, confidence=0.05)
+    assert len(body["predictions"]) == len(expected)
+    for got, want in zip(body["predictions"], expected, strict=True):
+        assert set(got) >= {
+            "x",
+            "y",
+            "width",
+            "height",
+            "confidence",
+            "class",
+            "class_id",
+            "detection_id",
+            "rle",
+        }
+        assert got["class"] == want.prompt and got["class_id"] == classes.index(want.prompt)
+        assert got["confidence"] == pytest.approx(want.score, abs=1e-4)
+        x, y, w, h = want.bbox
+        assert (got["x"], got["y"], got["width"], got["height"]) == pytest.approx(
+            (x + w / 2, y + h / 2, w, h), abs=1e-3
+        )
+        assert got["rle"]["counts"] == want.rle["counts"] and got["rle"]["size"] == [112, 112]
+
+
+def test_predict_polygons_and_prompts(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
+    kit = jobs_kit
+    r = kit.client.post(f"/api/v1/models/{model_id}/predict", headers=kit.auth,
+                        files={"image": ("x.jpg", test_image)},
+                        data={"confidence": "0.0", "prompts": ["purple shape"], "max_detections": "5"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert 0 < len(preds) <= 5 and {p["class"] for p in preds} == {"purple shape"}
+    with_points = [p for p in preds if p["points"]]
+    assert with_points, preds
+    for p in with_points:
+        assert all(0 <= pt["x"] <= 112 and 0 <= pt["y"] <= 112 for pt in p["points"])
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "words"),
+    [
+        ({"image": ("x.jpg", b"not an image", "image/jpeg")}, {}, 422, "image"),
+        ({"image": ("x.jpg", b"")}, {}, 422, "image"),
+        (None, {"prompts": ["x"]}, 422, "image"),
+        ("IMAGE", {"prompts": ["", "  "]}, 422, "prompts"),
+        ("IMAGE", {"mask_format": "svg"}, 422, "mask_format"),
+        ("IMAGE", {"confidence": "2"}, 422, "confidence"),
+    ],
+)
+def test_predict_bad_input(
+    jobs_kit: JobKit, model_id: str, test_image: bytes, files, data, status, words
+) -> None:  # type: ignore[no-untyped-def]
+    if files == "IMAGE":
+        files = {"image": ("x.jpg", test_image)}
+    r = jobs_kit.client.post(
+        f"/api/v1/models/{model_id}/predict", headers=jobs_kit.auth, files=files, data=data
+    )
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert words in r.text
+
+
+def test_predict_too_large_and_unknown_model(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
+    small = jobs_kit.make_client(jobs_kit.make_settings(max_predict_bytes=100))
+    r = small.post(
+        f"/api/v1/models/{model_id}/predict", headers=jobs_kit.auth, files={"image": ("x.jpg", test_image)}
+    )
+    assert r.status_code == 413, r.text
+    r = jobs_kit.client.post(f"/api/v1/models/{uuid.uuid4()}/predict", headers=jobs_kit.auth,
+                             files={"image": ("x.jpg", test_image)})  # fmt: skip
+    assert r.status_code == 404
+
+
+def test_cache_is_bounded_by_its_memory_budget(tmp_path: Path) -> None:
+    size = load_base_model(str(EMBEDDED_BASE_DIR)).num_parameters * 4
+    cache = ModelCache(storage=None, cache_dir=tmp_path, budget_bytes=int(size * 1.5))  # type: ignore[arg-type]
+    first = cache.get("a", lambda: EMBEDDED_BASE_DIR)
+    assert cache.get("a", lambda: EMBEDDED_BASE_DIR) is first, "loaded once"
+    cache.get("b", lambda: EMBEDDED_BASE_DIR)
+    assert "b" in cache and "a" not in cache, "least recently used out when over budget"
+    assert cache.used_bytes <= int(size * 1.5)
+
+
+def test_delete(jobs_kit: JobKit) -> None:
+    kit = jobs_kit
+    job = kit.create()
+    assert kit.run(job["id"]) == "succeeded"
+    mid = kit.get(job["id"])["model_id"]
+    assert list(kit.storage.list(f"models/{mid}/"))
+    assert kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 204
+    assert kit.client.get(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 404
+    assert not list(kit.storage.list(f"models/{mid}/"))
