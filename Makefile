@@ -22,6 +22,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Roboflow's own client, in a venv of its own (it pins opencv-python, which would clash with ours):
+	# tests/jobs/test_roboflow_compat.py drives samtune with it.
+	$(PYTHON) -m venv .venv-sdk
+	.venv-sdk/bin/pip install --quiet 'inference-sdk==1.8.3'
 	touch $@
 
 install: $(VENV)/.installed

@@ -18,6 +18,7 @@ from app.health.router import router as health_router
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.models.roboflow import router as roboflow_router
 from app.models.router import router as models_router
 from app.models.serving import ModelCache
 from app.settings import Settings
@@ -59,4 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(versions_router)
     app.include_router(jobs_router)
     app.include_router(models_router)
+    # Last: its `/{project}/{version}` route would otherwise catch other two-segment POSTs.
+    app.include_router(roboflow_router)
     return app
