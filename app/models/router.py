@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
-from typing import Annotated
+from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLarge
+from app.core.errors import AppError, PayloadTooLarge, Unprocessable
 from app.datasets.ingest.images import load_rgb
-from app.models import service
+from app.models import draw, service
 from app.models.schemas import ModelOut, PredictResponse
 
 router = APIRouter(tags=["models"])
@@ -57,8 +61,88 @@ def delete_model(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+class PredictOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str] | None = Field(default=None, description="Text prompts; default: the model's classes.")
+    confidence: float = Field(default=0.5, ge=0, le=1)
+    mask_format: Literal["polygon", "rle"] = "polygon"
+    max_detections: int = Field(default=100, ge=1, le=1000)
+
+
+class PredictJSON(PredictOptions):
+    image: str = Field(description="The image, base64-encoded (a data: URL is fine).")
+
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "prompts": {"type": "array", "items": {"type": "string"}},
+                        "confidence": {"type": "number", "default": 0.5},
+                        "mask_format": {"type": "string", "enum": ["polygon", "rle"]},
+                        "max_detections": {"type": "integer", "default": 100},
+                    },
+                }
+            },
+            "application/json": {"schema": PredictJSON.model_json_schema()},
+        },
+    }
+}
+
+
+def _invalid(exc: ValidationError) -> Unprocessable:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "body"
+    return Unprocessable(f"{field}: {err['msg']}", source=field)
+
+
+async def _read_request(request: Request, max_bytes: int) -> tuple[bytes, PredictOptions]:
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("image")
+        if not isinstance(upload, StarletteUpload):
+            raise Unprocessable("image: send the image as a file field named 'image'", source="image")
+        data = await upload.read(max_bytes + 1)
+        raw: dict[str, Any] = {
+            k: form.get(k) for k in ("confidence", "mask_format", "max_detections") if k in form
+        }
+        if "prompts" in form:
+            raw["prompts"] = [str(v) for v in form.getlist("prompts")]
+        try:
+            return data, PredictOptions.model_validate(raw)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+    if kind.startswith("application/json"):
+        try:
+            body = PredictJSON.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        value = body.image.partition(",")[2] if body.image.startswith("data:") else body.image
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise Unprocessable("image: not valid base64", source="image") from None
+        return data, PredictOptions(**body.model_dump(exclude={"image"}))
+    raise AppError("send multipart/form-data (an 'image' file) or application/json (a base64 'image')",
+                   status_code=415)  # fmt: skip
+
+
 @router.post(
-    "/api/v1/models/{model_id}/predict", response_model=PredictResponse, response_model_by_alias=True
+    "/api/v1/models/{model_id}/predict",
+    response_model=PredictResponse,
+    response_model_by_alias=True,
+    openapi_extra=_PREDICT_BODY,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON, or the image with masks (?visualize=true)"}
+    },
 )
 async def predict(
     model_id: uuid.UUID,
@@ -66,23 +150,26 @@ async def predict(
     session: SessionDep,
     settings: SettingsDep,
     principal: CurrentPrincipal,
-    image: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, ...).")],
-    prompts: Annotated[
-        list[str] | None, Form(description="Text prompts (repeat the field); default: the model's classes.")
-    ] = None,
-    confidence: Annotated[float, Form(ge=0, le=1)] = 0.5,
-    mask_format: Annotated[str, Form(description="polygon or rle")] = "polygon",
-    max_detections: Annotated[int, Form(ge=1, le=1000)] = 100,
-) -> PredictResponse:
-    """Segment every instance of each prompt. The answer has the shape of Roboflow's inference server:
-    box centre and size in the original image's pixels, one polygon (or RLE) per instance."""
+    visualize: bool = False,
+) -> Any:
+    """Segment every instance of each prompt. The answer has the shape of Roboflow's inference server: box
+    centre and size in the original image's pixels, one polygon (or RLE) per instance. Multipart (`image`
+    file, repeated `prompts`, `confidence`, `mask_format`, `max_detections`) or JSON with a base64 `image`.
+    `?visualize=true` answers the image with the masks drawn (PNG)."""
     model, _, version, _ = await run_in_threadpool(service.get, session, principal.workspace_id, model_id)
-    data = await image.read(settings.max_predict_bytes + 1)
+    data, options = await _read_request(request, settings.max_predict_bytes)
     if len(data) > settings.max_predict_bytes:
         raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
+    if not data:
+        raise Unprocessable("image: the file is empty", source="image")
     picture = await run_in_threadpool(load_rgb, data, max_pixels=settings.max_image_pixels)
     classes = list(version.classes or [])
-    return await run_in_threadpool(
-        service.predict, request.app.state.model_cache, model, picture, prompts,
-        confidence=confidence, max_detections=max_detections, mask_format=mask_format, classes=classes,
+    result = await run_in_threadpool(
+        service.predict, request.app.state.model_cache, model, picture, options.prompts,
+        confidence=options.confidence, max_detections=options.max_detections,
+        mask_format="rle" if visualize else options.mask_format, classes=classes,
     )  # fmt: skip
+    if visualize:
+        png = await run_in_threadpool(draw.overlay, picture, result, classes)
+        return Response(png, media_type="image/png")
+    return result

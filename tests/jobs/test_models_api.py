@@ -3,6 +3,7 @@ shape of Roboflow's inference server, answering what the trainer's own predictor
 
 from __future__ import annotations
 
+import base64
 import io
 import uuid
 import zipfile
@@ -118,7 +119,7 @@ def test_predict_polygons_and_prompts(jobs_kit: JobKit, model_id: str, test_imag
     [
         ({"image": ("x.jpg", b"not an image", "image/jpeg")}, {}, 422, "image"),
         ({"image": ("x.jpg", b"")}, {}, 422, "image"),
-        (None, {"prompts": ["x"]}, 422, "image"),
+        (None, {"prompts": ["x"]}, 415, "multipart"),
         ("IMAGE", {"prompts": ["", "  "]}, 422, "prompts"),
         ("IMAGE", {"mask_format": "svg"}, 422, "mask_format"),
         ("IMAGE", {"confidence": "2"}, 422, "confidence"),
@@ -135,6 +136,33 @@ def test_predict_bad_input(
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert words in r.text
+
+
+def test_predict_json_base64_and_visualize(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
+    kit = jobs_kit
+    url = f"/api/v1/models/{model_id}/predict"
+    multipart = kit.client.post(url, headers=kit.auth, files={"image": ("x.jpg", test_image)},
+                                data={"confidence": "0.05", "mask_format": "rle"}).json()  # fmt: skip
+    b64 = base64.b64encode(test_image).decode()
+    for image in (b64, "data:image/jpeg;base64," + b64):
+        r = kit.client.post(
+            url, headers=kit.auth, json={"image": image, "confidence": 0.05, "mask_format": "rle"}
+        )
+        assert r.status_code == 200, r.text
+        assert [(p["class"], p["confidence"], p["rle"]) for p in r.json()["predictions"]] == [
+            (p["class"], p["confidence"], p["rle"]) for p in multipart["predictions"]
+        ]
+    bad = kit.client.post(url, headers=kit.auth, json={"image": "%%%", "confidence": 0.05})
+    assert bad.status_code == 422 and "base64" in bad.text
+    bad = kit.client.post(url, headers=kit.auth, json={"image": b64, "colour": "red"})
+    assert bad.status_code == 422 and "colour" in bad.text
+    png = kit.client.post(url + "?visualize=true", headers=kit.auth, files={"image": ("x.jpg", test_image)},
+                          data={"confidence": "0.05"})  # fmt: skip
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    drawn = Image.open(io.BytesIO(png.content))
+    assert drawn.size == (112, 112)
+    plain = Image.open(io.BytesIO(test_image)).convert("RGB")
+    assert list(drawn.convert("RGB").getdata()) != list(plain.getdata()), "masks drawn on the image"
 
 
 def test_predict_too_large_and_unknown_model(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
