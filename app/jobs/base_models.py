@@ -7,6 +7,7 @@ otherwise the bundled tiny model `samtune/sam3-tiny-shapes` is the default, and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -98,3 +99,13 @@ def resolve(settings: Settings, name: str | None) -> BaseModelInfo:
             return info
     known = ", ".join(repr(m.name) for m in models)
     raise Unprocessable(f"unknown base model {name!r}; this installation has {known}", source="base_model")
+
+
+def classes(info: BaseModelInfo) -> list[str]:
+    """The concepts a base model's samtune card lists (the bundled one: its four colours); else none."""
+    if info.location is None:
+        return []
+    card = Path(info.location) / CARD_FILE
+    if not card.exists():
+        return []
+    return list(json.loads(card.read_text()).get("classes") or [])

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.core.errors import AppError, PayloadTooLarge, Unprocessable
 from app.datasets.ingest.images import load_rgb
+from app.jobs import base_models
 from app.models import draw, service
 from app.models.schemas import ModelOut, PredictResponse
 
@@ -167,6 +168,45 @@ async def predict(
     result = await run_in_threadpool(
         service.predict, request.app.state.model_cache, model, picture, options.prompts,
         confidence=options.confidence, max_detections=options.max_detections,
+        mask_format="rle" if visualize else options.mask_format, classes=classes,
+    )  # fmt: skip
+    if visualize:
+        png = await run_in_threadpool(draw.overlay, picture, result, classes)
+        return Response(png, media_type="image/png")
+    return result
+
+
+@router.post(
+    "/api/v1/base-models/{owner}/{name}/predict",
+    response_model=PredictResponse,
+    response_model_by_alias=True,
+    openapi_extra=_PREDICT_BODY,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON, or the image with masks (?visualize=true)"}
+    },
+)
+async def predict_base(
+    owner: str,
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    visualize: bool = False,
+) -> Any:
+    """Zero-shot prediction with a base model (e.g. `samtune/sam3-tiny-shapes`, `facebook/sam3`), to try it
+    before training: same request and answer as a fine-tuned model's predict. Default prompts: the classes
+    its card lists, if any."""
+    base = base_models.resolve(settings, f"{owner}/{name}")
+    data, options = await _read_request(request, settings.max_predict_bytes)
+    if len(data) > settings.max_predict_bytes:
+        raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
+    if not data:
+        raise Unprocessable("image: the file is empty", source="image")
+    picture = await run_in_threadpool(load_rgb, data, max_pixels=settings.max_image_pixels)
+    classes = base_models.classes(base)
+    result = await run_in_threadpool(
+        service.predict_with, request.app.state.model_cache, f"base:{base.name}", lambda: base.location,
+        picture, options.prompts, confidence=options.confidence, max_detections=options.max_detections,
         mask_format="rle" if visualize else options.mask_format, classes=classes,
     )  # fmt: skip
     if visualize:

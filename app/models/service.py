@@ -100,8 +100,19 @@ def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspac
 
 
 def predict(
-    cache: ModelCache, model: Model, image, prompts: list[str] | None, *, confidence: float, max_detections: int,  # type: ignore[no-untyped-def]
-    mask_format: str, classes: list[str],
+    cache: ModelCache, model: Model, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
+    max_detections: int, mask_format: str, classes: list[str],
+) -> PredictResponse:  # fmt: skip
+    """A fine-tuned model's prediction (blocking: call from a worker thread)."""
+    return predict_with(
+        cache, str(model.id), lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256), image,
+        prompts, confidence=confidence, max_detections=max_detections, mask_format=mask_format, classes=classes,
+    )  # fmt: skip
+
+
+def predict_with(
+    cache: ModelCache, key: str, locate, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
+    max_detections: int, mask_format: str, classes: list[str],
 ) -> PredictResponse:  # fmt: skip
     """Blocking: call from a worker thread. One request per model at a time (the model's lock)."""
     if mask_format not in MASK_FORMATS:
@@ -116,9 +127,7 @@ def predict(
     if not prompts:
         raise Unprocessable("this model has no classes: send at least one text prompt", source="prompts")
     started = time.perf_counter()
-    served = cache.get(
-        str(model.id), lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256)
-    )
+    served = cache.get(key, locate)
     with served.lock:
         found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections)
     predictions = []

@@ -195,3 +195,25 @@ def test_delete(jobs_kit: JobKit) -> None:
     assert kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 204
     assert kit.client.get(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 404
     assert not list(kit.storage.list(f"models/{mid}/"))
+
+
+def test_base_model_predicts_zero_shot(jobs_kit: JobKit, tmp_path: Path) -> None:
+    """Try a base model before training: the bundled one finds its own concepts, by default all four."""
+    from trainer.synth import PRETRAIN_CONCEPTS, write_dataset
+
+    data = write_dataset(tmp_path / "d", list(PRETRAIN_CONCEPTS), {"test": 1}, size=112, seed=11)
+    image = sorted((data / "test").glob("*.jpg"))[0].read_bytes()
+    url = "/api/v1/base-models/samtune/sam3-tiny-shapes/predict"
+    r = jobs_kit.client.post(
+        url, headers=jobs_kit.auth, files={"image": ("x.jpg", image)}, data={"confidence": "0.3"}
+    )
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert preds and {p["class"] for p in preds} <= {c.name for c in PRETRAIN_CONCEPTS}
+    expected = Predictor(load_base_model(str(EMBEDDED_BASE_DIR))).predict(
+        Image.open(io.BytesIO(image)), [c.name for c in PRETRAIN_CONCEPTS], confidence=0.3
+    )
+    assert [(p["class"], p["confidence"]) for p in preds] == [(e.prompt, round(e.score, 4)) for e in expected]
+    unknown = jobs_kit.client.post("/api/v1/base-models/nobody/nothing/predict", headers=jobs_kit.auth,
+                                   files={"image": ("x.jpg", image)})  # fmt: skip
+    assert unknown.status_code == 422 and "unknown base model" in unknown.text
