@@ -217,3 +217,42 @@ def test_base_model_predicts_zero_shot(jobs_kit: JobKit, tmp_path: Path) -> None
     unknown = jobs_kit.client.post("/api/v1/base-models/nobody/nothing/predict", headers=jobs_kit.auth,
                                    files={"image": ("x.jpg", image)})  # fmt: skip
     assert unknown.status_code == 422 and "unknown base model" in unknown.text
+
+
+def test_healthz_stays_fast_while_predicting(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
+    """Loading and inference run off the event loop: other routes answer while predictions run."""
+    import threading
+    import time
+
+    import httpx
+
+    from tests.jobs.conftest import LiveServer
+
+    with LiveServer(jobs_kit.make_app(jobs_kit.settings)) as server:
+        stop = threading.Event()
+        done: list[int] = []
+
+        def hammer() -> None:
+            with httpx.Client(timeout=60) as c:
+                while not stop.is_set():
+                    r = c.post(f"{server.url}/api/v1/models/{model_id}/predict", headers=jobs_kit.auth,
+                               files={"image": ("x.jpg", test_image)})  # fmt: skip
+                    done.append(r.status_code)
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            latencies = []
+            with httpx.Client(timeout=10) as c:
+                for _ in range(20):
+                    t0 = time.perf_counter()
+                    assert c.get(f"{server.url}/healthz").status_code == 200
+                    latencies.append(time.perf_counter() - t0)
+                    time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+    assert done and set(done) == {200}
+    assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
