@@ -4,13 +4,14 @@ from app.core.db import Base
 from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import JobEvent, Metric, TrainingJob
 from app.keys.tables import ApiKey
-from app.models.tables import Model
+from app.models.tables import BatchPrediction, Model
 from app.versions.tables import DatasetVersion
 from app.workspaces.tables import Workspace
 
 __all__ = [
     "Annotation",
     "ApiKey",
+    "BatchPrediction",
     "Base",
     "Category",
     "Dataset",

@@ -15,7 +15,14 @@ GPU_QUEUE = "gpu"
 
 def make_celery(settings: Settings) -> Celery:
     celery = Celery(
-        "samtune", include=["worker.housekeeping", "worker.versions", "worker.training", "worker.webhooks"]
+        "samtune",
+        include=[
+            "worker.housekeeping",
+            "worker.versions",
+            "worker.training",
+            "worker.webhooks",
+            "worker.predictions",
+        ],
     )
     conf: dict[str, object] = {
         "broker_url": settings.broker_url,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -11,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
-from app.core.errors import AppError, PayloadTooLarge, Unprocessable
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
+from app.core.errors import AppError, Conflict, PayloadTooLarge, Unprocessable
 from app.datasets.ingest.images import load_rgb
 from app.jobs import base_models
 from app.models import draw, service
-from app.models.schemas import ModelOut, PredictResponse
+from app.models.schemas import BatchPredictionOut, ModelOut, PredictResponse
+from app.models.tables import BatchPrediction
 
 router = APIRouter(tags=["models"])
 
@@ -213,3 +215,69 @@ async def predict_base(
         png = await run_in_threadpool(draw.overlay, picture, result, classes)
         return Response(png, media_type="image/png")
     return result
+
+
+def _batch_out(request: Request, batch: BatchPrediction) -> BatchPredictionOut:
+    url = (
+        str(request.url_for("batch_prediction_results", batch_id=batch.id))
+        if batch.status == "succeeded"
+        else None
+    )
+    return BatchPredictionOut(
+        id=batch.id, model_id=batch.model_id, version_id=batch.version_id, split=batch.split, status=batch.status,
+        num_images=batch.num_images, num_detections=batch.num_detections, error=batch.error, results_url=url,
+        created_at=batch.created_at, finished_at=batch.finished_at,
+    )  # fmt: skip
+
+
+@router.post(
+    "/api/v1/models/{model_id}/predict-version/{version_id}",
+    response_model=BatchPredictionOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def predict_version(
+    model_id: uuid.UUID,
+    version_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    tasks: TasksDep,
+    principal: CurrentPrincipal,
+    split: Literal["train", "valid", "test"] = "test",
+) -> BatchPredictionOut:
+    """Predict every image of a version's split in the background (a worker on the `gpu` queue); poll the
+    batch, then download its COCO results JSON (every class asked of every image, best 100 per image)."""
+    batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split)
+    return _batch_out(request, batch)
+
+
+@router.get("/api/v1/batch-predictions/{batch_id}", response_model=BatchPredictionOut)
+def get_batch_prediction(
+    batch_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> BatchPredictionOut:
+    return _batch_out(request, service.get_batch(session, principal.workspace_id, batch_id))
+
+
+@router.get(
+    "/api/v1/batch-predictions/{batch_id}/results",
+    name="batch_prediction_results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/json": {}}}, 409: {"description": "Not finished"}},
+)
+def batch_prediction_results(
+    batch_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
+) -> StreamingResponse:
+    """COCO results JSON: [{image_id, category_id, bbox (xywh), score, segmentation (RLE)}], ids as in the
+    version's `_annotations.coco.json`, so pycocotools' COCOeval reads it as it is."""
+    batch = service.get_batch(session, principal.workspace_id, batch_id)
+    if batch.status != "succeeded" or not batch.result_key:
+        raise Conflict(
+            f"batch prediction {batch_id} is {batch.status}" + (f": {batch.error}" if batch.error else "")
+        )
+    key = batch.result_key
+
+    def body() -> Iterator[bytes]:
+        with storage.open(key) as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="application/json")

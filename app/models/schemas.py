@@ -59,3 +59,17 @@ class PredictResponse(BaseModel):
     time: float = Field(description="Seconds spent on the prediction, server side.")
     image: ImageSize
     predictions: list[PredictionOut]
+
+
+class BatchPredictionOut(BaseModel):
+    id: uuid.UUID
+    model_id: uuid.UUID
+    version_id: uuid.UUID
+    split: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    num_images: int
+    num_detections: int
+    error: str | None
+    results_url: str | None = Field(description="COCO results JSON, once succeeded.")
+    created_at: datetime
+    finished_at: datetime | None

@@ -12,13 +12,15 @@ from zipstream import ZIP_DEFLATED, ZipStream
 
 from app.core.db import after_commit
 from app.core.errors import NotFound, Unprocessable
+from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage
 from app.datasets.tables import Dataset
 from app.jobs.tables import TrainingJob
 from app.models import masks
 from app.models.schemas import ImageSize, ModelOut, Point, PredictionOut, PredictResponse
 from app.models.serving import ModelCache
-from app.models.tables import Model
+from app.models.tables import BatchPrediction, Model
+from app.versions import service as versions
 from app.versions.tables import DatasetVersion
 
 MASK_FORMATS = ("polygon", "rle")
@@ -149,3 +151,43 @@ def predict_with(
         image=ImageSize(width=image.width, height=image.height),
         predictions=predictions,
     )
+
+
+PREDICT_VERSION_TASK = "samtune.predict_version"
+GPU_QUEUE = "gpu"
+
+
+def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, model_id: uuid.UUID,
+                 version_id: uuid.UUID, split: str) -> BatchPrediction:  # fmt: skip
+    model, _, _, _ = get(session, workspace_id, model_id)
+    try:
+        version, dataset = versions.get_version(session, workspace_id, version_id)
+    except NotFound:
+        raise Unprocessable(
+            f"version {version_id} not found in this workspace", source="version_id"
+        ) from None
+    if version.status != "ready":
+        raise Unprocessable(f"version {dataset.slug}/{version.number} is {version.status}, not ready",
+                            source="version_id")  # fmt: skip
+    images = int(((version.split_counts or {}).get(split) or {}).get("images", 0))
+    if not images:
+        raise Unprocessable(
+            f"version {dataset.slug}/{version.number} has no {split!r} images", source="split"
+        )
+    batch = BatchPrediction(workspace_id=workspace_id, model_id=model.id, version_id=version.id, split=split,
+                            status="queued")  # fmt: skip
+    session.add(batch)
+    session.flush()
+    enqueue_after_commit(session, tasks, PREDICT_VERSION_TASK, [str(batch.id)], GPU_QUEUE)
+    return batch
+
+
+def get_batch(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) -> BatchPrediction:
+    batch = session.scalars(
+        select(BatchPrediction).where(
+            BatchPrediction.id == batch_id, BatchPrediction.workspace_id == workspace_id
+        )
+    ).first()
+    if batch is None:
+        raise NotFound(f"batch prediction {batch_id} not found in this workspace")
+    return batch

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Uuid
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, CreatedAtMixin, IdMixin
+from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
 
 
 class Model(IdMixin, CreatedAtMixin, Base):
@@ -26,3 +27,26 @@ class Model(IdMixin, CreatedAtMixin, Base):
     # {"base": {...coco metrics...}, "fine_tuned": {...}} on the test split.
     eval_results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ready")
+
+
+class BatchPrediction(IdMixin, CreatedAtMixin, Base):
+    """A model run over one split of a data version, in the background; results as COCO results JSON."""
+
+    __tablename__ = "batch_prediction"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workspace.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("dataset_version.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    split: Mapped[str] = mapped_column(String(10), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    num_images: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    num_detections: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    result_key: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -256,3 +256,53 @@ def test_healthz_stays_fast_while_predicting(jobs_kit: JobKit, model_id: str, te
                 t.join(timeout=60)
     assert done and set(done) == {200}
     assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
+
+
+def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: str, tmp_path: Path) -> None:
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from app.versions.tables import DatasetVersion
+    from worker.predictions import run_batch
+
+    kit = jobs_kit
+    version_id = kit.version["id"]
+    r = kit.client.post(
+        f"/api/v1/models/{model_id}/predict-version/{version_id}?split=test", headers=kit.auth
+    )
+    assert r.status_code == 202, r.text
+    batch = r.json()
+    assert batch["status"] == "queued" and batch["results_url"] is None
+    assert ("samtune.predict_version", [batch["id"]], "gpu") in kit.tasks.sent
+    early = kit.client.get(f"/api/v1/batch-predictions/{batch['id']}/results", headers=kit.auth)
+    assert early.status_code == 409
+    assert run_batch(kit.settings, uuid.UUID(batch["id"])) == "succeeded"
+    assert run_batch(kit.settings, uuid.UUID(batch["id"])) == "not claimed", "a second delivery does nothing"
+    done = kit.client.get(f"/api/v1/batch-predictions/{batch['id']}", headers=kit.auth).json()
+    assert done["status"] == "succeeded" and done["num_images"] == 1 and done["results_url"]
+    results = kit.client.get(f"/api/v1/batch-predictions/{batch['id']}/results", headers=kit.auth).json()
+    assert len(results) == done["num_detections"] > 0
+    # COCOeval reads it as it is, against the version's own test annotations, and finds what the job's
+    # final evaluation found.
+    with kit.factory() as session:
+        prefix = session.get(DatasetVersion, uuid.UUID(version_id)).snapshot_prefix
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_bytes(kit.storage.get_bytes(f"{prefix}test/_annotations.coco.json"))
+    gt = COCO(str(gt_path))
+    ev = COCOeval(gt, gt.loadRes(results), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    model = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()
+    assert ev.stats[0] == pytest.approx(model["test_metrics"]["fine_tuned"]["summary"]["segm_AP"], abs=1e-6)
+    assert json.dumps(results[0]["segmentation"])  # RLE as JSON
+    # bad requests
+    other_auth = kit.new_auth()
+    _, theirs = kit.ready_version("theirs-batch", other_auth)
+    r = kit.client.post(f"/api/v1/models/{model_id}/predict-version/{theirs['id']}", headers=kit.auth)
+    assert r.status_code == 422 and "not found" in r.text
+    r = kit.client.post(f"/api/v1/models/{model_id}/predict-version/{version_id}?split=all", headers=kit.auth)
+    assert r.status_code == 422
+    assert kit.client.get(f"/api/v1/batch-predictions/{batch['id']}", headers=other_auth).status_code == 404
