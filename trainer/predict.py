@@ -34,6 +34,7 @@ class Predictor:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.query_model = QueryModel(self.model)
+        self.dtype = next(self.model.parameters()).dtype  # bf16 weights take bf16 pixels
         self._text: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _prompts(self, prompts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,7 +65,7 @@ class Predictor:
         ids, mask, text_hidden = self._prompts(tuple(prompts))
         k = len(prompts)
         logits, boxes, presence, masks = self.query_model(
-            pixels[None].to(self.device),
+            pixels[None].to(self.device, self.dtype),
             torch.zeros(k, dtype=torch.long, device=self.device),
             torch.arange(k, device=self.device),
             ids,
