@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from zipstream import ZIP_DEFLATED, ZipStream
 
 from app.core.db import after_commit
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage
 from app.datasets.tables import Dataset
@@ -95,6 +95,13 @@ def _chunks(storage: ObjectStorage, key: str) -> Iterator[bytes]:
 def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspace_id: uuid.UUID,
            model_id: uuid.UUID) -> None:  # fmt: skip
     model, _, _, _ = get(session, workspace_id, model_id)
+    busy = session.scalar(
+        select(BatchPrediction.id).where(
+            BatchPrediction.model_id == model.id, BatchPrediction.status.in_(("queued", "running"))
+        )
+    )
+    if busy is not None:
+        raise Conflict(f"model {model.name} is in use by batch prediction {busy}; delete it once that ends")
     prefix = model.checkpoint_key.rstrip("/") + "/"
     session.delete(model)
     session.flush()

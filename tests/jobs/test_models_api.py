@@ -192,6 +192,14 @@ def test_delete(jobs_kit: JobKit) -> None:
     assert kit.run(job["id"]) == "succeeded"
     mid = kit.get(job["id"])["model_id"]
     assert list(kit.storage.list(f"models/{mid}/"))
+    batch = kit.client.post(
+        f"/api/v1/models/{mid}/predict-version/{kit.version['id']}", headers=kit.auth
+    ).json()
+    busy = kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth)
+    assert busy.status_code == 409 and "in use" in busy.text
+    from worker.predictions import run_batch
+
+    assert run_batch(kit.settings, uuid.UUID(batch["id"])) == "succeeded"
     assert kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 204
     assert kit.client.get(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 404
     assert not list(kit.storage.list(f"models/{mid}/"))
