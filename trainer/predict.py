@@ -56,7 +56,12 @@ class Predictor:
         confidence: float = 0.5,
         max_detections: int = 100,
         nms_iou: float | None = None,
+        boxes: list[tuple[float, float, float, float]] | None = None,
     ) -> list[Prediction]:
+        """`boxes`: exemplars (xyxy, original pixels) of what to find, shown with every prompt: SAM 3 finds
+        things like them. With boxes and no text, the prompt is SAM 3's own "visual"."""
+        if not prompts and boxes:
+            prompts = ["visual"]
         if not prompts:
             raise ValueError("at least one prompt is needed")
         size = self.loaded.image_size
@@ -64,18 +69,27 @@ class Predictor:
         pixels = D.pixels_from_image(image, size, size, self.loaded.image_mean, self.loaded.image_std)
         ids, mask, text_hidden = self._prompts(tuple(prompts))
         k = len(prompts)
-        logits, boxes, presence, masks = self.query_model(
+        exemplars = labels = None
+        if boxes:
+            xyxy = torch.tensor(boxes, dtype=torch.float32) / torch.tensor([width, height, width, height])
+            cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+                                  xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1).clamp(0, 1)  # fmt: skip
+            exemplars = cxcywh[None].expand(k, -1, -1).to(self.device, self.dtype)
+            labels = torch.ones(k, len(boxes), dtype=torch.long, device=self.device)
+        logits, pred_boxes, presence, masks = self.query_model(
             pixels[None].to(self.device, self.dtype),
             torch.zeros(k, dtype=torch.long, device=self.device),
             torch.arange(k, device=self.device),
             ids,
             mask,
             text_hidden=text_hidden,
+            input_boxes=exemplars,
+            input_boxes_labels=labels,
         )
         out: list[Prediction] = []
         for c, prompt in enumerate(prompts):
             for det in postprocess(
-                logits[-1, c].float(), presence[-1, c].float(), boxes[-1, c].float(), masks[c].float(),
+                logits[-1, c].float(), presence[-1, c].float(), pred_boxes[-1, c].float(), masks[c].float(),
                 image_id=0, category_id=c, orig_size=(height, width), score_threshold=confidence,
                 top_k=max_detections, nms_iou=nms_iou,
             ):  # fmt: skip

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
@@ -71,6 +72,21 @@ class PredictOptions(BaseModel):
     confidence: float = Field(default=0.5, ge=0, le=1)
     mask_format: Literal["polygon", "rle"] = "polygon"
     max_detections: int = Field(default=100, ge=1, le=1000)
+    boxes: list[tuple[float, float, float, float]] | None = Field(
+        default=None,
+        description="Exemplar boxes, [x0, y0, x1, y1] in image pixels: find things like these (with each prompt, "
+        "or alone). Multipart: a JSON string.",
+    )
+
+    @field_validator("boxes")
+    @classmethod
+    def _boxes(cls, value: list[tuple[float, float, float, float]] | None) -> list | None:
+        for i, (x0, y0, x1, y1) in enumerate(value or []):
+            if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
+                raise ValueError(
+                    f"box {i} {[x0, y0, x1, y1]} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1, >= 0"
+                )
+        return value
 
 
 class PredictJSON(PredictOptions):
@@ -91,6 +107,7 @@ _PREDICT_BODY = {
                         "confidence": {"type": "number", "default": 0.5},
                         "mask_format": {"type": "string", "enum": ["polygon", "rle"]},
                         "max_detections": {"type": "integer", "default": 100},
+                        "boxes": {"type": "string", "description": "JSON: [[x0, y0, x1, y1], ...]"},
                     },
                 }
             },
@@ -119,6 +136,11 @@ async def _read_request(request: Request, max_bytes: int) -> tuple[bytes, Predic
         }
         if "prompts" in form:
             raw["prompts"] = [str(v) for v in form.getlist("prompts")]
+        if "boxes" in form:
+            try:
+                raw["boxes"] = json.loads(str(form.get("boxes")))
+            except ValueError:
+                raise Unprocessable("boxes: not JSON; send [[x0, y0, x1, y1], ...]", source="boxes") from None
         try:
             return data, PredictOptions.model_validate(raw)
         except ValidationError as exc:
@@ -170,7 +192,7 @@ async def predict(
     result = await run_in_threadpool(
         service.predict, request.app.state.model_cache, model, picture, options.prompts,
         confidence=options.confidence, max_detections=options.max_detections,
-        mask_format="rle" if visualize else options.mask_format, classes=classes,
+        mask_format="rle" if visualize else options.mask_format, classes=classes, boxes=options.boxes,
     )  # fmt: skip
     if visualize:
         png = await run_in_threadpool(draw.overlay, picture, result, classes)
@@ -209,7 +231,7 @@ async def predict_base(
     result = await run_in_threadpool(
         service.predict_with, request.app.state.model_cache, f"base:{base.name}", lambda: base.location,
         picture, options.prompts, confidence=options.confidence, max_detections=options.max_detections,
-        mask_format="rle" if visualize else options.mask_format, classes=classes,
+        mask_format="rle" if visualize else options.mask_format, classes=classes, boxes=options.boxes,
     )  # fmt: skip
     if visualize:
         png = await run_in_threadpool(draw.overlay, picture, result, classes)

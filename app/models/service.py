@@ -110,35 +110,43 @@ def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspac
 
 def predict(
     cache: ModelCache, model: Model, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
-    max_detections: int, mask_format: str, classes: list[str],
+    max_detections: int, mask_format: str, classes: list[str], boxes: list | None = None,
 ) -> PredictResponse:  # fmt: skip
     """A fine-tuned model's prediction (blocking: call from a worker thread)."""
     return predict_with(
         cache, str(model.id), lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256), image,
         prompts, confidence=confidence, max_detections=max_detections, mask_format=mask_format, classes=classes,
+        boxes=boxes,
     )  # fmt: skip
 
 
 def predict_with(
     cache: ModelCache, key: str, locate, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
-    max_detections: int, mask_format: str, classes: list[str],
+    max_detections: int, mask_format: str, classes: list[str], boxes: list | None = None,
 ) -> PredictResponse:  # fmt: skip
     """Blocking: call from a worker thread. One request per model at a time (the model's lock)."""
     if mask_format not in MASK_FORMATS:
         raise Unprocessable(f"mask_format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}",
                             source="mask_format")  # fmt: skip
-    if prompts is None:
+    for i, box in enumerate(boxes or []):
+        if box[2] > image.width or box[3] > image.height:
+            raise Unprocessable(f"boxes: box {i} {list(box)} leaves the {image.width}x{image.height} image",
+                                source="boxes")  # fmt: skip
+    if prompts is None and boxes:
+        prompts = []  # exemplars alone: SAM 3's "visual" prompt
+    elif prompts is None:
         prompts = classes  # Roboflow's habit: a model finds its own classes unless asked otherwise
     else:
         prompts = [p.strip() for p in prompts if p and p.strip()]
         if not prompts:
             raise Unprocessable("prompts is empty: send at least one non-blank text prompt", source="prompts")
-    if not prompts:
+    if not prompts and not boxes:
         raise Unprocessable("this model has no classes: send at least one text prompt", source="prompts")
     started = time.perf_counter()
     served = cache.get(key, locate)
     with served.lock:
-        found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections)
+        found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections,
+                                         boxes=[tuple(b) for b in boxes] if boxes else None)  # fmt: skip
     predictions = []
     for p in found:
         x, y, w, h = p.bbox

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import uuid
 import zipfile
 from pathlib import Path
@@ -171,6 +172,11 @@ def test_predict_too_large_and_unknown_model(jobs_kit: JobKit, model_id: str, te
         f"/api/v1/models/{model_id}/predict", headers=jobs_kit.auth, files={"image": ("x.jpg", test_image)}
     )
     assert r.status_code == 413, r.text
+    bombs = jobs_kit.make_client(jobs_kit.make_settings(max_image_pixels=1000))
+    r = bombs.post(
+        f"/api/v1/models/{model_id}/predict", headers=jobs_kit.auth, files={"image": ("x.jpg", test_image)}
+    )
+    assert r.status_code == 422 and "decompression bomb" in r.text, r.text
     r = jobs_kit.client.post(f"/api/v1/models/{uuid.uuid4()}/predict", headers=jobs_kit.auth,
                              files={"image": ("x.jpg", test_image)})  # fmt: skip
     assert r.status_code == 404
@@ -314,3 +320,30 @@ def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: st
     r = kit.client.post(f"/api/v1/models/{model_id}/predict-version/{version_id}?split=all", headers=kit.auth)
     assert r.status_code == 422
     assert kit.client.get(f"/api/v1/batch-predictions/{batch['id']}", headers=other_auth).status_code == 404
+
+
+def test_predict_with_box_exemplars(jobs_kit: JobKit, model_id: str, test_image: bytes) -> None:
+    kit = jobs_kit
+    url = f"/api/v1/models/{model_id}/predict"
+    box = [20.0, 20.0, 60.0, 60.0]
+    multipart = kit.client.post(url, headers=kit.auth, files={"image": ("x.jpg", test_image)},
+                                data={"confidence": "0.0", "boxes": json.dumps([box]), "prompts": ["purple shape"]})  # fmt: skip
+    assert multipart.status_code == 200, multipart.text
+    body = kit.client.post(url, headers=kit.auth, json={"image": base64.b64encode(test_image).decode(),
+                                                        "confidence": 0.0, "boxes": [box], "prompts": ["purple shape"]})  # fmt: skip
+    assert [p["confidence"] for p in body.json()["predictions"]] == [
+        p["confidence"] for p in multipart.json()["predictions"]
+    ]
+    plain = kit.client.post(url, headers=kit.auth, files={"image": ("x.jpg", test_image)},
+                            data={"confidence": "0.0", "prompts": ["purple shape"]}).json()  # fmt: skip
+    assert [p["confidence"] for p in plain["predictions"]] != [
+        p["confidence"] for p in multipart.json()["predictions"]
+    ]
+    alone = kit.client.post(url, headers=kit.auth, files={"image": ("x.jpg", test_image)},
+                            data={"confidence": "0.0", "boxes": json.dumps([box])})  # fmt: skip
+    assert alone.status_code == 200 and {p["class"] for p in alone.json()["predictions"]} == {"visual"}
+    for bad in ("[[1, 2, 3]]", "[[50, 50, 10, 10]]", "[[0, 0, 500, 500]]", "not json"):
+        r = kit.client.post(
+            url, headers=kit.auth, files={"image": ("x.jpg", test_image)}, data={"boxes": bad}
+        )
+        assert r.status_code == 422 and "box" in r.text, (bad, r.text)

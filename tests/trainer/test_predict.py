@@ -60,3 +60,20 @@ def test_confidence_and_limit(recipe: FineTuneRecipe) -> None:
     assert [p.score for p in top3] == [p.score for p in everything[:3]]
     with pytest.raises(ValueError):
         predictor.predict(img, [], confidence=0.5)
+
+
+def test_box_exemplars_change_the_answer(recipe: FineTuneRecipe) -> None:
+    """Boxes go through SAM 3's geometry encoder with the text: the answer depends on them, and boxes alone
+    (no text) still answer, under SAM 3's "visual" prompt."""
+    predictor = Predictor(recipe.loaded, recipe.device)
+    sample = recipe.splits["test"].samples[0]
+    ann = next(a for a in recipe.splits["test"].coco["annotations"] if a["image_id"] == sample.image_id)
+    x, y, w, h = ann["bbox"]
+    with Image.open(sample.path) as img:
+        plain = predictor.predict(img, recipe.classes[:1], confidence=0.0, max_detections=5)
+        guided = predictor.predict(
+            img, recipe.classes[:1], confidence=0.0, max_detections=5, boxes=[(x, y, x + w, y + h)]
+        )
+        visual = predictor.predict(img, [], confidence=0.0, max_detections=5, boxes=[(x, y, x + w, y + h)])
+    assert [p.score for p in plain] != [p.score for p in guided]
+    assert visual and {p.prompt for p in visual} == {"visual"}
