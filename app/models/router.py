@@ -4,7 +4,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -20,6 +20,7 @@ from app.jobs import base_models
 from app.models import draw, service
 from app.models.schemas import BatchPredictionOut, ModelOut, PredictResponse
 from app.models.tables import BatchPrediction
+from app.settings import Settings
 
 router = APIRouter(tags=["models"])
 
@@ -160,14 +161,44 @@ async def _read_request(request: Request, max_bytes: int) -> tuple[bytes, Predic
                    status_code=415)  # fmt: skip
 
 
+async def _answer(
+    request: Request,
+    settings: Settings,
+    key: str,
+    locate: Callable[[], Any],
+    classes: list[str],
+    visualize: bool,
+) -> Any:
+    """The part both predict routes share: read the request, decode the image, predict with the model that
+    `key` names in the cache (`locate` finds its files the first time), answer JSON or a PNG."""
+    data, options = await _read_request(request, settings.max_predict_bytes)
+    if len(data) > settings.max_predict_bytes:
+        raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
+    if not data:
+        raise Unprocessable("image: the file is empty", source="image")
+    picture = await run_in_threadpool(load_rgb, data, max_pixels=settings.max_image_pixels)
+    result = await run_in_threadpool(
+        service.predict_with, request.app.state.model_cache, key, locate, picture, options.prompts,
+        confidence=options.confidence, max_detections=options.max_detections,
+        mask_format="rle" if visualize else options.mask_format, classes=classes, boxes=options.boxes,
+    )  # fmt: skip
+    if visualize:
+        png = await run_in_threadpool(draw.overlay, picture, result, classes)
+        return Response(png, media_type="image/png")
+    return result
+
+
+_PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "JSON, or the image with masks (?visualize=true)"}
+}
+
+
 @router.post(
     "/api/v1/models/{model_id}/predict",
     response_model=PredictResponse,
     response_model_by_alias=True,
     openapi_extra=_PREDICT_BODY,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "JSON, or the image with masks (?visualize=true)"}
-    },
+    responses=_PREDICT_RESPONSES,
 )
 async def predict(
     model_id: uuid.UUID,
@@ -179,25 +210,15 @@ async def predict(
 ) -> Any:
     """Segment every instance of each prompt. The answer has the shape of Roboflow's inference server: box
     centre and size in the original image's pixels, one polygon (or RLE) per instance. Multipart (`image`
-    file, repeated `prompts`, `confidence`, `mask_format`, `max_detections`) or JSON with a base64 `image`.
-    `?visualize=true` answers the image with the masks drawn (PNG)."""
+    file, repeated `prompts`, `confidence`, `mask_format`, `max_detections`, `boxes`) or JSON with a base64
+    `image`. `?visualize=true` answers the image with the masks drawn (PNG)."""
     model, _, version, _ = await run_in_threadpool(service.get, session, principal.workspace_id, model_id)
-    data, options = await _read_request(request, settings.max_predict_bytes)
-    if len(data) > settings.max_predict_bytes:
-        raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
-    if not data:
-        raise Unprocessable("image: the file is empty", source="image")
-    picture = await run_in_threadpool(load_rgb, data, max_pixels=settings.max_image_pixels)
-    classes = list(version.classes or [])
-    result = await run_in_threadpool(
-        service.predict, request.app.state.model_cache, model, picture, options.prompts,
-        confidence=options.confidence, max_detections=options.max_detections,
-        mask_format="rle" if visualize else options.mask_format, classes=classes, boxes=options.boxes,
+    cache = request.app.state.model_cache
+    return await _answer(
+        request, settings, str(model.id),
+        lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256),
+        list(version.classes or []), visualize,
     )  # fmt: skip
-    if visualize:
-        png = await run_in_threadpool(draw.overlay, picture, result, classes)
-        return Response(png, media_type="image/png")
-    return result
 
 
 @router.post(
@@ -205,9 +226,7 @@ async def predict(
     response_model=PredictResponse,
     response_model_by_alias=True,
     openapi_extra=_PREDICT_BODY,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "JSON, or the image with masks (?visualize=true)"}
-    },
+    responses=_PREDICT_RESPONSES,
 )
 async def predict_base(
     owner: str,
@@ -221,22 +240,9 @@ async def predict_base(
     before training: same request and answer as a fine-tuned model's predict. Default prompts: the classes
     its card lists, if any."""
     base = base_models.resolve(settings, f"{owner}/{name}")
-    data, options = await _read_request(request, settings.max_predict_bytes)
-    if len(data) > settings.max_predict_bytes:
-        raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
-    if not data:
-        raise Unprocessable("image: the file is empty", source="image")
-    picture = await run_in_threadpool(load_rgb, data, max_pixels=settings.max_image_pixels)
-    classes = base_models.classes(base)
-    result = await run_in_threadpool(
-        service.predict_with, request.app.state.model_cache, f"base:{base.name}", lambda: base.location,
-        picture, options.prompts, confidence=options.confidence, max_detections=options.max_detections,
-        mask_format="rle" if visualize else options.mask_format, classes=classes, boxes=options.boxes,
-    )  # fmt: skip
-    if visualize:
-        png = await run_in_threadpool(draw.overlay, picture, result, classes)
-        return Response(png, media_type="image/png")
-    return result
+    return await _answer(
+        request, settings, f"base:{base.name}", lambda: base.location, base_models.classes(base), visualize
+    )
 
 
 def _batch_out(request: Request, batch: BatchPrediction) -> BatchPredictionOut:
