@@ -87,27 +87,9 @@ def worker_device(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _ready_version(
-    session: Session, workspace_id: uuid.UUID, version_id: uuid.UUID
-) -> tuple[DatasetVersion, Dataset]:
-    try:
-        version, dataset = versions.get_version(session, workspace_id, version_id)
-    except NotFound:
-        raise Unprocessable(
-            f"version {version_id} not found in this workspace", source="version_id"
-        ) from None
-    if version.status != "ready":
-        raise Unprocessable(
-            f"version {dataset.slug}/{version.number} is {version.status}, not ready: wait for its build"
-            + (f" (it failed: {version.error})" if version.status == "failed" else ""),
-            source="version_id",
-        )
-    return version, dataset
-
-
 def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: JobRequest) -> JobPreview:
     """The hyperparameters a job would run with, each with its reason, and a rough duration."""
-    version, dataset = _ready_version(session, workspace_id, req.version_id)
+    version, dataset = versions.ready_version(session, workspace_id, req.version_id)
     base = base_models.resolve(settings, req.base_model)
     cfg = train_config(base.location or base.name, req.mode, req.hyperparameters, data_dir=Path("."),
                        output_dir=Path("."))  # fmt: skip

@@ -175,15 +175,7 @@ GPU_QUEUE = "gpu"
 def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, model_id: uuid.UUID,
                  version_id: uuid.UUID, split: str) -> BatchPrediction:  # fmt: skip
     model, _, _, _ = get(session, workspace_id, model_id)
-    try:
-        version, dataset = versions.get_version(session, workspace_id, version_id)
-    except NotFound:
-        raise Unprocessable(
-            f"version {version_id} not found in this workspace", source="version_id"
-        ) from None
-    if version.status != "ready":
-        raise Unprocessable(f"version {dataset.slug}/{version.number} is {version.status}, not ready",
-                            source="version_id")  # fmt: skip
+    version, dataset = versions.ready_version(session, workspace_id, version_id)
     images = int(((version.split_counts or {}).get(split) or {}).get("images", 0))
     if not images:
         raise Unprocessable(

@@ -43,6 +43,26 @@ def get_version(
     return found
 
 
+def ready_version(
+    session: Session, workspace_id: uuid.UUID, version_id: uuid.UUID
+) -> tuple[DatasetVersion, Dataset]:
+    """A version that something (a job, a batch prediction) is about to read; 422 naming `version_id` if it
+    is not this workspace's or not ready."""
+    try:
+        version, dataset = get_version(session, workspace_id, version_id)
+    except NotFound:
+        raise Unprocessable(
+            f"version {version_id} not found in this workspace", source="version_id"
+        ) from None
+    if version.status != "ready":
+        raise Unprocessable(
+            f"version {dataset.slug}/{version.number} is {version.status}, not ready: wait for its build"
+            + (f" (it failed: {version.error})" if version.status == "failed" else ""),
+            source="version_id",
+        )
+    return version, dataset
+
+
 def create_version(
     session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, dataset_id: uuid.UUID, spec: VersionSpec
 ) -> tuple[DatasetVersion, Dataset]:
