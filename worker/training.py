@@ -8,7 +8,6 @@ resumes from the last checkpoint this one uploaded to object storage.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.errors import AppError
 from app.core.queue import CeleryQueue, TaskQueue, enqueue_after_commit
-from app.core.storage import ObjectStorage, make_storage
+from app.core.storage import ObjectStorage, file_sha256, make_storage
 from app.datasets.tables import Dataset
 from app.jobs import base_models, repository
 from app.jobs.feed import Publisher, make_publisher
@@ -74,14 +73,6 @@ def _download_prefix(storage: ObjectStorage, prefix: str, directory: Path) -> in
         storage.download(key, target)
         count += 1
     return count
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_snapshot(storage: ObjectStorage, version: DatasetVersion, cache: Path) -> Path:
@@ -415,7 +406,7 @@ class _Attempt:
         model_id = uuid.uuid4()
         prefix = model_prefix(model_id)
         _upload_dir(self.storage, result.model_dir, prefix)
-        sha = _sha256(result.model_dir / "model.safetensors")
+        sha = file_sha256(result.model_dir / "model.safetensors")
         with transaction(self.factory) as session:
             job = repository.fenced(session, self.job_id, self.token)
             if job is None:

@@ -5,6 +5,7 @@ Keys are `/`-separated paths such as `workspaces/{id}/datasets/{id}/images/{sha2
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -213,3 +214,19 @@ def make_storage(settings: Settings) -> ObjectStorage:
         )
         return S3Storage(url.netloc, url.path, client)
     raise ValueError(f"SAMTUNE_STORAGE_URL must start with file:// or s3://, got {settings.storage_url!r}")
+
+
+def iter_object(storage: ObjectStorage, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """An object's bytes in chunks, for responses streamed straight from storage."""
+    with storage.open(key) as f:
+        while chunk := f.read(chunk_size):
+            yield chunk
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a local file, read in chunks (weights can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -4,7 +4,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
 from app.core.errors import AppError, Conflict, PayloadTooLarge, Unprocessable
+from app.core.storage import iter_object
 from app.datasets.ingest.images import load_rgb
 from app.jobs import base_models
 from app.models import draw, service
@@ -301,11 +302,4 @@ def batch_prediction_results(
         raise Conflict(
             f"batch prediction {batch_id} is {batch.status}" + (f": {batch.error}" if batch.error else "")
         )
-    key = batch.result_key
-
-    def body() -> Iterator[bytes]:
-        with storage.open(key) as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-
-    return StreamingResponse(body(), media_type="application/json")
+    return StreamingResponse(iter_object(storage, batch.result_key), media_type="application/json")

@@ -13,7 +13,7 @@ from zipstream import ZIP_DEFLATED, ZipStream
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
-from app.core.storage import ObjectStorage
+from app.core.storage import ObjectStorage, iter_object
 from app.datasets.tables import Dataset
 from app.jobs.tables import TrainingJob
 from app.models import masks
@@ -82,14 +82,8 @@ def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
     prefix = model.checkpoint_key.rstrip("/") + "/"
     zs = ZipStream(compress_type=ZIP_DEFLATED)
     for key in storage.list(prefix):
-        zs.add(_chunks(storage, key), key[len(prefix) :])
+        zs.add(iter_object(storage, key), key[len(prefix) :])
     return iter(zs)
-
-
-def _chunks(storage: ObjectStorage, key: str) -> Iterator[bytes]:
-    with storage.open(key) as f:
-        while chunk := f.read(1 << 20):
-            yield chunk
 
 
 def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspace_id: uuid.UUID,

@@ -5,7 +5,6 @@ take turns while other routes (and other models) go on."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import threading
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from app.core.errors import AppError
-from app.core.storage import ObjectStorage
+from app.core.storage import ObjectStorage, file_sha256
 from trainer.model import load_base_model
 from trainer.predict import Predictor
 
@@ -31,14 +30,6 @@ class Served:
     predictor: Predictor
     bytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def serve_device() -> torch.device:
@@ -70,7 +61,7 @@ class ModelCache:
                 dest = tmp / key[len(prefix) :].lstrip("/")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.storage.download(key, dest)
-            if not (tmp / "model.safetensors").exists() or _sha256(tmp / "model.safetensors") != sha256:
+            if not (tmp / "model.safetensors").exists() or file_sha256(tmp / "model.safetensors") != sha256:
                 raise ModelUnavailable(
                     f"model {model_id}: its stored weights are missing or do not match their sha256"
                 )

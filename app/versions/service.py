@@ -13,7 +13,7 @@ from zipstream import ZIP_STORED, ZipStream
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
-from app.core.storage import ObjectStorage
+from app.core.storage import ObjectStorage, iter_object
 from app.datasets import service as datasets
 from app.datasets.schemas import SplitCounts
 from app.datasets.tables import Dataset, Image
@@ -26,7 +26,6 @@ from app.versions.tables import DatasetVersion
 
 BUILD_TASK = "samtune.build_version"
 CPU_QUEUE = "cpu"
-_CHUNK = 1024 * 1024
 
 
 class VersionNotFound(NotFound):
@@ -141,11 +140,5 @@ def export_stream(storage: ObjectStorage, version: DatasetVersion) -> Iterator[b
     prefix = version.snapshot_prefix
     zs = ZipStream(compress_type=ZIP_STORED)
     for key in storage.list(prefix):
-        zs.add(_chunks(storage, key), key[len(prefix) :])
+        zs.add(iter_object(storage, key), key[len(prefix) :])
     return iter(zs)
-
-
-def _chunks(storage: ObjectStorage, key: str) -> Iterator[bytes]:
-    with storage.open(key) as f:
-        while chunk := f.read(_CHUNK):
-            yield chunk
