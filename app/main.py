@@ -12,6 +12,7 @@ from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.logging import install_redaction
 from app.core.queue import CeleryQueue
+from app.core.security_headers import SecurityHeaders
 from app.core.storage import make_storage
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(datasets_router)
