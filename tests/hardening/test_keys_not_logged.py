@@ -12,7 +12,6 @@ from pathlib import Path
 
 import boto3
 import httpx
-import pytest
 
 from app.core import migrate
 from tests.conftest import fresh_postgres_database
