@@ -28,9 +28,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	.venv-sdk/bin/pip install --quiet 'inference-sdk==1.8.3'
 	touch $@
 
-install: $(VENV)/.installed
+# The web UI's browser files (Chart.js): package-lock.json pins them, app/ui/vendor.py serves them.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
 
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed node_modules/.package-lock.json
+
+install-dev: $(VENV)/.installed-dev node_modules/.package-lock.json
 
 ## make run: install, migrate, print a first API key, then serve API + worker + beat on the embedded default.
 run: install

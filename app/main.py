@@ -23,6 +23,7 @@ from app.models.roboflow import router as roboflow_router
 from app.models.router import router as models_router
 from app.models.serving import ModelCache
 from app.settings import Settings
+from app.ui.install import install_ui
 from app.versions.router import router as versions_router
 from worker.celery_app import make_celery
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(versions_router)
     app.include_router(jobs_router)
     app.include_router(models_router)
+    install_ui(app)
     # Last: its `/{project}/{version}` route would otherwise catch other two-segment POSTs.
     app.include_router(roboflow_router)
     return app

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_predict_bytes: int = Field(
         default=32 * 2**20, gt=0, description="Largest image a predict request may send."
     )
+    ui_vendor_dir: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "node_modules",
+        description="The web UI's third-party browser files (`npm ci` at the repository root makes them); "
+        "only an allow-list of files in it is served, at /static/vendor/.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -1,5 +1,5 @@
 """Request-scoped dependencies: settings, the database session (committed at the request boundary),
-object storage and the authenticated workspace."""
+object storage and the authenticated workspace (API key, or the web UI's session cookie)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app.core.storage import ObjectStorage
 from app.keys import service as keys
 from app.keys.service import Principal
 from app.settings import Settings
+from app.ui import session as ui_session
 
 
 def get_settings(request: Request) -> Settings:
@@ -54,7 +55,19 @@ def presented_key(request: Request) -> str | None:
 
 
 def get_principal(request: Request, session: SessionDep) -> Principal:
-    return keys.authenticate(session, presented_key(request))
+    """The caller: an API key (Bearer header or ?api_key=) or, failing that, the web UI's session cookie.
+    A presented key wins, so API clients never need the UI's CSRF header even if a cookie is around."""
+    key = presented_key(request)
+    cookie = request.cookies.get(ui_session.SESSION_COOKIE)
+    if key is None and cookie:
+        return ui_session.authenticate_cookie(
+            session,
+            request.app.state.settings.signing_key,
+            cookie,
+            request.method,
+            request.headers.get(ui_session.CSRF_HEADER),
+        )
+    return keys.authenticate(session, key)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
