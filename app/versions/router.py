@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import CurrentPrincipal, SessionDep, StorageDep, TasksDep
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
 from app.datasets import service as datasets
-from app.versions import repository, service
+from app.versions import preview, repository, service
 from app.versions.schemas import VersionOut, VersionSpec
 
 router = APIRouter(tags=["versions"])
@@ -37,6 +38,27 @@ def create_version(
         session, tasks, principal.workspace_id, dataset_id, spec or VersionSpec()
     )
     return service.describe(version, dataset)
+
+
+@router.post(
+    "/api/v1/datasets/{dataset_id}/versions/preview",
+    response_model=preview.VersionPreview,
+    responses={422: {"description": "Invalid spec, unknown class name, or a dataset without images"}},
+)
+def preview_version(
+    dataset_id: uuid.UUID,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    spec: VersionSpec | None = None,
+    images: Annotated[int, Query(ge=1, le=8, description="Source images to show")] = 3,
+) -> preview.VersionPreview:
+    """What a version with this spec would hold, before building it: the first few training images
+    resized, with up to 3 augmented copies each and their annotations. Creates nothing."""
+    return preview.preview_version(
+        session, storage, settings, principal.workspace_id, dataset_id, spec or VersionSpec(), images
+    )
 
 
 @router.get("/api/v1/datasets/{dataset_id}/versions", response_model=list[VersionOut])
