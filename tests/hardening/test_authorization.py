@@ -1,0 +1,279 @@
+"""The authorization matrix: every route of the app, called without a key, with a revoked key and with another
+workspace's key on workspace A's ids, against a real server process holding real objects of A.
+
+- API routes: 401 without a key or with a revoked key; 404 with B's key on A's ids (as if they did not exist);
+  a route without ids answers B's own (empty) data. Never a byte of A's data.
+- UI pages: a redirect to /signin without a session; signed in as B, A's ids show nothing of A.
+- Public routes are listed here by name; a route that is in none of these classes fails the test, so a new
+  route must be placed in the matrix before it ships.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Mount
+
+from app.main import create_app
+from tests.factories import jpeg_bytes
+from tests.hardening.seed import DATASET_NAME, Seeded
+
+# Answer without a key, by design. (method, path) as the router declares them.
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/signin"),
+    ("POST", "/signin"),  # takes the key in the form: its refusals are tested by the UI's own suite
+    ("POST", "/signout"),  # ends whatever session the cookie names; without one there is nothing to end
+    ("GET", "/static/vendor/{name}"),
+    ("GET", "/api/v1/versions/defaults"),  # the built-in default version spec: the same for everyone, no data
+}
+PUBLIC_MOUNTS = {"/static"}
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str  # as declared, with {params}
+    url: str  # filled with workspace A's ids
+    ui: bool
+    kwargs: dict[str, Any]
+
+    @property
+    def has_ids(self) -> bool:
+        return "{" in self.path
+
+
+def _routes(seeded: Seeded) -> list[tuple[str, str, bool]]:
+    """(method, path, is_ui_page) for every route of the app as `create_app` builds it."""
+    app = create_app(seeded.settings)
+    out = []
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, Mount):
+            assert route.path in PUBLIC_MOUNTS, f"mount {route.path} is not classified in the matrix"
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            path = route.path
+            is_api = path.startswith("/api/") or getattr(route, "include_in_schema", False)
+            out.append((method, path, not is_api))
+    return out
+
+
+def _image_b64() -> str:
+    return base64.b64encode(jpeg_bytes(32, 32)).decode()
+
+
+def _body(method: str, path: str, ids: dict[str, str]) -> dict[str, Any]:
+    """A valid request body for each route that takes one, naming A's objects where a body names any."""
+    image = {"files": {"image": ("x.jpg", jpeg_bytes(32, 32), "image/jpeg")}}
+    model_ref = f"{ids['project']}/{ids['version']}"
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("POST", "/api/v1/keys"): {"json": {"name": "k"}},
+        ("POST", "/api/v1/datasets"): {"json": {"name": "b-dataset"}},
+        ("PATCH", "/api/v1/datasets/{dataset_id}"): {"json": {"name": "renamed"}},
+        ("POST", "/api/v1/datasets/{dataset_id}/uploads"): {
+            "files": {"file": ("x.zip", b"PK\x05\x06" + bytes(18))}
+        },
+        ("POST", "/api/v1/datasets/{dataset_id}/versions"): {"json": {}},
+        ("POST", "/api/v1/jobs/preview"): {"json": {"version_id": ids["version_id"]}},
+        ("POST", "/api/v1/jobs"): {"json": {"version_id": ids["version_id"]}},
+        ("POST", "/api/v1/models/{model_id}/predict"): image,
+        ("POST", "/api/v1/base-models/{owner}/{name}/predict"): image,
+        ("POST", "/model/add"): {"json": {"model_id": model_ref}},
+        ("POST", "/infer/instance_segmentation"): {
+            "json": {"model_id": model_ref, "image": {"type": "base64", "value": _image_b64()}}
+        },
+        ("POST", "/{project}/{version}"): {"content": _image_b64()},
+    }
+    return bodies.get((method, path), {})
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        assert name in ids, f"no id of workspace A for path parameter {{{name}}} of {path}: seed one"
+        return ids[name]
+
+    return re.sub(r"\{(\w+)\}", one, path)
+
+
+def _calls(seeded: Seeded) -> list[Call]:
+    ids = seeded.ids | {"name": seeded.ids["name"]}
+    calls = []
+    for method, path, ui in _routes(seeded):
+        if (method, path) in PUBLIC:
+            continue
+        if path == "/static/vendor/{name}":
+            continue
+        calls.append(Call(method, path, _fill(path, ids), ui, _body(method, path, ids)))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def calls(seeded: Seeded) -> list[Call]:
+    return _calls(seeded)
+
+
+@pytest.fixture(scope="module")
+def a_data(seeded: Seeded) -> list[str]:
+    """Strings only workspace A's data holds: the names and ids a response about A would show."""
+    with httpx.Client(base_url=seeded.url, headers=seeded.auth, timeout=60) as client:
+        dataset = client.get(f"/api/v1/datasets/{seeded.ids['dataset_id']}").json()
+        model = client.get(f"/api/v1/models/{seeded.ids['model_id']}").json()
+        image = client.get(
+            f"/api/v1/datasets/{seeded.ids['dataset_id']}/images/{seeded.ids['image_id']}"
+        ).json()
+    strings = [seeded.key_id, str(model.get("job_id")), str(dataset.get("name"))]
+    strings += [str(image.get("sha256") or "")]
+    return [s for s in strings if s and s != "None"]
+
+
+def _no_a_data(r: httpx.Response, a_data: list[str], call: Call) -> None:
+    text = r.text
+    for s in a_data:
+        if s in call.url or s in str(call.kwargs):  # a 404 names what was asked for (path, model_id)
+            continue
+        assert s not in text, f"{call.method} {call.path} showed workspace A's {s!r}: {text[:300]}"
+
+
+@pytest.fixture(scope="module")
+def http(seeded: Seeded) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=seeded.url, timeout=120, follow_redirects=False) as client:
+        yield client
+
+
+def test_every_route_is_classified(calls: list[Call]) -> None:
+    assert any(c.path.startswith("/api/v1/") for c in calls)
+    # Routes the issue names must be in the matrix, not silently public.
+    declared = {(c.method, c.path) for c in calls}
+    for must in [
+        ("GET", "/api/v1/datasets"),
+        ("DELETE", "/api/v1/models/{model_id}"),
+        ("GET", "/model/registry"),
+    ]:
+        assert must in declared
+
+
+def _do(
+    http: httpx.Client, call: Call, headers: dict[str, str] | None = None, **extra: Any
+) -> httpx.Response:
+    return http.request(call.method, call.url, headers=headers, **(call.kwargs | extra))
+
+
+def test_without_a_key(http: httpx.Client, calls: list[Call], a_data: list[str]) -> None:
+    failures = []
+    for call in calls:
+        r = _do(http, call)
+        if call.ui:
+            ok = r.status_code in (302, 303, 307) and r.headers["location"].startswith("/signin")
+        else:
+            ok = r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer"
+        if not ok:
+            failures.append(f"{call.method} {call.path}: {r.status_code} {r.text[:200]}")
+        _no_a_data(r, a_data, call)
+    assert not failures, "\n".join(failures)
+
+
+def test_with_a_revoked_key(http: httpx.Client, seeded: Seeded, calls: list[Call], a_data: list[str]) -> None:
+    failures = []
+    for call in calls:
+        if call.ui:
+            continue  # pages take no key; a revoked key's UI session is the next test's business
+        for how in ("header", "query"):
+            if how == "header":
+                r = _do(http, call, {"Authorization": f"Bearer {seeded.revoked_key}"})
+            else:
+                r = _do(http, call, params={"api_key": seeded.revoked_key})
+            if r.status_code != 401 or "revoked" not in r.json().get("detail", ""):
+                failures.append(f"{call.method} {call.path} ({how}): {r.status_code} {r.text[:200]}")
+            _no_a_data(r, a_data, call)
+    assert not failures, "\n".join(failures)
+
+
+def test_with_another_workspaces_key(
+    http: httpx.Client, seeded: Seeded, calls: list[Call], a_data: list[str]
+) -> None:
+    other = {"Authorization": f"Bearer {seeded.other_key}"}
+    failures = []
+    for call in calls:
+        if call.ui:
+            continue
+        r = _do(http, call, other)
+        in_body = "version_id" in str(call.kwargs) or "model_id" in str(call.kwargs)
+        if call.path == "/api/v1/base-models/{owner}/{name}/predict":
+            ok = r.status_code < 400  # base models are shared by every workspace
+        elif call.has_ids:
+            ok = r.status_code == 404
+        elif in_body:
+            # A reference in a body that names nothing of the caller's is an invalid field: 404 or 422,
+            # exactly as for an id that exists nowhere.
+            ok = r.status_code in (404, 422) and "not found" in r.json().get("detail", "")
+        else:
+            ok = r.status_code < 400
+        if not ok:
+            failures.append(f"{call.method} {call.path}: {r.status_code} {r.text[:200]}")
+        _no_a_data(r, a_data, call)
+    assert not failures, "\n".join(failures)
+
+
+def test_a_is_intact_after_b_tried_everything(http: httpx.Client, seeded: Seeded) -> None:
+    """B's deletes, renames, stops and revocations on A's ids changed nothing."""
+    a = seeded.auth
+    for path in ("datasets/{dataset_id}", "versions/{version_id}", "jobs/{job_id}", "models/{model_id}"):
+        r = http.get("/api/v1/" + _fill(path, seeded.ids), headers=a)
+        assert r.status_code == 200, (path, r.text)
+    assert http.get(f"/api/v1/datasets/{seeded.ids['dataset_id']}", headers=a).json()["name"] == DATASET_NAME
+    keys = {k["id"]: k for k in http.get("/api/v1/keys", headers=a).json()}
+    assert keys[seeded.key_id]["revoked_at"] is None
+
+
+def _ui_session(http: httpx.Client, key: str) -> httpx.Cookies | None:
+    page = http.get("/signin")
+    if page.status_code == 404:
+        return None
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page.text))
+    fields["api_key"] = key
+    r = http.post("/signin", data=fields, cookies=page.cookies)
+    assert r.status_code in (302, 303), r.text
+    return r.cookies
+
+
+def test_ui_pages_signed_in_as_another_workspace(
+    seeded: Seeded, calls: list[Call], a_data: list[str]
+) -> None:
+    ui_calls = [c for c in calls if c.ui and c.method == "GET"]
+    if not ui_calls:
+        pytest.skip("this build has no web UI pages")
+    with httpx.Client(base_url=seeded.url, timeout=60, follow_redirects=False) as http:
+        cookies = _ui_session(http, seeded.other_key)
+        assert cookies is not None
+        for call in ui_calls:
+            r = http.get(call.url, cookies=cookies)
+            assert r.status_code in (200, 404), (call.path, r.status_code, r.headers)
+            _no_a_data(r, a_data, call)
+
+
+def test_unknown_ids_are_404_for_the_owner_too(http: httpx.Client, seeded: Seeded, calls: list[Call]) -> None:
+    """The 404 B sees is the one A gets for an id that does not exist: nothing tells them apart."""
+    ids = {k: str(uuid.uuid4()) if k.endswith("_id") else v for k, v in seeded.ids.items()}
+    for call in calls:
+        if call.ui or not call.has_ids or "{owner}" in call.path or "{project}" in call.path:
+            continue
+        url = _fill(call.path, ids)
+        mine = http.request(call.method, url, headers=seeded.auth, **call.kwargs)
+        theirs = http.request(call.method, call.url, headers={"Authorization": f"Bearer {seeded.other_key}"},
+                              **call.kwargs)  # fmt: skip
+        assert mine.status_code == theirs.status_code == 404, (call.path, mine.text, theirs.text)
+        assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/problem+json"
