@@ -1,10 +1,13 @@
 """Predict latency: the model's forward alone vs the full HTTP round trip, in one run.
 
-A fine-tuned tiny model is made the way users make one (dataset, version, job run by the worker code), then
-served by a real `samtune serve` process (uvicorn). The same image is predicted --requests times:
-  - in this process with `trainer.predict.Predictor` (forward + post-processing: the baseline);
-  - over HTTP, multipart, from 1 and from --concurrency clients at once.
-The server's overhead is (HTTP p50 - forward p50) / forward p50 at one client.
+Two tiny models, served by a real `samtune serve` process (uvicorn): one fine-tuned the way users make one
+(dataset, version, job run by the worker code; 1 epoch, so it finds little), and the bundled base on a scene of
+concepts it knows (so the answer carries real instances and polygons). For each, the same image --requests times:
+  - in this process with `trainer.predict.Predictor` (forward + post-processing: the baseline), alternating
+    call by call with
+  - HTTP, multipart, from 1 client; then from --concurrency clients at once.
+The server's overhead is (HTTP p50 - forward p50) / forward p50 at one client; the server's own phases come
+from its Server-Timing header.
 
     .venv/bin/python bench/predict.py --requests 50 --concurrency 8
 """
@@ -45,7 +48,7 @@ from app.settings import Settings  # noqa: E402
 from app.versions.builder import build_version  # noqa: E402
 from trainer.model import EMBEDDED_BASE, load_base_model  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
-from trainer.synth import HELD_OUT_DOMAINS, write_dataset  # noqa: E402
+from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset  # noqa: E402
 from worker.training import run_job  # noqa: E402
 
 
@@ -95,6 +98,59 @@ def make_model(root: Path) -> tuple[Settings, str, str, bytes]:
     return settings, key, model_id, image
 
 
+def _measure(predictor: Predictor, picture: Image.Image, url: str, headers: dict[str, str], image: bytes,
+             prompts: list[str], confidence: float, n: int, concurrency: int) -> dict:  # fmt: skip
+    """The in-process forward and the HTTP round trip from 1 client, alternating call by call (so that a change
+    in the machine's load hits both alike); then `concurrency` clients at once. Also the server's own phases
+    (its Server-Timing header) and the number of instances in the answer."""
+    phases: dict[str, list[float]] = {}
+    found = [0]
+
+    def forward() -> float:
+        t = time.perf_counter()
+        predictor.predict(picture, prompts, confidence=confidence)
+        return time.perf_counter() - t
+
+    def call(client: httpx.Client) -> float:
+        t = time.perf_counter()
+        r = client.post(url, headers=headers, files={"image": ("x.jpg", image)},
+                        data={"confidence": str(confidence), "prompts": prompts})  # fmt: skip
+        r.raise_for_status()
+        elapsed = time.perf_counter() - t
+        for part in r.headers.get("server-timing", "").split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            if dur:
+                phases.setdefault(name, []).append(float(dur))
+        found[0] = len(r.json()["predictions"])
+        return elapsed
+
+    with httpx.Client(timeout=60) as client:
+        for _ in range(5):  # loads the model, warms both up
+            call(client)
+            forward()
+        phases.clear()
+        fwd, single = [], []
+        for _ in range(n):
+            fwd.append(forward())
+            single.append(call(client))
+    medians = {k: statistics.median(v) for k, v in phases.items()}
+    clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        many = list(pool.map(lambda i: call(clients[i % concurrency]), range(n)))
+    wall = time.perf_counter() - started
+    for c in clients:
+        c.close()
+    return {
+        "forward": fwd,
+        "single": single,
+        "many": many,
+        "wall": wall,
+        "phases": medians,
+        "found": found[0],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=50)
@@ -104,25 +160,24 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     root = Path(tempfile.mkdtemp(prefix="samtune-bench-predict-"))
     settings, key, model_id, image = make_model(root)
-
-    predictor = Predictor(load_base_model(str(root / "model")))
-    classes = ["orange shape", "purple shape"]
-    picture = Image.open(io.BytesIO(image)).convert("RGB")
-    for _ in range(5):
-        predictor.predict(picture, classes, confidence=args.confidence)
-    forward = []
-    for _ in range(args.requests):
-        t = time.perf_counter()
-        predictor.predict(picture, classes, confidence=args.confidence)
-        forward.append(time.perf_counter() - t)
+    # The bundled base on a scene of the concepts it was pretrained on: answers with real instances, so the
+    # server's mask-to-polygon work and a non-empty JSON answer are part of what is measured.
+    known = write_dataset(root / "known", list(PRETRAIN_CONCEPTS[:2]), {"test": 1}, size=112, seed=11)
+    known_image = sorted((known / "test").glob("*.jpg"))[0].read_bytes()
+    scenarios = [
+        ("fine-tuned model, 2 prompts", load_base_model(str(root / "model")), image,
+         ["orange shape", "purple shape"], f"/api/v1/models/{model_id}/predict"),
+        ("bundled base, 2 prompts it knows", load_base_model(EMBEDDED_BASE), known_image,
+         [c.name for c in PRETRAIN_CONCEPTS[:2]], f"/api/v1/base-models/{EMBEDDED_BASE}/predict"),
+    ]  # fmt: skip
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMTUNE_")} | {
         "SAMTUNE_DATA_DIR": str(settings.data_dir), "SAMTUNE_LOG_LEVEL": "warning"}  # fmt: skip
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api/v1/models/{model_id}/predict"
     headers = {"Authorization": f"Bearer {key}"}
+    rows = []
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -134,48 +189,39 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
-
-        def call(client: httpx.Client) -> float:
-            t = time.perf_counter()
-            r = client.post(url, headers=headers, files={"image": ("x.jpg", image)},
-                            data={"confidence": str(args.confidence)})  # fmt: skip
-            r.raise_for_status()
-            return time.perf_counter() - t
-
-        with httpx.Client(timeout=60) as client:
-            for _ in range(5):  # loads the model, warms up
-                call(client)
-            single = [call(client) for _ in range(args.requests)]
-        clients = [httpx.Client(timeout=120) for _ in range(args.concurrency)]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            many = list(pool.map(lambda i: call(clients[i % args.concurrency]), range(args.requests)))
-        wall = time.perf_counter() - started
-        for c in clients:
-            c.close()
+        for title, loaded, img, prompts, path in scenarios:
+            picture = Image.open(io.BytesIO(img)).convert("RGB")
+            got = _measure(Predictor(loaded), picture, f"http://127.0.0.1:{port}{path}", headers, img, prompts,
+                           args.confidence, args.requests, args.concurrency)  # fmt: skip
+            rows.append((title, picture, got))
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
 
-    f50, f95 = _pcts(forward)
-    s50, s95 = _pcts(single)
-    m50, m95 = _pcts(many)
-    print(
-        f"tiny model (112 px, 2 prompts), {args.requests} requests of a {picture.width}x{picture.height} JPEG, CPU"
-    )
-    print()
-    print("| measurement | p50 ms | p95 ms |")
-    print("| --- | --- | --- |")
-    print(
-        f"| forward + post-processing, in process (`Predictor.predict`) | {f50 * 1e3:.1f} | {f95 * 1e3:.1f} |"
-    )
-    print(f"| HTTP predict, 1 client | {s50 * 1e3:.1f} | {s95 * 1e3:.1f} |")
-    print(f"| HTTP predict, {args.concurrency} clients at once | {m50 * 1e3:.1f} | {m95 * 1e3:.1f} |")
-    print()
-    print(f"server overhead at p50, 1 client: {(s50 - f50) / f50:.0%} of the forward time (goal <= 15%)")
-    print(f"throughput with {args.concurrency} clients: {args.requests / wall:.1f} requests/s "
-          f"(1 client: {1 / s50:.1f}/s); requests to one model take turns")  # fmt: skip
+    for title, picture, got in rows:
+        f50, f95 = _pcts(got["forward"])
+        s50, s95 = _pcts(got["single"])
+        m50, m95 = _pcts(got["many"])
+        wall, phases, found = got["wall"], got["phases"], got["found"]
+        print(f"### {title}: {args.requests} requests of a {picture.width}x{picture.height} JPEG, "
+              f"{found} instances in the answer, CPU")  # fmt: skip
+        print()
+        print("| measurement | p50 ms | p95 ms |")
+        print("| --- | --- | --- |")
+        print(
+            f"| forward + post-processing, in process (`Predictor.predict`) | {f50 * 1e3:.1f} | {f95 * 1e3:.1f} |"
+        )
+        print(f"| HTTP predict, 1 client | {s50 * 1e3:.1f} | {s95 * 1e3:.1f} |")
+        print(f"| HTTP predict, {args.concurrency} clients at once | {m50 * 1e3:.1f} | {m95 * 1e3:.1f} |")
+        print()
+        print("server phases (Server-Timing, p50 ms, 1 client): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))  # fmt: skip
+        print(f"server overhead at p50, 1 client: {(s50 - f50) * 1e3:.1f} ms = {(s50 - f50) / f50:.0%} "
+              f"of the forward time (goal <= 15%)")  # fmt: skip
+        print(f"throughput with {args.concurrency} clients: {args.requests / wall:.1f} requests/s "
+              f"(1 client: {1 / s50:.1f}/s); requests to one model take turns")  # fmt: skip
+        print()
 
 
 if __name__ == "__main__":

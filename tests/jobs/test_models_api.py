@@ -69,6 +69,10 @@ def test_predict_roboflow_shape_and_same_as_trainer(jobs_kit: JobKit, model_id: 
                         files={"image": ("x.jpg", test_image, "image/jpeg")},
                         data={"confidence": "0.05", "mask_format": "rle"})  # fmt: skip
     assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    # Where the server's time went, for clients and bench/predict.py.
+    phases = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(phases) == {"decode", "predict", "encode"} and all(float(v) >= 0 for v in phases.values())
     body = r.json()
     assert set(body) == {"inference_id", "time", "image", "predictions"}
     assert body["image"] == {"width": 112, "height": 112}
