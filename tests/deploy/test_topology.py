@@ -1,0 +1,196 @@
+"""samtune deployed two ways, driven over HTTP the way a user drives it (see tests/deploy/topology.py).
+
+1. The production topology of docker-compose.yml without Docker: PostgreSQL, Redis and an S3 endpoint (moto's
+   server) for real, `alembic upgrade head`, then the API (uvicorn, 2 processes), the GPU and CPU workers and
+   beat as separate processes running the compose file's own commands.
+2. The embedded default exactly as `make run` starts it (its recipe read from the Makefile): `samtune
+   bootstrap`, then `samtune up` on SQLite, a local folder and the server-less broker; a worker child killed
+   with SIGKILL is restarted by the supervisor and the restarted one does the work.
+
+Redis: databases 8 (broker) and 9 (live feed) of the shared server. PostgreSQL: a fresh database, dropped
+afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import psutil
+import pytest
+import redis
+
+from app.jobs.feed import stream_key
+from tests.conftest import fresh_postgres_database
+from tests.deploy.files import make_recipe
+from tests.deploy.topology import (
+    BIN,
+    BROKER_DB,
+    FEED_DB,
+    LocalServices,
+    ProductionTopology,
+    base_env,
+    check_flow,
+    drive_flow,
+)
+from tests.jobs.conftest import _drop_postgres_database, free_port
+from tests.jobs.test_job_faults import Proc, wait_for
+from tests.test_samtune_cli import _wait_http
+from worker.celery_app import CPU_QUEUE, GPU_QUEUE
+
+pytestmark = pytest.mark.timeout(420)
+
+DATABASE = "samtune_deploy_topology"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _flush(*dbs: int) -> None:
+    for db in dbs:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+        client.flushdb()
+        client.close()
+
+
+def _s3(endpoint: str):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+
+
+@pytest.fixture
+def local_services(postgres_url: str, s3_endpoint: str) -> Iterator[LocalServices]:
+    """A fresh database, fresh Redis databases and a fresh bucket on this machine's servers."""
+    database_url = fresh_postgres_database(postgres_url, DATABASE)
+    _flush(BROKER_DB, FEED_DB)
+    bucket = f"samtune-deploy-{uuid.uuid4().hex[:10]}"
+    _s3(s3_endpoint).create_bucket(Bucket=bucket)
+    yield LocalServices(database_url, REDIS_HOST, REDIS_PORT, s3_endpoint, bucket)
+    _drop_postgres_database(database_url)
+    _flush(BROKER_DB, FEED_DB)
+
+
+def test_production_topology_runs_the_whole_flow(local_services: LocalServices, tmp_path: Path) -> None:
+    topo = ProductionTopology(tmp_path, local_services)
+    try:
+        with topo.logs_on_failure():
+            # The one-shot migration first, as compose orders it; then the long-running services.
+            migrated = topo.run_once("migrate")
+            assert "Running upgrade" in migrated.stderr, migrated.stderr
+            for service in ("api", "worker", "worker-cpu", "beat"):
+                topo.start(service)
+            # The first key, as docs/deploy.md creates it (`docker compose exec api samtune keys create ...`).
+            key = topo.samtune("keys", "create", "--workspace", "deploy").strip().splitlines()[-1]
+            assert key.startswith("st_")
+            topo.wait_healthy()
+            for worker in ("worker", "worker-cpu"):
+                topo.procs[worker].wait_log(r"celery@\S+ ready", timeout=150)
+
+            result = drive_flow(topo.url, key, tmp_path)
+            check_flow(result)
+            job_id, model_id = result.job["id"], result.model["id"]
+
+            # Each piece went where the compose file sends it: objects to the bucket (nothing in a local
+            # folder), live events to the Redis feed database, messages through the Redis broker.
+            keys = [o["Key"] for o in _s3(local_services.s3_endpoint).list_objects_v2(
+                Bucket=local_services.bucket, MaxKeys=1000).get("Contents", [])]  # fmt: skip
+            assert f"models/{model_id}/model.safetensors" in keys, keys
+            assert any(k.startswith("workspaces/") and "/images/" in k for k in keys), keys
+            assert not (topo.data_dir / "objects").exists()
+            feed = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=FEED_DB)
+            kinds = {f[b"kind"] for _, f in feed.xrange(stream_key(job_id))}
+            assert {b"status", b"metrics"} <= kinds, kinds
+            broker = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=BROKER_DB)
+            bindings = {k.decode() for k in broker.keys("_kombu.binding.*")}
+            assert {f"_kombu.binding.{CPU_QUEUE}", f"_kombu.binding.{GPU_QUEUE}"} <= bindings, bindings
+            # The version was built by the CPU worker and the job trained by the GPU worker.
+            cpu_log, gpu_log = topo.procs["worker-cpu"].log(), topo.procs["worker"].log()
+            assert re.search(r"Task samtune\.build_version\[\S+\] succeeded", cpu_log), cpu_log[-2000:]
+            assert re.search(r"Task samtune\.train_job\[\S+\] succeeded", gpu_log), gpu_log[-2000:]
+            assert "Task samtune.train_job[" not in cpu_log and "Task samtune.build_version[" not in gpu_log
+
+            # The API runs as two server processes under uvicorn's supervisor.
+            started = re.findall(r"Started server process \[(\d+)\]", topo.procs["api"].log())
+            assert len(set(started)) == 2, topo.procs["api"].log()[-2000:]
+            # Beat drives the reapers: its first due task reaches the CPU worker.
+            topo.procs["worker-cpu"].wait_log(r"samtune\.reap_stale_(jobs|builds)", timeout=90)
+            assert topo.procs["beat"].alive()
+
+            # The compose healthchecks pass against the running services.
+            for service in ("api", "worker", "worker-cpu"):
+                probe = topo.healthcheck(service)
+                assert probe.returncode == 0, (service, probe.stdout, probe.stderr)
+    finally:
+        topo.stop()
+
+
+def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Path) -> None:
+    # The commands of `make run`, from the Makefile itself.
+    port = free_port()
+    values = {"$(BIN)": str(BIN), "$(HOST)": "127.0.0.1", "$(PORT)": str(port)}
+    argvs = []
+    for line in make_recipe("run"):
+        for name, value in values.items():
+            line = line.replace(name, value)
+        assert "$(" not in line, line
+        argvs.append(shlex.split(line))
+    assert [a[1:2] for a in argvs] == [["bootstrap"], ["up"]], argvs
+
+    data = tmp_path / "data"
+    env = base_env() | {"SAMTUNE_DATA_DIR": str(data)}  # what `make run SAMTUNE_DATA_DIR=...` exports
+    boot = subprocess.run(argvs[0], env=env, capture_output=True, text=True, timeout=120)
+    assert boot.returncode == 0, boot.stderr
+    key = boot.stdout.strip().splitlines()[-1]
+    assert key.startswith("st_"), boot.stdout
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    up = Proc("up", argvs[1], env, logs)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/healthz", timeout=120)
+        supervisor = psutil.Process(up.popen.pid)
+
+        def worker_pids() -> list[int]:
+            pids = []
+            for child in supervisor.children(recursive=False):
+                try:
+                    cmd = child.cmdline()
+                except psutil.Error:  # killed, not yet reaped
+                    continue
+                if "app.cli" in cmd and "worker" in cmd:
+                    pids.append(child.pid)
+            return pids
+
+        (first,) = wait_for("the supervisor's worker child", worker_pids, timeout=60)
+        os.kill(first, signal.SIGKILL)
+        (second,) = wait_for(
+            "a new worker child", lambda: [p for p in worker_pids() if p != first], timeout=60
+        )
+        assert re.search(r"worker exited with -9; restarting", up.log()), up.log()[-2000:]
+
+        # The whole flow, with the version built and the job trained by the restarted worker.
+        result = drive_flow(url, key, tmp_path)
+        check_flow(result)
+        assert second in worker_pids()
+        # The embedded default keeps everything in the data directory.
+        assert (data / "samtune.db").is_file() and (data / "broker").is_dir()
+        assert (data / "objects" / "models" / result.model["id"] / "model.safetensors").is_file()
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        children = supervisor.children(recursive=True)
+    except BaseException:
+        print(f"===== samtune up ({up.log_path}) =====\n{up.log()[-5000:]}")
+        raise
+    finally:
+        up.popen.send_signal(signal.SIGTERM)  # `make run`'s Ctrl-C: the supervisor stops its children
+        try:
+            up.popen.wait(timeout=60)
+        finally:
+            up.stop()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], alive

@@ -1,0 +1,297 @@
+"""The production topology of docker-compose.yml without Docker, and the flow a user drives through it.
+
+`ProductionTopology` runs the compose file's own commands (read from docker-compose.yml, so a change there
+changes what runs here) as separate processes on this machine: the migration, then the API, the workers and
+beat, with the environment compose gives them (the `x-samtune` block interpolated with .env.example, the
+image's ENV), except that the service host names (`postgres`, `redis`, `minio`) point at the real PostgreSQL,
+Redis and S3 endpoint (moto's server) of this machine, in a fresh database, fresh Redis databases and a fresh
+bucket. The API listens on a free port of 127.0.0.1 instead of 0.0.0.0:8000.
+
+`drive_flow` is what a user does over HTTP: a dataset upload, a version, a job on the bundled tiny base, its
+event stream to the end, the model, a prediction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.deploy.files import REPO, command, env_example, samtune_services, service_environment
+from tests.jobs.conftest import FAST_HYPERPARAMETERS, SMALL_VERSION, SseEvent, free_port, parse_block
+from tests.jobs.test_job_faults import Proc, stop_together, wait_for
+from trainer.model import EMBEDDED_BASE
+from trainer.synth import HELD_OUT_DOMAINS, write_dataset
+
+BIN = Path(sys.executable).parent
+# The executables the image puts on PATH, here from this virtual environment.
+IMAGE_EXECUTABLES = ("samtune", "alembic", "celery", "python")
+# Redis databases of this module (the server is shared with the other tests): the broker and the live feed.
+BROKER_DB, FEED_DB = 8, 9
+# The hosts of the compose network, as they appear in samtune's environment.
+COMPOSE_HOSTS = ("@postgres:", "@redis:", "//minio:")
+
+
+def local_argv(argv: list[str]) -> list[str]:
+    """A command of the image, with its executable taken from this virtual environment."""
+    assert argv[0] in IMAGE_EXECUTABLES, argv
+    exe = sys.executable if argv[0] == "python" else str(BIN / argv[0])
+    return [exe, *argv[1:]]
+
+
+def with_option(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with the value of `option` replaced (the option must be there)."""
+    assert option in argv, f"{argv} has no {option}"
+    out = list(argv)
+    out[out.index(option) + 1] = value
+    return out
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without any SAMTUNE_ variable, made for a child's quick, quiet run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMTUNE_")}
+    # One thread per process: on a small shared machine, OpenMP threads that spin waiting for each other
+    # make a step many times slower.
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+@dataclass
+class LocalServices:
+    """Where this machine's PostgreSQL, Redis and S3 endpoint are, for one topology."""
+
+    database_url: str
+    redis_host: str
+    redis_port: int
+    s3_endpoint: str
+    bucket: str
+
+
+class ProductionTopology:
+    """The compose services as processes. Use as a context manager: every process is stopped at the end."""
+
+    def __init__(self, root: Path, local: LocalServices) -> None:
+        self.root = root
+        self.local = local
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.data_dir = root / "data"  # the samtune-data volume, shared by every samtune service
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, Proc] = {}
+
+    # -- the environment of a service ------------------------------------------------------------------
+    def env(self, service: str) -> dict[str, str]:
+        example = env_example().values
+        compose = service_environment(service, example)
+        redis = f"{self.local.redis_host}:{self.local.redis_port}"
+        local = {
+            "SAMTUNE_DATABASE_URL": self.local.database_url,
+            "SAMTUNE_BROKER_URL": _with_db(compose["SAMTUNE_BROKER_URL"], redis, BROKER_DB),
+            "SAMTUNE_REDIS_URL": _with_db(compose["SAMTUNE_REDIS_URL"], redis, FEED_DB),
+            "SAMTUNE_STORAGE_URL": "s3://" + self.local.bucket,
+            "SAMTUNE_S3_ENDPOINT_URL": self.local.s3_endpoint,
+        }
+        # A setting that names a compose host and is not redirected here would reach nothing: the test says so.
+        for key, value in compose.items():
+            if any(host in value for host in COMPOSE_HOSTS):
+                assert key in local, f"{service}: {key}={value} names a compose host this test does not map"
+        assert compose["SAMTUNE_STORAGE_URL"].startswith("s3://")
+        env = base_env()
+        env.update({k: v for k, v in example.items() if k.startswith("SAMTUNE_")})  # env_file: .env
+        env.update(compose | local)  # environment: (wins over env_file, as in compose)
+        env.update(
+            SAMTUNE_DATA_DIR=str(self.data_dir),  # the image's ENV: the volume at /data
+            # The compose worker has a GPU and .env.example says so; this machine's workers have none.
+            SAMTUNE_WORKER_DEVICE="cpu",
+            HOSTNAME=socket.gethostname(),  # what a container's shell has, for the workers' healthcheck
+        )
+        return env
+
+    # -- processes -------------------------------------------------------------------------------------
+    def run_once(self, service: str) -> subprocess.CompletedProcess[str]:
+        """A one-shot service (the migration), to completion."""
+        out = subprocess.run(local_argv(command(service)), cwd=REPO, env=self.env(service),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0, f"{service} failed:\n{out.stdout}\n{out.stderr}"
+        return out
+
+    def start(self, service: str) -> Proc:
+        argv = local_argv(command(service))
+        if service == "api":
+            argv = with_option(with_option(argv, "--host", "127.0.0.1"), "--port", str(self.port))
+        proc = Proc(service, argv, self.env(service), self.logs)
+        self.procs[service] = proc
+        return proc
+
+    def samtune(self, *args: str, service: str = "api") -> str:
+        """`docker compose exec <service> samtune ...`: the command's output (its last line is its answer)."""
+        out = subprocess.run(local_argv(["samtune", *args]), cwd=REPO, env=self.env(service),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0, f"samtune {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def healthcheck(self, service: str) -> subprocess.CompletedProcess[str]:
+        """The compose healthcheck of a service, run the way Docker runs it inside the container."""
+        test = samtune_services()[service]["healthcheck"]["test"]
+        env = self.env(service)
+        if test[0] == "CMD":
+            argv = [a.replace("127.0.0.1:8000", f"127.0.0.1:{self.port}") for a in test[1:]]
+            return subprocess.run(
+                local_argv(argv), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+            )
+        assert test[0] == "CMD-SHELL", test
+        env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+        script = test[1].replace("$$", "$")
+        return subprocess.run(["/bin/sh", "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        api = self.procs["api"]
+
+        def answers() -> bool:
+            assert api.alive(), api.log()[-3000:]
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the API to answer /healthz", answers, timeout=timeout, interval=0.25)
+
+    def stop(self) -> None:
+        stop_together(*self.procs.values())
+
+    @contextlib.contextmanager
+    def logs_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            for proc in self.procs.values():
+                print(f"===== {proc.name} ({proc.log_path}) =====\n{proc.log()[-4000:]}")
+            raise
+
+
+def _with_db(url: str, host_port: str, db: int) -> str:
+    """A compose Redis URL (`redis://:password@redis:6379/0`) moved to this machine's Redis and DB `db`. The
+    local Redis has no password; one that is sent anyway is refused, so it is dropped."""
+    assert url.startswith("redis://") and "@redis:6379/" in url, url
+    return f"redis://{host_port}/{db}"
+
+
+# --- the user's flow ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlowResult:
+    dataset_id: str
+    version: dict[str, Any]
+    job: dict[str, Any]
+    events: list[SseEvent]
+    model: dict[str, Any]
+    prediction: dict[str, Any]
+
+
+def dataset_zip(root: Path) -> Path:
+    """A small synthetic instance-segmentation dataset of concepts the bundled base never saw, zipped."""
+    data = write_dataset(root / "synth", list(HELD_OUT_DOMAINS["new-colours"]),
+                         {"train": 2, "valid": 1, "test": 1}, size=112, seed=1, max_objects=2)  # fmt: skip
+    return Path(shutil.make_archive(str(root / "synth"), "zip", data))
+
+
+def read_events(http: httpx.Client, path: str, timeout: float) -> list[SseEvent]:
+    """An event stream read as it is written, until the server ends it."""
+    events, block = [], []
+    deadline = time.monotonic() + timeout
+    with http.stream("GET", path, timeout=httpx.Timeout(10, read=timeout)) as r:
+        assert r.status_code == 200, r.read().decode()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            assert time.monotonic() < deadline, f"the stream did not end within {timeout}s: {events[-3:]}"
+            if line:
+                block.append(line)
+                continue
+            event = parse_block("\n".join(block))
+            block = []
+            if event is not None:
+                events.append(event)
+    return events
+
+
+def drive_flow(url: str, key: str, root: Path, job_timeout: float = 240) -> FlowResult:
+    """Dataset, upload, version, job, its events to the end, model, predict: all over HTTP with `key`."""
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=60) as http:
+        r = http.post("/api/v1/datasets", json={"name": f"deploy-{uuid.uuid4().hex[:6]}"})
+        assert r.status_code == 201, r.text
+        dataset_id = r.json()["id"]
+        archive = dataset_zip(root)
+        with open(archive, "rb") as f:
+            up = http.post(f"/api/v1/datasets/{dataset_id}/uploads", files={"file": ("synth.zip", f)})
+        assert up.status_code == 201, up.text
+        assert up.json()["added"]["train"], up.json()
+
+        r = http.post(f"/api/v1/datasets/{dataset_id}/versions", json=SMALL_VERSION)
+        assert r.status_code == 202, r.text
+        version_id = r.json()["id"]
+
+        def built() -> dict | None:
+            v = http.get(f"/api/v1/versions/{version_id}").json()
+            assert v["status"] != "failed", v
+            return v if v["status"] == "ready" else None
+
+        version = wait_for("the version to be built by a worker", built, timeout=120, interval=0.5)
+
+        body = {"version_id": version_id, "base_model": EMBEDDED_BASE, "mode": "decoder",
+                "hyperparameters": dict(FAST_HYPERPARAMETERS)}  # fmt: skip
+        r = http.post("/api/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        # The event stream through a signed token, as a browser's EventSource reads it: the token is made by
+        # one API process and may be checked by the other (they share SAMTUNE_SECRET_KEY).
+        token = http.post(f"/api/v1/jobs/{job_id}/events-token")
+        assert token.status_code == 200, token.text
+        events_path = token.json()["url"].split(url, 1)[-1]
+        with httpx.Client(base_url=url, timeout=60) as anonymous:
+            events = read_events(anonymous, events_path, timeout=job_timeout)
+        job = http.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["status"] == "succeeded", (
+            job["error"],
+            [(e["kind"], e["message"]) for e in job["events"]],
+        )
+
+        model_id = job["model_id"]
+        model = http.get(f"/api/v1/models/{model_id}")
+        assert model.status_code == 200, model.text
+        image = sorted((root / "synth" / "test").glob("*.jpg"))[0]
+        with open(image, "rb") as f:
+            p = http.post(f"/api/v1/models/{model_id}/predict", files={"image": (image.name, f, "image/jpeg")},
+                          data={"confidence": "0.01"})  # fmt: skip
+        assert p.status_code == 200, p.text
+    return FlowResult(dataset_id, version, job, events, model.json(), p.json())
+
+
+def check_flow(result: FlowResult) -> None:
+    """What the user saw is a whole job: a stream that ends with success, a model with metrics, an answer."""
+    statuses = [e.data["status"] for e in result.events if e.kind == "status"]
+    assert statuses[-1] == "succeeded" and "running" in statuses, statuses
+    assert result.events[-1].kind == "status", result.events[-1]
+    assert any(e.kind == "metrics" for e in result.events), [e.kind for e in result.events]
+    assert len({e.id for e in result.events}) == len(result.events), "event ids repeat"
+    assert result.job["progress"]["step"] >= 1 and result.job["test_metrics"], result.job
+    assert result.model["id"] == result.job["model_id"]
+    prediction = result.prediction
+    assert prediction["image"] == {"width": 112, "height": 112}, prediction["image"]
+    assert isinstance(prediction["predictions"], list)
+    for p in prediction["predictions"]:
+        assert p["class"] in {c.name for c in HELD_OUT_DOMAINS["new-colours"]} and 0 <= p["confidence"] <= 1
