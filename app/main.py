@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.core.db import make_engine, make_sessionmaker
-from app.core.errors import install_error_handlers
+from app.core.errors import PROBLEM_RESPONSES, install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.logging import install_redaction
 from app.core.queue import CeleryQueue
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Fine-tune SAM 3 on your own instance-segmentation data, then serve it.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine

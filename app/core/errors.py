@@ -14,10 +14,34 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("samtune.errors")
+
+
+class Problem(BaseModel):
+    """The body of every error answer (RFC 9457). Some errors add fields (`errors`, `classes_found`...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    source: str | None = None
+
+
+# Every operation may answer a client error, always in this shape: the OpenAPI document says so (pass to
+# `FastAPI(responses=...)`), in place of FastAPI's default 422 body, which this API never sends.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "A problem the client can act on (RFC 9457); `detail` says what to change.",
+        "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
+    }
+}
 
 
 class AppError(Exception):

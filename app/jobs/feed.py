@@ -26,6 +26,7 @@ logger = logging.getLogger("samtune.jobs.feed")
 
 _MAXLEN = 200_000
 DB_PREFIX = "db-"
+_MAX_ID = 2**63 - 1
 
 
 def stream_key(job_id: uuid.UUID | str) -> str:
@@ -94,7 +95,8 @@ def parse_db_cursor(cursor: str | None) -> tuple[int, int]:
     if cursor and cursor.startswith(DB_PREFIX):
         try:
             metric_id, event_id = cursor[len(DB_PREFIX) :].split("-")
-            return int(metric_id), int(event_id)
+            # Ids are 64-bit: a larger one (a forged Last-Event-ID) would fail in PostgreSQL; it means "after all".
+            return min(int(metric_id), _MAX_ID), min(int(event_id), _MAX_ID)
         except ValueError:
             pass
     return 0, 0

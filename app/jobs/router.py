@@ -111,7 +111,10 @@ def job_logs(
     job_id: uuid.UUID,
     session: SessionDep,
     principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0, description="Only lines after this id (poll with the last one).")] = 0,
+    # le: ids are 64-bit; a larger number reached PostgreSQL and failed there (500).
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Only lines after this id (poll with the last one).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LogLine]:
     job, _, _ = service.get(session, principal.workspace_id, job_id)
