@@ -1,37 +1,54 @@
-"""Pages for training, jobs, models and comparison.
-
-PLACEHOLDER owned by helper ui-B, who replaces this module and its templates; it exists so that the
-navigation of the foundation has somewhere to go.
-"""
+"""Pages for training, jobs, models and comparing runs. Like the other pages, each is a template plus a
+script that reads and writes through the REST API; the routes only check the session and pass ids along."""
 
 from __future__ import annotations
+
+import json
+import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.jobs.service import OVERRIDABLE
 from app.ui.auth import PageUser
 from app.ui.templating import render
 
 router = APIRouter(include_in_schema=False)
 
-_TITLES = {"train": "Train", "jobs": "Jobs", "models": "Models", "compare": "Compare runs"}
-
 
 @router.get("/train")
-def train_page(request: Request, user: PageUser) -> Response:
-    return render(request, "placeholder.html", user, nav="train", title=_TITLES["train"])
+def train_page(request: Request, user: PageUser, version_id: uuid.UUID | None = None) -> Response:
+    # The settable names come from the service, so the form offers exactly what the API accepts.
+    return render(
+        request,
+        "train.html",
+        user,
+        nav="train",
+        version_id=version_id or "",
+        overridable=json.dumps(sorted(OVERRIDABLE)),
+    )
 
 
 @router.get("/jobs")
 def jobs_page(request: Request, user: PageUser) -> Response:
-    return render(request, "placeholder.html", user, nav="jobs", title=_TITLES["jobs"])
+    return render(request, "jobs.html", user, nav="jobs")
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: uuid.UUID, user: PageUser) -> Response:
+    return render(request, "job.html", user, nav="jobs", job_id=job_id)
 
 
 @router.get("/models")
 def models_page(request: Request, user: PageUser) -> Response:
-    return render(request, "placeholder.html", user, nav="models", title=_TITLES["models"])
+    return render(request, "models.html", user, nav="models")
+
+
+@router.get("/models/{model_id}")
+def model_page(request: Request, model_id: uuid.UUID, user: PageUser) -> Response:
+    return render(request, "model.html", user, nav="models", model_id=model_id)
 
 
 @router.get("/compare")
 def compare_page(request: Request, user: PageUser) -> Response:
-    return render(request, "placeholder.html", user, nav="compare", title=_TITLES["compare"])
+    return render(request, "compare.html", user, nav="compare")

@@ -1,0 +1,38 @@
+// Models list: name (the Roboflow-style id), base model, classes, and the lift on the test split.
+
+import { api, el, formatDate, showError } from "./api.js";
+import { fixed3 } from "./job-format.js";
+
+function lift(model) {
+  const base = model.test_metrics.base && model.test_metrics.base.summary;
+  const tuned = model.test_metrics.fine_tuned && model.test_metrics.fine_tuned.summary;
+  if (!tuned) return "not evaluated";
+  return `${base ? fixed3(base.segm_AP50) : "–"} → ${fixed3(tuned.segm_AP50)}`;
+}
+
+async function load() {
+  try {
+    const models = await api("/api/v1/models");
+    document.getElementById("models-loading").hidden = true;
+    document.getElementById("models-empty").hidden = models.length > 0;
+    document.getElementById("models-table").hidden = models.length === 0;
+    document.getElementById("models-body").replaceChildren(
+      ...models.map((m) =>
+        el(
+          "tr",
+          { "data-model": m.id },
+          el("td", {}, el("a", { href: `/models/${m.id}`, class: "mono" }, m.name), el("span", { class: "muted small" }, ` · ${m.id.slice(0, 8)}`)),
+          el("td", { class: "mono small" }, m.base_model),
+          el("td", {}, m.classes.join(", ")),
+          el("td", { class: "num" }, lift(m)),
+          el("td", {}, formatDate(m.created_at)),
+        ),
+      ),
+    );
+  } catch (err) {
+    document.getElementById("models-loading").hidden = true;
+    showError("models-error", err);
+  }
+}
+
+load();
