@@ -15,6 +15,7 @@ from app.keys import service as keys
 from app.ui import session as ui_session
 from app.ui.auth import OptionalUser, PageUser, safe_next
 from app.ui.templating import render
+from app.ui.version_form import version_form
 
 router = APIRouter(include_in_schema=False)
 
@@ -125,7 +126,9 @@ def dataset_page(request: Request, dataset_id: uuid.UUID, user: PageUser) -> Res
 
 @router.get("/datasets/{dataset_id}/versions/new")
 def version_form_page(request: Request, dataset_id: uuid.UUID, user: PageUser) -> Response:
-    return render(request, "version_new.html", user, nav="datasets", dataset_id=dataset_id)
+    return render(
+        request, "version_new.html", user, nav="datasets", dataset_id=dataset_id, form=version_form()
+    )
 
 
 @router.get("/versions/{version_id}")

@@ -40,19 +40,20 @@ def _mac(key: bytes, purpose: str, payload: str) -> str:
 
 
 def issue_session(key: bytes, api_key_id: uuid.UUID, *, now: float | None = None) -> str:
-    expires = int((now or time.time()) + SESSION_SECONDS)
-    payload = f"{_VERSION}.{api_key_id.hex}.{expires}"
+    expires = int((time.time() if now is None else now) + SESSION_SECONDS)
+    # The nonce makes every sign-in its own session with its own CSRF token, even for one key.
+    payload = f"{_VERSION}.{api_key_id.hex}.{expires}.{secrets.token_hex(8)}"
     return f"{payload}.{_mac(key, 'session', payload)}"
 
 
 def session_key_id(key: bytes, cookie: str, *, now: float | None = None) -> uuid.UUID | None:
     """The API key id the cookie was issued for, or None when it is forged, malformed or expired."""
     try:
-        version, key_hex, expires, mac = cookie.split(".")
-        payload = f"{version}.{key_hex}.{expires}"
+        version, key_hex, expires, nonce, mac = cookie.split(".")
+        payload = f"{version}.{key_hex}.{expires}.{nonce}"
         if version != _VERSION or not hmac.compare_digest(mac, _mac(key, "session", payload)):
             return None
-        if int(expires) < (now or time.time()):
+        if int(expires) < (time.time() if now is None else now):
             return None
         return uuid.UUID(hex=key_hex)
     except (ValueError, TypeError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -36,6 +37,9 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 SAMTUNE = str(Path(sys.executable).with_name("samtune"))
+# Two shared CPU cores: give the page time. Waits use locators and `expect`, never a string expression
+# (Playwright would eval it in the page, which the Content-Security-Policy rightly refuses).
+expect.set_options(timeout=20_000)
 
 
 @dataclass
@@ -45,6 +49,19 @@ class UiServer:
     data_dir: Path
     log_path: Path
     api: httpx.Client = field(repr=False)
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def new_key(self, workspace: str) -> str:
+        """A key in another workspace (created if new), made the way a user makes one: a test that needs
+        a workspace of its own (empty states) uses it."""
+        made = subprocess.run(
+            [SAMTUNE, "keys", "create", "--workspace", workspace],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            cwd=self.data_dir.parent,
+        )
+        return made.stdout.decode().strip().splitlines()[-1]
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -106,7 +123,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         )
         key = made.stdout.decode().strip().splitlines()[-1]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
-            yield UiServer(url=url, key=key, data_dir=data_dir, log_path=log_path, api=api)
+            yield UiServer(url=url, key=key, data_dir=data_dir, log_path=log_path, api=api, env=env)
     finally:
         proc.terminate()  # the supervisor stops its children on SIGTERM
         try:
@@ -120,7 +137,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -196,4 +212,14 @@ def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 def no_horizontal_scroll(page) -> bool:  # type: ignore[no-untyped-def]
     """True when nothing makes the page wider than its viewport (the phone-width check)."""
-    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    page.wait_for_timeout(300)  # charts resize on a ResizeObserver callback, a frame or two later
+    wide = page.evaluate(
+        """() => Array.from(document.querySelectorAll("body *"))
+            .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest(".table-wrap"))
+            .slice(0, 5)
+            .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className} right=${e.getBoundingClientRect().right}`)"""
+    )
+    fits = bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    if not fits:
+        print("wider than the viewport:", wide)
+    return fits
