@@ -149,5 +149,6 @@ def test_fuzz_every_operation(seeded: Seeded) -> None:
 @pytest.mark.slow
 def test_fuzz_long(seeded: Seeded) -> None:
     counts, failures = _run(seeded, LONG_EXAMPLES)
+    print("\n".join(f"{n:5d} {key}" for key, n in sorted(counts.items())))
     assert not failures, "\n\n".join(failures)
     assert sum(counts.values()) >= LONG_MIN_CASES, (sum(counts.values()), counts)
