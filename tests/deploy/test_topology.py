@@ -44,6 +44,7 @@ from tests.deploy.topology import (
 from tests.jobs.conftest import _drop_postgres_database, free_port
 from tests.jobs.test_job_faults import Proc, wait_for
 from tests.test_samtune_cli import _wait_http
+from trainer.model import EMBEDDED_BASE
 from worker.celery_app import CPU_QUEUE, GPU_QUEUE
 
 pytestmark = pytest.mark.timeout(420)
@@ -114,6 +115,14 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             assert re.search(r"Task samtune\.build_version\[\S+\] succeeded", cpu_log), cpu_log[-2000:]
             assert re.search(r"Task samtune\.train_job\[\S+\] succeeded", gpu_log), gpu_log[-2000:]
             assert "Task samtune.train_job[" not in cpu_log and "Task samtune.build_version[" not in gpu_log
+
+            # What the image puts beside the code is found where its ENV says: the bundled base model and the
+            # web UI's browser files (node_modules).
+            with httpx.Client(base_url=topo.url, headers={"Authorization": f"Bearer {key}"}) as http:
+                bases = {b["name"]: b for b in http.get("/api/v1/base-models").json()}
+                assert bases[EMBEDDED_BASE]["available"] is True, bases
+                vendor = http.get("/static/vendor/chart.umd.min.js")
+                assert vendor.status_code == 200 and b"Chart" in vendor.content[:2000], vendor.status_code
 
             # The API runs as two server processes under uvicorn's supervisor.
             started = re.findall(r"Started server process \[(\d+)\]", topo.procs["api"].log())

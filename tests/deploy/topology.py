@@ -2,10 +2,11 @@
 
 `ProductionTopology` runs the compose file's own commands (read from docker-compose.yml, so a change there
 changes what runs here) as separate processes on this machine: the migration, then the API, the workers and
-beat, with the environment compose gives them (the `x-samtune` block interpolated with .env.example, the
-image's ENV), except that the service host names (`postgres`, `redis`, `minio`) point at the real PostgreSQL,
-Redis and S3 endpoint (moto's server) of this machine, in a fresh database, fresh Redis databases and a fresh
-bucket. The API listens on a free port of 127.0.0.1 instead of 0.0.0.0:8000.
+beat, with the environment compose gives them (the `x-samtune` block interpolated with .env.example, and
+the image's ENV with its paths moved to this checkout), except that the service host names (`postgres`,
+`redis`, `minio`) point at the real PostgreSQL, Redis and S3 endpoint (moto's server) of this machine, in a
+fresh database, fresh Redis databases and a fresh bucket. The API listens on a free port of 127.0.0.1
+instead of 0.0.0.0:8000.
 
 `drive_flow` is what a user does over HTTP: a dataset upload, a version, a job on the bundled tiny base, its
 event stream to the end, the model, a prediction.
@@ -28,7 +29,14 @@ from typing import Any
 
 import httpx
 
-from tests.deploy.files import REPO, command, env_example, samtune_services, service_environment
+from tests.deploy.files import (
+    REPO,
+    command,
+    dockerfile_stages,
+    env_example,
+    samtune_services,
+    service_environment,
+)
 from tests.jobs.conftest import FAST_HYPERPARAMETERS, SMALL_VERSION, SseEvent, free_port, parse_block
 from tests.jobs.test_job_faults import Proc, stop_together, wait_for
 from trainer.model import EMBEDDED_BASE
@@ -109,10 +117,10 @@ class ProductionTopology:
                 assert key in local, f"{service}: {key}={value} names a compose host this test does not map"
         assert compose["SAMTUNE_STORAGE_URL"].startswith("s3://")
         env = base_env()
+        env.update(image_env(self.data_dir))  # the Dockerfile's ENV
         env.update({k: v for k, v in example.items() if k.startswith("SAMTUNE_")})  # env_file: .env
         env.update(compose | local)  # environment: (wins over env_file, as in compose)
         env.update(
-            SAMTUNE_DATA_DIR=str(self.data_dir),  # the image's ENV: the volume at /data
             # The compose worker has a GPU and .env.example says so; this machine's workers have none.
             SAMTUNE_WORKER_DEVICE="cpu",
             HOSTNAME=socket.gethostname(),  # what a container's shell has, for the workers' healthcheck
@@ -180,6 +188,27 @@ class ProductionTopology:
             for proc in self.procs.values():
                 print(f"===== {proc.name} ({proc.log_path}) =====\n{proc.log()[-4000:]}")
             raise
+
+
+def image_env(data_dir: Path) -> dict[str, str]:
+    """The SAMTUNE_ variables the image's final stage sets, with its paths moved to this machine: the code
+    directory (the final WORKDIR) to this checkout, the /data volume to `data_dir`."""
+    final = dockerfile_stages()[-1]
+    code_dir = final.workdir_at(len(final.instructions))
+    out = {}
+    for name, value in final.env().items():
+        if name.startswith("SAMTUNE_"):
+            if value == "/data" or value.startswith("/data/"):
+                value = str(data_dir) + value.removeprefix("/data")
+            elif value.startswith(code_dir + "/"):
+                value = str(REPO) + value.removeprefix(code_dir)
+            mapped = Path(value)
+            assert mapped.is_relative_to(REPO) or mapped.is_relative_to(data_dir), (
+                f"the image sets {name}={value}, which this test cannot map"
+            )
+            out[name] = value
+    assert "SAMTUNE_DATA_DIR" in out
+    return out
 
 
 def _with_db(url: str, host_port: str, db: int) -> str:
