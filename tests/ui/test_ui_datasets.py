@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.ui.version_form import form_paths, version_form
-from tests.ui.conftest import PHONE, ROOT, no_horizontal_scroll, shot, sign_in
+from tests.ui.conftest import DESKTOP, PHONE, ROOT, SCREENSHOTS, no_horizontal_scroll, shot, sign_in
 
 SHAPES = ROOT / "examples" / "shapes-coco.zip"
 
@@ -34,6 +34,14 @@ def _drop(page, selector: str, path: Path) -> None:  # type: ignore[no-untyped-d
     )
     page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def at_phone_width(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The page at 390 px: nothing sideways past the screen; docs/screenshots/<name>.png; back to desktop."""
+    page.set_viewport_size(PHONE)
+    assert no_horizontal_scroll(page), f"{page.url} is wider than a phone"
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.set_viewport_size(DESKTOP)
 
 
 @pytest.fixture
@@ -70,6 +78,15 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
     expect(page.locator("#health-empty")).to_be_visible()
     expect(page.locator("#images-empty")).to_contain_text("No images yet")
     expect(page.locator("#versions-empty")).to_contain_text("No versions yet")
+
+    # Keyboard: the file input is reachable with Tab from the top of the page.
+    page.locator("body").focus()
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "file-input":
+            break
+    else:
+        raise AssertionError("the file input is not reachable with the keyboard")
 
     # Drop the zip on the drop zone: the bar reaches the end and the grid fills with masks drawn.
     _drop(page, "#dropzone", SHAPES)
@@ -127,10 +144,11 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
     assert f"of {expected['total']} images" in page.locator("#images-count").inner_text()
     page.get_by_label("Class", exact=True).select_option("")
     expect(page.locator("#image-grid canvas[data-painted]")).to_have_count(18)
+    page.evaluate("() => document.getElementById('health-title').scrollIntoView()")
     shot(page, "dataset")
-    page.set_viewport_size(PHONE)
-    assert no_horizontal_scroll(page)
-    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("() => document.getElementById('images-title').scrollIntoView()")
+    shot(page, "dataset-images")
+    at_phone_width(page, "dataset-phone")
 
     # The version form: every option, with its default.
     page.get_by_role("link", name="New version").click()
@@ -162,7 +180,9 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
     assert flags == ["false", "true", "true"] * 3
     assert "augmented copies" in page.locator("#preview-status").inner_text()
     assert not field_error.is_visible()
+    page.evaluate("() => document.getElementById('preview-title').scrollIntoView()")
     shot(page, "version-form")
+    at_phone_width(page, "version-form-phone")
 
     # Build: the version page follows the build to the end, then shows counts, drops and the export.
     page.get_by_role("button", name="Build version").click()
@@ -190,6 +210,7 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
         export.click()
     assert download.value.suggested_filename == f"shapes-v{version['number']}-coco.zip"
     shot(page, "version")
+    at_phone_width(page, "version-phone")
 
     # Back on the dataset page the version is listed.
     page.goto(f"/datasets/{dataset_id}")

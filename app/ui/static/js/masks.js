@@ -63,14 +63,14 @@ function rgbOf(classId) {
 }
 
 // annotations: [{class_id, bbox: [x, y, w, h], segmentation}] in the frame of frameWidth x frameHeight.
-export function drawAnnotations(ctx, annotations, frameWidth, frameHeight, { alpha = 0.45 } = {}) {
+export function drawAnnotations(ctx, annotations, frameWidth, frameHeight, { alpha = 0.55 } = {}) {
   const sx = ctx.canvas.width / frameWidth;
   const sy = ctx.canvas.height / frameHeight;
   for (const ann of annotations) {
     const seg = ann.segmentation;
     const fill = classColour(ann.class_id, alpha);
     const line = classColour(ann.class_id);
-    ctx.lineWidth = Math.max(1.5, ctx.canvas.width / 240);
+    ctx.lineWidth = Math.max(2, ctx.canvas.width / 150);
     if (Array.isArray(seg) && seg.length) {
       ctx.beginPath();
       for (const part of seg) {
