@@ -5,6 +5,7 @@ Every field reads from an environment variable with the `SAMTUNE_` prefix; docs/
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -107,10 +108,17 @@ class Settings(BaseSettings):
         path = self.data_dir / "secret_key"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # Processes starting together (uvicorn workers, worker and beat) must end up with one key: the first
+            # link wins, a later one finds the file there and reads the winner's key.
+            tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
             tmp.write_text(secrets.token_hex(32))
             tmp.chmod(0o600)
-            tmp.replace(path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return path.read_text().strip().encode()
 
     @cached_property
