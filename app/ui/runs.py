@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.jobs.service import OVERRIDABLE
@@ -17,14 +18,18 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/train")
-def train_page(request: Request, user: PageUser, version_id: uuid.UUID | None = None) -> Response:
-    # The settable names come from the service, so the form offers exactly what the API accepts.
+def train_page(
+    request: Request, user: PageUser, version_id: Annotated[str, Query(max_length=100)] = ""
+) -> Response:
+    # The version is only preselected when it is one of the ready ones the page lists (the script says so
+    # otherwise), so a stale or mistyped link still opens the form. The settable names come from the
+    # service, so the form offers exactly what the API accepts.
     return render(
         request,
         "train.html",
         user,
         nav="train",
-        version_id=version_id or "",
+        version_id=version_id,
         overridable=json.dumps(sorted(OVERRIDABLE)),
     )
 
