@@ -133,6 +133,8 @@ async function loadVersions() {
         ),
       ),
     );
+    // A build in progress: look again until it is done, so its status does not go stale here.
+    if (versions.some((v) => v.status === "building")) setTimeout(loadVersions, 2000);
   } catch (err) {
     showError("versions-error", err);
   }
