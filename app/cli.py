@@ -97,6 +97,10 @@ def serve(host: str, port: int, workers: int) -> None:
         log_level=settings.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=30,
+        # Longer than the idle keep-alive of the clients and proxies in front (httpx 5 s, nginx 60 s), so that
+        # they close an idle connection first: when the server closes it as a client reuses it, that request
+        # fails (bench/load.py saw it at uvicorn's default of 5 s, which equals httpx's).
+        timeout_keep_alive=75,
     )
 
 
