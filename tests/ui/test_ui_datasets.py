@@ -219,3 +219,36 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
     page.goto("/datasets")
     page.locator("#datasets-body tr").first.wait_for()
     shot(page, "datasets")
+
+
+def _runs(mask) -> list[int]:  # type: ignore[no-untyped-def]
+    """Run lengths of a binary mask in COCO's order (down the columns), starting with zeros."""
+    flat = mask.flatten(order="F")
+    runs, current, count = [], 0, 0
+    for value in flat:
+        if value == current:
+            count += 1
+        else:
+            runs.append(count)
+            current, count = value, 1
+    runs.append(count)
+    return runs
+
+
+def test_the_browser_decodes_coco_rle_as_pycocotools_encodes_it(signed_in_page) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((61, 97), dtype=np.uint8)
+    mask[5:40, 10:50] = 1
+    mask[30:60, 70:96] = 1
+    mask[rng.random(mask.shape) < 0.05] ^= 1  # scattered pixels: many short runs, large deltas
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    counts = rle["counts"].decode()
+    page = signed_in_page
+    decoded = page.evaluate(
+        "async (counts) => (await import('/static/js/masks.js')).rleCounts(counts)", counts
+    )
+    assert decoded == _runs(mask)
+    assert sum(decoded) == mask.size

@@ -35,7 +35,8 @@ def test_right_key_lands_on_the_page_asked_for_then_signs_out(page, ui_server) -
 
 def test_signed_in_root_is_the_datasets_list_and_fits_a_phone(page, ui_server) -> None:  # type: ignore[no-untyped-def]
     sign_in(page, ui_server)
-    page.goto("/")
+    assert page.url == ui_server.url + "/"
+    assert page.get_by_role("heading", level=1).inner_text() == "Datasets"
     assert page.get_by_role("link", name="Datasets").get_attribute("aria-current") == "page"
     page.set_viewport_size(PHONE)
     assert no_horizontal_scroll(page)
