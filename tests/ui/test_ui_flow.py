@@ -1,6 +1,6 @@
 """The whole product in real Chromium against a running samtune: sign in, create a dataset, upload a zip,
-build a version, train on the bundled tiny base and watch the live charts (across a page reload), queue a
-second job and cancel it from its page, stop the first and open its model, get masks back from "try it",
+build a version, train on the bundled tiny base and watch the live charts (across a page reload and a
+dropped connection: the API process killed and restarted by its supervisor), queue a second job and cancel it from its page, stop the first and open its model, get masks back from "try it",
 compare the two runs, and look at it all at phone width. Screenshots go to docs/screenshots/.
 
 Training speed on shared CPUs varies by an order of magnitude, so nothing here waits for a job to end on
@@ -10,8 +10,10 @@ Stop button once the reload has been seen; Stop keeps the best checkpoint, evalu
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +52,13 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0, ever
 def attr_number(page: Page, selector: str, name: str) -> float:
     value = page.locator(selector).get_attribute(name)
     return float(value) if value not in (None, "") else float("nan")
+
+
+def api_pid(server: UiServer) -> int:
+    """The API child of `samtune up`, as its supervisor logged it (the latest, after any restart)."""
+    pids = re.findall(r"started api \(pid (\d+)\)", server.log_path.read_text(errors="replace"))
+    assert pids, server.log_tail()
+    return int(pids[-1])
 
 
 def phone_shot(page: Page, name: str) -> None:
@@ -122,6 +131,14 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#hp-epochs-error")).to_be_hidden()
     set_hyperparameter(page, "early_stopping_patience", LONG_EPOCHS)
     expect(page.locator("#estimate")).to_contain_text(f"{6 * int(LONG_EPOCHS)} steps")
+    # A setting the plan does not list: added from "Other settings", refused in place, then removed.
+    page.get_by_label("Setting", exact=True).select_option("max_steps")
+    page.get_by_label("Value", exact=True).fill("0")
+    page.get_by_role("button", name="Add setting").click()
+    expect(page.locator("#hp-max_steps-error")).to_contain_text("max_steps")
+    page.get_by_role("button", name="Use the automatic value of max_steps").click()
+    expect(page.locator("tr[data-row='max_steps']")).to_have_count(0)
+    expect(page.get_by_role("button", name="Start training")).to_be_enabled()
     shot(page, "train")
     phone_shot(page, "train-phone")
     # Keyboard: Start is reachable by Tab from the last setting, and Enter on it starts the job.
@@ -164,6 +181,26 @@ def test_train_watch_reload_stop_try_compare(
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first, (
         "points from before the reload went"
     )
+
+    # --- a dropped connection: the API process dies (the supervisor restarts it); the page's EventSource
+    # reconnects by itself with Last-Event-ID and the chart carries on from where it was ---------------
+    for fragment in (
+        "ERR_CONNECTION_REFUSED",
+        "ERR_CONNECTION_RESET",
+        "ERR_EMPTY_RESPONSE",
+        "ERR_INCOMPLETE_CHUNKED",
+    ):
+        console.allow(fragment)  # the page's polls while the API is down
+    before_drop = attr_number(page, "#chart-loss", "data-last-x")
+    os.kill(api_pid(ui_server), signal.SIGKILL)
+    expect(page.locator("#live")).to_have_attribute("data-state", "reconnecting", timeout=20_000)
+    expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=120_000)
+    wait_until(
+        lambda: attr_number(page, "#chart-loss", "data-last-x") > before_drop,
+        "new points after reconnecting",
+        120,
+    )
+    assert attr_number(page, "#chart-loss", "data-first-x") == before_first
 
     # --- a second job queues behind the first (one worker), its page says where it stands -------------
     second_job = start_job_from_version(page, version_url, epochs=LONG_EPOCHS, lr_heads="0.0005")

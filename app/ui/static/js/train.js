@@ -187,7 +187,9 @@ function renderPlan(preview) {
     if (typed && typed.start !== null && again.setSelectionRange) again.setSelectionRange(typed.start, typed.end);
   }
   const left = overridable.filter((n) => !(n in hp) && !(n in state.overrides));
+  const picked = extraName.value; // a choice made while the plan was being checked stays chosen
   extraName.replaceChildren(...left.map((n) => el("option", { value: n }, n)));
+  if (left.includes(picked)) extraName.value = picked;
   document.getElementById("reset-all").hidden = Object.keys(state.overrides).length === 0;
   const e = preview.estimate;
   document.getElementById("estimate").textContent =
