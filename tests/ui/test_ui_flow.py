@@ -61,6 +61,11 @@ def api_pid(server: UiServer) -> int:
     return int(pids[-1])
 
 
+def to_top(page: Page) -> None:
+    """Scroll back to the top (typing and clicking further down scrolled the page) before a screenshot."""
+    page.evaluate("window.scrollTo(0, 0)")
+
+
 def phone_shot(page: Page, name: str) -> None:
     """docs/screenshots/<name>.png at phone width (390 px), after checking nothing overflows sideways."""
     before = page.viewport_size
@@ -139,6 +144,7 @@ def test_train_watch_reload_stop_try_compare(
     page.get_by_role("button", name="Use the automatic value of max_steps").click()
     expect(page.locator("tr[data-row='max_steps']")).to_have_count(0)
     expect(page.get_by_role("button", name="Start training")).to_be_enabled()
+    to_top(page)
     shot(page, "train")
     phone_shot(page, "train-phone")
     # Keyboard: Start is reachable by Tab from the last setting, and Enter on it starts the job.
@@ -253,7 +259,7 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("tr[data-row='Data version']")).to_be_hidden()
     expect(page.locator("tr[data-row='lr_heads']")).to_be_visible()
     page.get_by_label("Only the differences").uncheck()
-    page.get_by_role("heading", name="Compare runs").scroll_into_view_if_needed()
+    to_top(page)
     shot(page, "compare")
     phone_shot(page, "compare-phone")
 

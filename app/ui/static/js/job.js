@@ -83,6 +83,7 @@ function render() {
     ...fact("Attempt", `${job.attempt} (restarts allowed: ${job.max_restarts})`),
     ...fact("Created", formatDate(job.created_at)),
   ];
+  facts.push(...fact("Compare", el("a", { href: `/compare?jobs=${job.id}` }, "compare this run with others")));
   if (job.started_at) facts.push(...fact("Started", formatDate(job.started_at)));
   if (job.finished_at) facts.push(...fact("Finished", formatDate(job.finished_at)));
   const best = Object.entries(job.best_metrics || {}).filter(([k]) => k.startsWith("segm_AP"));
