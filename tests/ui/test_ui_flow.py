@@ -66,13 +66,15 @@ def to_top(page: Page) -> None:
     page.evaluate("window.scrollTo(0, 0)")
 
 
-def phone_shot(page: Page, name: str) -> None:
-    """docs/screenshots/<name>.png at phone width (390 px), after checking nothing overflows sideways."""
+def phone_shot(page: Page, name: str | None = None) -> None:
+    """Check that nothing overflows sideways at phone width (390 px); save docs/screenshots/<name>.png
+    at that width when named."""
     before = page.viewport_size
     page.set_viewport_size(PHONE)
     time.sleep(0.4)  # charts redraw on resize
     assert no_horizontal_scroll(page), f"{page.url} is wider than a phone"
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    if name:
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     if before:
         page.set_viewport_size(before)
 
@@ -244,6 +246,7 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator(f"tr[data-job='{second_job}']")).to_be_visible()
     assert page.url.endswith("?status=cancelled")
     page.get_by_label("Status").select_option("")
+    phone_shot(page)
 
     # --- compare: pick both from the list; one line per job on every chart, differences marked --------
     page.get_by_label(f"Compare job {first_job[:8]}").check()
@@ -267,6 +270,7 @@ def test_train_watch_reload_stop_try_compare(
     page.goto("/models")
     expect(page.locator("#models-body tr")).to_have_count(1)
     shot(page, "models")
+    phone_shot(page)
     page.locator("#models-body a").first.click()
     page.wait_for_url(re.compile(r"/models/[0-9a-f-]{36}$"))
     model_id = page.url.rsplit("/", 1)[1]
@@ -300,14 +304,16 @@ def test_train_watch_reload_stop_try_compare(
 
 
 def test_runs_pages_say_what_to_do_when_empty(page: Page, ui_server: UiServer, console: ConsoleWatch) -> None:
-    from tests.ui.conftest import sign_in
-
-    sign_in(page, ui_server, ui_server.new_key("ui-empty-runs"))
+    # Signed out, a page sends the browser to sign in, and back to the page after.
+    page.goto("/jobs")
+    page.wait_for_url("**/signin?next=/jobs")
+    page.get_by_label("API key").fill(ui_server.new_key("ui-empty-runs"))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/jobs")
+    expect(page.locator("#jobs-empty")).to_contain_text("No training jobs yet")
     page.goto("/train")
     expect(page.locator("#train-empty")).to_contain_text("No ready data version yet")
     expect(page.locator("#train-empty a[href='/datasets']")).to_be_visible()
-    page.goto("/jobs")
-    expect(page.locator("#jobs-empty")).to_contain_text("No training jobs yet")
     page.goto("/models")
     expect(page.locator("#models-empty")).to_contain_text("No models yet")
     page.goto("/compare")
