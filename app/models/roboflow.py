@@ -74,11 +74,13 @@ def find(session: Session, workspace_id: uuid.UUID, model_id: str) -> tuple[Mode
     )
     slug, _, number = model_id.partition("/")
     try:
-        stmt = (
-            stmt.where(Model.id == uuid.UUID(model_id))
-            if not number
-            else stmt.where(Dataset.slug == slug, DatasetVersion.number == int(number))
-        )
+        if not number:
+            stmt = stmt.where(Model.id == uuid.UUID(model_id))
+        # Version numbers are 32-bit in the database: a larger one failed there (500) instead of matching nothing.
+        elif not 0 < int(number) < 2**31:
+            raise ValueError(number)
+        else:
+            stmt = stmt.where(Dataset.slug == slug, DatasetVersion.number == int(number))
     except ValueError:
         raise NotFound(
             f"model {model_id!r} not found: use '{{dataset slug}}/{{version number}}' or a model id"
@@ -200,12 +202,16 @@ async def infer_v0(project: str, version: str, request: Request) -> dict[str, An
     if not raw:
         raise AppError("the request body must be the base64-encoded image", status_code=400, source="body")
     try:
-        confidence = float(params.get("confidence", 40)) / (
-            100 if float(params.get("confidence", 40)) > 1 else 1
-        )
+        confidence = float(params.get("confidence", 40))
         max_detections = int(params.get("max_detections", 300))
     except ValueError:
         raise Unprocessable("confidence and max_detections must be numbers") from None
+    # The same bounds as the JSON routes (nan, inf, negatives and huge counts were accepted here).
+    if not 0 <= confidence <= 100:
+        raise Unprocessable(f"confidence {confidence} is not in 0-1 (or 0-100, percent)", source="confidence")
+    if not 1 <= max_detections <= 1000:
+        raise Unprocessable(f"max_detections {max_detections} is not in 1-1000", source="max_detections")
+    confidence /= 100 if confidence > 1 else 1
     mask_format = "rle" if params.get("response_mask_format") == "rle" else "polygon"
 
     def work() -> dict[str, Any]:
