@@ -1,6 +1,7 @@
 """The whole product in real Chromium against a running samtune: sign in, create a dataset, upload a zip,
-build a version, train on the bundled tiny base and watch the live charts (across a page reload and a
-dropped connection: the API process killed and restarted by its supervisor), queue a second job and cancel it from its page, stop the first and open its model, get masks back from "try it",
+build a version, train on the bundled tiny base and watch the live charts (across a page reload, a stream
+refused with 502 and a dropped connection: the API process killed and restarted by its supervisor), queue
+a second job and cancel it from its page, stop the first and open its model, get masks back from "try it",
 compare the two runs, and look at it all at phone width. Screenshots go to docs/screenshots/.
 
 Training speed on shared CPUs varies by an order of magnitude, so nothing here waits for a job to end on
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.ui.conftest import PHONE, SCREENSHOTS, ConsoleWatch, UiServer, no_horizontal_scroll, shot
 from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset
@@ -188,6 +189,32 @@ def test_train_watch_reload_stop_try_compare(
     )
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first, (
         "points from before the reload went"
+    )
+
+    # --- a stream answered with an HTTP error (a proxy's 502): EventSource gives up on it, so the page
+    # asks for the job and opens a new stream itself --------------------------------------------------
+    refused: list[str] = []
+
+    def refuse_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.fulfill(status=502, content_type="text/plain", body="bad gateway")
+
+    events_url = re.compile(r"/api/v1/jobs/[0-9a-f-]{36}/events$")
+    page.route(events_url, refuse_once)
+    console.allow("status of 502")
+    page.reload()
+    expect(page.locator("#live")).to_have_attribute("data-state", "reconnecting")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=30_000)
+    assert refused, "the event stream was never requested"
+    page.unroute(events_url)
+    after_refusal = attr_number(page, "#chart-loss", "data-last-x")
+    wait_until(
+        lambda: attr_number(page, "#chart-loss", "data-last-x") > after_refusal,
+        "points on the new stream",
+        120,
     )
 
     # --- a dropped connection: the API process dies (the supervisor restarts it); the page's EventSource

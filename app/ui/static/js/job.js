@@ -199,11 +199,14 @@ function follow() {
   source.addEventListener("event", scheduleRefresh);
   source.addEventListener("error", () => {
     if (!source) return;
+    setLive("reconnecting", "Connection lost: reconnecting…");
     if (source.readyState === EventSource.CLOSED) {
+      // EventSource gives up on an HTTP error (a proxy's 502, say) or the 204 after the end. Ask the job:
+      // if it is still going, open a new stream (its replay is deduplicated by the charts).
       source = null;
-      scheduleRefresh();
-    } else {
-      setLive("reconnecting", "Connection lost: reconnecting…");
+      refresh().then(() => {
+        if (job && !TERMINAL.has(job.status) && !source) setTimeout(() => source || follow(), 3000);
+      });
     }
   });
 }
