@@ -277,3 +277,32 @@ def test_unknown_ids_are_404_for_the_owner_too(http: httpx.Client, seeded: Seede
                               **call.kwargs)  # fmt: skip
         assert mine.status_code == theirs.status_code == 404, (call.path, mine.text, theirs.text)
         assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/problem+json"
+
+
+def test_ui_session_cookie_sees_only_its_workspace_and_ends_with_its_key(
+    seeded: Seeded, calls: list[Call], a_data: list[str]
+) -> None:
+    """The API also accepts the UI's session cookie: B's cookie gets 404 on A's ids, like B's key; once the key
+    it was made with is revoked, the cookie opens neither the API (401) nor a page (back to /signin)."""
+    other = {"Authorization": f"Bearer {seeded.other_key}"}
+    with httpx.Client(base_url=seeded.url, timeout=60, follow_redirects=False) as http:
+        made = http.post("/api/v1/keys", json={"name": "ui session"}, headers=other)
+        assert made.status_code == 201, made.text
+        if not _ui_sign_in(http, made.json()["key"]):
+            pytest.skip("this build has no web UI")
+        assert http.get("/").status_code == 200
+        assert http.get("/api/v1/datasets").status_code == 200  # the cookie alone authenticates
+        # The REST API; the Roboflow-compatible routes take a key only, as Roboflow's clients send one.
+        reads = [c for c in calls if c.path.startswith("/api/v1/") and c.method == "GET"]
+        for call in reads:
+            r = http.get(call.url)
+            assert r.status_code == (404 if call.has_ids else 200), (call.path, r.status_code, r.text[:200])
+            _no_a_data(r, a_data, call)
+
+        revoked = http.delete(f"/api/v1/keys/{made.json()['id']}", headers=other)
+        assert revoked.status_code == 200, revoked.text
+        for call in reads:
+            assert http.get(call.url).status_code == 401, call.path
+        for call in (c for c in calls if c.ui and c.method == "GET"):
+            r = http.get(call.url)
+            assert r.status_code in (302, 303, 307) and r.headers["location"].startswith("/signin"), call.path
