@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.security_headers import ALWAYS
+
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("samtune.errors")
 
@@ -140,9 +142,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(
+        response = problem_response(
             AppError("an unexpected error occurred; it has been logged", status_code=500), request
         )
+        # Starlette sends this answer from its outermost middleware, past SecurityHeaders: add them here.
+        response.headers.update(dict(ALWAYS))
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -32,6 +32,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     def _html() -> HTMLResponse:
         return HTMLResponse("<!doctype html><p>hello</p>")
 
+    @app.get("/_test/boom", include_in_schema=False)
+    def _boom() -> None:
+        raise RuntimeError("a bug")
+
     @app.get("/_test/stream", include_in_schema=False)
     def _stream() -> StreamingResponse:
         return StreamingResponse(iter([b"a", b"b"]), media_type="text/plain")
@@ -66,6 +70,7 @@ def csp_directives(policy: str) -> dict[str, list[str]]:
         ("GET", "/api/v1/datasets", 401),  # an error (problem+json) from a dependency
         ("GET", "/api/v1/no-such-route", 404),
         ("GET", "/_test/stream", 200),
+        ("GET", "/_test/boom", 500),  # answered by Starlette's outermost middleware, past ours
     ],
 )
 def test_every_response_has_nosniff_and_referrer_policy(
