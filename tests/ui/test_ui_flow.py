@@ -168,8 +168,6 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
     wait_until(lambda: attr_number(page, "#chart-loss", "data-points") > 0, "the first loss points", 120)
     wait_until(lambda: attr_number(page, "#chart-ap", "data-points") > 0, "the first validation AP", 120)
-    shot(page, "job-live")
-    phone_shot(page, "job-live-phone")
 
     # --- reload mid-training: what was drawn is drawn again at once, and new points keep coming -------
     before_first = attr_number(page, "#chart-loss", "data-first-x")
@@ -236,6 +234,11 @@ def test_train_watch_reload_stop_try_compare(
         120,
     )
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first
+    expect(page.locator("#job-error")).to_be_hidden()  # the outage's message went with it
+
+    to_top(page)
+    shot(page, "job-live")  # by now the curves have a few points
+    phone_shot(page, "job-live-phone")
 
     # --- a second job queues behind the first (one worker), its page says where it stands -------------
     second_job = start_job_from_version(page, version_url, epochs=LONG_EPOCHS, lr_heads="0.0005")

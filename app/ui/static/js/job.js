@@ -7,7 +7,7 @@
 // EventSource reconnects by itself with Last-Event-ID and the server sends only what was missed; after the
 // final status the page closes the stream (a later reconnect would be answered 204, which ends it too).
 
-import { api, el, formatDate, showError, clearError } from "./api.js";
+import { ApiError, api, clearError, el, formatDate, showError } from "./api.js";
 import { LineChart, formatValue } from "./charts.js";
 import { CHARTS, TERMINAL, baseVsTuned, chartFor, duration, statusBadge } from "./job-format.js";
 
@@ -48,7 +48,10 @@ function setLive(state, text) {
   live.textContent = text;
 }
 
+let lastProgress = { step: 0 };
+
 function showProgress(p) {
+  lastProgress = { ...lastProgress, ...p };
   const bar = document.getElementById("job-progress");
   const total = p.total_steps || 0;
   bar.max = Math.max(1, total);
@@ -143,7 +146,7 @@ async function refresh() {
       await Promise.all([loadHistory(), pollLogs()]);
     }
   } catch (err) {
-    showError("job-error", err);
+    showError("job-error", unreachable(err));
   } finally {
     refreshing = false;
   }
@@ -164,6 +167,7 @@ async function loadHistory() {
 async function pollLogs() {
   try {
     const lines = await api(`/api/v1/jobs/${jobId}/logs?after=${lastLogId}&limit=${LOG_LINES}`);
+    clearError("job-error");
     if (!lines.length) return;
     lastLogId = lines[lines.length - 1].id;
     logLines = logLines.concat(lines.map((l) => `${new Date(l.time).toLocaleTimeString()}  ${l.message}`)).slice(-LOG_LINES);
@@ -172,17 +176,27 @@ async function pollLogs() {
     box.textContent = logLines.join("\n");
     if (atEnd) box.scrollTop = box.scrollHeight;
   } catch (err) {
-    showError("job-error", err);
+    showError("job-error", unreachable(err));
   }
+}
+
+// fetch rejects with a bare TypeError when the server cannot be reached: say that, and that it goes on.
+function unreachable(err) {
+  return err instanceof ApiError ? err : "The server is not answering; the page keeps trying.";
 }
 
 function follow() {
   source = new EventSource(`/api/v1/jobs/${jobId}/events`);
   setLive("connecting", "Connecting to the live feed…");
-  source.addEventListener("open", () => setLive("live", "Live"));
+  source.addEventListener("open", () => {
+    setLive("live", "Live");
+    clearError("job-error");
+  });
   source.addEventListener("metrics", (e) => {
     const d = JSON.parse(e.data);
     for (const [name, value] of Object.entries(d.metrics)) addPoint(name, d.step, d.epoch, value);
+    // Progress snapshots come every few seconds; a metric point is news of a step too.
+    if (d.step > (lastProgress.step || 0)) showProgress({ step: d.step, epoch: d.epoch });
   });
   source.addEventListener("progress", (e) => {
     if (job && job.status === "queued") scheduleRefresh(); // it started: fetch the new status
