@@ -126,6 +126,10 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.get_by_role("link", name="Train on this version")).to_be_visible(timeout=60_000)
 
     # --- train page: the base model named, reasons shown, a bad override refused in place -------------
+    page.goto("/train?version_id=00000000-0000-4000-8000-000000000000")  # a stale link: said, not fatal
+    expect(page.locator("#hp-epochs")).to_be_visible()  # the plan of the first ready version instead
+    expect(page.locator("#version-error")).to_contain_text("is not ready")
+    page.goto(version_url)
     page.get_by_role("link", name="Train on this version").click()
     page.wait_for_url(re.compile(r"/train\?version_id="))
     expect(page.locator("#base-description")).to_contain_text("samtune/sam3-tiny-shapes")

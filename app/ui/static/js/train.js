@@ -111,7 +111,8 @@ function placeError(err, fallback) {
 
 function clearFieldErrors() {
   for (const box of document.querySelectorAll("[id$='-error']")) {
-    if (box.id === "load-error") continue;
+    // The load error stays; the version note stays until another version is chosen.
+    if (box.id === "load-error" || box.id === "version-error") continue;
     clearError(box);
   }
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
@@ -245,6 +246,7 @@ document.getElementById("extra-add").addEventListener("click", () => {
 for (const select of [versionSelect, baseSelect, modeSelect]) {
   select.addEventListener("change", () => {
     if (select === baseSelect) showBase();
+    if (select === versionSelect) clearError("version-error");
     schedulePreview(0);
   });
 }
