@@ -194,7 +194,26 @@ async def infer_instance_segmentation(body: InferRequest, request: Request) -> A
     return results if isinstance(body.image, list) else results[0]
 
 
-@router.post("/{project}/{version}")
+# The route reads its body and query by hand (Roboflow's clients send a bare base64 body, any content type);
+# without this the OpenAPI document showed neither, and no client built from it could call the route.
+_V0_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {"name": "api_key", "in": "query", "schema": {"type": "string"}, "description": "Or a Bearer header."},
+        {"name": "confidence", "in": "query", "description": "0-1, or 0-100 as a percentage (Roboflow's).",
+         "schema": {"type": "number", "minimum": 0, "maximum": 100, "default": 40}},
+        {"name": "max_detections", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                              "default": 300}},
+        {"name": "response_mask_format", "in": "query", "schema": {"type": "string", "enum": ["polygon", "rle"]}},
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "The image, base64-encoded (Roboflow's clients send it as x-www-form-urlencoded).",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}  # fmt: skip
+
+
+@router.post("/{project}/{version}", openapi_extra=_V0_OPENAPI)
 async def infer_v0(project: str, version: str, request: Request) -> dict[str, Any]:
     """Roboflow's hosted-API form: the base64 image is the body, options are query parameters."""
     params = request.query_params

@@ -24,6 +24,7 @@ from app.core.storage import make_storage
 from app.keys.service import create_key_for_workspace
 from app.settings import Settings
 from app.versions.builder import build_version
+from tests.factories import simple_coco_zip
 from tests.hardening.live import ServerProcess, samtune_env
 from trainer.model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
@@ -56,6 +57,7 @@ class Seeded:
     ids: dict[str, str] = field(default_factory=dict)
     # Objects that destructive operations may take (deleting the seeded ones would turn later cases into 404s).
     expendable: dict[str, str] = field(default_factory=dict)
+    upload: bytes = b""
 
     @property
     def url(self) -> str:
@@ -165,5 +167,18 @@ def _seed(client: httpx.Client, seeded: Seeded, settings: Settings, factory: Any
     owner, _, name = EMBEDDED_BASE.partition("/")
     ids["owner"], ids["name"] = owner, name
 
+    # For destructive operations: a dataset, a ready version, a model and a queued job nothing else uses.
     spare = _ok(client.post("/api/v1/datasets", json={"name": "expendable"}), 201)
     seeded.expendable["dataset_id"] = spare["id"]
+    spare_version = _ok(client.post(f"/api/v1/datasets/{dataset['id']}/versions", json=SMALL_VERSION), 202)
+    assert build_version(factory, storage, settings, uuid.UUID(spare_version["id"])) == "ready"
+    seeded.expendable["version_id"] = spare_version["id"]
+    spare_job = _ok(client.post("/api/v1/jobs", json=body), 201)
+    run_job(settings, uuid.UUID(spare_job["id"]), _DropQueue())
+    seeded.expendable["model_id"] = _ok(client.get(f"/api/v1/jobs/{spare_job['id']}"), 200)["model_id"]
+    # Queued jobs (nothing consumes the queue), one to stop and one to cancel.
+    seeded.expendable["job_id"] = _ok(client.post("/api/v1/jobs", json=body), 201)["id"]
+    seeded.expendable["cancel_job_id"] = _ok(client.post("/api/v1/jobs", json=body), 201)["id"]
+
+    # A small valid upload, for fuzzed uploads to get past the zip checks.
+    seeded.upload = simple_coco_zip(root / "upload.zip", n_images=2).read_bytes()

@@ -67,8 +67,10 @@ def _real_image(generated: Any) -> Any:
     return data
 
 
-def _path_values(seeded: Seeded, method: str) -> dict[str, str]:
-    if method == "DELETE":
+def _path_values(seeded: Seeded, method: str, path: str) -> dict[str, str]:
+    if path.endswith("/cancel"):
+        return {"job_id": seeded.expendable["cancel_job_id"]}
+    if method == "DELETE" or path.endswith("/stop"):
         return dict(seeded.expendable)
     return dict(seeded.ids)
 
@@ -78,18 +80,25 @@ def make_schema(seeded: Seeded) -> Any:
 
     @schema.hook
     def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st.SearchStrategy:
-        return _seeded_choice(path_parameters, _path_values(seeded, context.operation.method.upper()))
+        operation = context.operation
+        return _seeded_choice(path_parameters, _path_values(seeded, operation.method.upper(), operation.path))
 
     @schema.hook
     def flatmap_body(context: Any, body: Any) -> st.SearchStrategy:
+        path = context.operation.path
+        if path == "/{project}/{version}" and isinstance(
+            body, str
+        ):  # the bare base64 body of Roboflow's form
+            return st.sampled_from([body, _real_image(body)])
         if not isinstance(body, dict):
             return st.just(body)
-        path = context.operation.path
         refs = {k: v for k, v in seeded.ids.items() if k in BODY_REFERENCES}
         if "predict" in path or path in ("/model/add", "/infer/instance_segmentation"):
             refs["model_id"] = f"{seeded.ids['project']}/{seeded.ids['version']}"
         if "image" in body:  # a real picture, so that predictions run instead of failing to decode
             refs["image"] = _real_image(body["image"])
+        if path.endswith("/uploads") and "file" in body:  # a valid zip, so that uploads get past its checks
+            refs["file"] = seeded.upload
         return _seeded_choice(body, refs)
 
     return schema
@@ -142,7 +151,10 @@ def test_fuzz_every_operation(seeded: Seeded) -> None:
     # The seeded ids take the cases past the 404s: reading each kind of seeded object succeeded.
     for label in ("GET /api/v1/datasets/{dataset_id}", "GET /api/v1/datasets/{dataset_id}/images/{image_id}",
                   "GET /api/v1/versions/{version_id}", "GET /api/v1/jobs/{job_id}", "GET /api/v1/models/{model_id}",
-                  "GET /api/v1/batch-predictions/{batch_id}", "POST /api/v1/models/{model_id}/predict"):  # fmt: skip
+                  "GET /api/v1/batch-predictions/{batch_id}", "POST /api/v1/models/{model_id}/predict",
+                  "POST /api/v1/datasets/{dataset_id}/uploads", "POST /{project}/{version}",
+                  "POST /api/v1/jobs/{job_id}/stop", "POST /api/v1/jobs/{job_id}/cancel",
+                  "DELETE /api/v1/models/{model_id}", "DELETE /api/v1/versions/{version_id}"):  # fmt: skip
         assert label in _reached(counts), (label, counts)
 
 
