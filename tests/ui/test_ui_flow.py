@@ -67,13 +67,15 @@ def to_top(page: Page) -> None:
     page.evaluate("window.scrollTo(0, 0)")
 
 
-def phone_shot(page: Page, name: str | None = None) -> None:
+def phone_shot(page: Page, name: str | None = None, *, anchor: str | None = None) -> None:
     """Check that nothing overflows sideways at phone width (390 px); save docs/screenshots/<name>.png
-    at that width when named."""
+    at that width when named, scrolled to `anchor` if given."""
     before = page.viewport_size
     page.set_viewport_size(PHONE)
     time.sleep(0.4)  # charts redraw on resize
     assert no_horizontal_scroll(page), f"{page.url} is wider than a phone"
+    if anchor:
+        page.locator(anchor).scroll_into_view_if_needed()
     if name:
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     if before:
@@ -334,7 +336,7 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#try-predictions li").first).to_contain_text(CONCEPTS[0].name)
     page.locator("#try-title").scroll_into_view_if_needed()
     shot(page, "try-it")
-    phone_shot(page, "model-phone")
+    phone_shot(page, "try-it-phone", anchor="#try-canvas")
 
 
 def test_runs_pages_say_what_to_do_when_empty(page: Page, ui_server: UiServer, console: ConsoleWatch) -> None:
