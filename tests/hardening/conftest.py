@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import fresh_postgres_database
+from tests.hardening.live import drop_postgres_database
 from tests.hardening.seed import Seeded, start_seeded
 
 
@@ -16,3 +17,4 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, s3_endpo
     service = start_seeded(tmp_path_factory.mktemp("hardening"), url, s3_endpoint)
     yield service
     service.server.stop()
+    drop_postgres_database(url)

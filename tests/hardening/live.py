@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+
+from app.core.db import make_engine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,6 +25,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def drop_postgres_database(url: str) -> None:
+    base, name = url.rsplit("/", 1)
+    admin = make_engine(base + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def debug_logging_config(path: Path) -> Path:

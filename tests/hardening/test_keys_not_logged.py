@@ -16,7 +16,13 @@ import httpx
 from app.core import migrate
 from tests.conftest import fresh_postgres_database
 from tests.factories import jpeg_bytes
-from tests.hardening.live import REPO, ServerProcess, debug_logging_config, samtune_env
+from tests.hardening.live import (
+    REPO,
+    ServerProcess,
+    debug_logging_config,
+    drop_postgres_database,
+    samtune_env,
+)
 
 
 def _bucket(endpoint: str) -> str:
@@ -124,6 +130,7 @@ def test_keys_never_appear_in_the_logs(tmp_path: Path, postgres_url: str, s3_end
 
         signed_in = _sign_in(client, cli_key)
 
+    drop_postgres_database(url)
     logs = server.logs()
     # The capture is real: access lines for the query-string requests (redacted) and SQLAlchemy's DEBUG.
     assert "/api/v1/datasets?api_key=[redacted]" in logs, server.log_tail()
