@@ -260,6 +260,7 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#model-link")).to_be_visible()
     expect(page.locator("#test-metrics table")).to_contain_text("fine-tuned")
     expect(page.locator("#job-events")).to_contain_text("stop requested")
+    expect(page.locator("#job-logs")).to_contain_text("samtune.trainer")  # the worker's log lines
     expect(page.locator("#live")).to_have_attribute("data-state", "ended")
     shot(page, "job-done")
 

@@ -15,6 +15,7 @@ const root = document.getElementById("job");
 const jobId = root.dataset.jobId;
 const live = document.getElementById("live");
 const LOG_LINES = 300;
+const LOG_PAGE = 1000;
 
 const charts = Object.fromEntries(
   CHARTS.map((c) => [
@@ -130,8 +131,13 @@ function render() {
   );
 }
 
+let refreshAgain = false;
+
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing) {
+    refreshAgain = true; // news arrived during a refresh: its answer may predate it, so ask once more
+    return;
+  }
   refreshing = true;
   try {
     job = await api(`/api/v1/jobs/${jobId}`);
@@ -150,6 +156,10 @@ async function refresh() {
   } finally {
     refreshing = false;
   }
+  if (refreshAgain) {
+    refreshAgain = false;
+    await refresh();
+  }
 }
 
 let refreshSoon = null;
@@ -164,19 +174,40 @@ async function loadHistory() {
   for (const chart of Object.values(charts)) chart.draw();
 }
 
+let polling = false;
+let pollAgain = false;
+
 async function pollLogs() {
+  if (polling) {
+    pollAgain = true; // two polls at once would both read after the same id and show lines twice
+    return;
+  }
+  polling = true;
   try {
-    const lines = await api(`/api/v1/jobs/${jobId}/logs?after=${lastLogId}&limit=${LOG_LINES}`);
-    clearError("job-error");
-    if (!lines.length) return;
-    lastLogId = lines[lines.length - 1].id;
-    logLines = logLines.concat(lines.map((l) => `${new Date(l.time).toLocaleTimeString()}  ${l.message}`)).slice(-LOG_LINES);
+    // Pages of lines oldest first, until caught up: the box shows the newest LOG_LINES of them.
+    let added = 0;
+    for (let page = 0; page < 50; page += 1) {
+      const lines = await api(`/api/v1/jobs/${jobId}/logs?after=${lastLogId}&limit=${LOG_PAGE}`);
+      clearError("job-error");
+      if (!lines.length) break;
+      added += lines.length;
+      lastLogId = lines[lines.length - 1].id;
+      logLines = logLines.concat(lines.map((l) => `${new Date(l.time).toLocaleTimeString()}  ${l.message}`)).slice(-LOG_LINES);
+      if (lines.length < LOG_PAGE) break;
+    }
+    if (!added) return;
     const box = document.getElementById("job-logs");
     const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     box.textContent = logLines.join("\n");
     if (atEnd) box.scrollTop = box.scrollHeight;
   } catch (err) {
     showError("job-error", unreachable(err));
+  } finally {
+    polling = false;
+  }
+  if (pollAgain) {
+    pollAgain = false;
+    await pollLogs();
   }
 }
 
