@@ -142,3 +142,20 @@ def test_keys_never_appear_in_the_logs(tmp_path: Path, postgres_url: str, s3_end
         tail = secret[len("st_") + 8 :]
         assert secret not in logs and tail not in logs, f"a key reached the server log: {secret[:11]}..."
         assert secret not in cli_stderr and tail not in cli_stderr
+
+
+def test_keys_never_appear_in_uvicorns_own_trace_log(tmp_path: Path) -> None:
+    """At TRACE, uvicorn logs each request's scope (the query string as bytes) through its own formatters;
+    `?api_key=` leaked there before the redaction formatted whole messages. SQLite: only the logs matter."""
+    url = f"sqlite:///{tmp_path / 'samtune.db'}"
+    migrate.upgrade(url)
+    env = samtune_env({"data_dir": tmp_path / "data", "database_url": url, "log_level": "trace"})
+    key, _ = _cli_key(env, "trace")
+    server = ServerProcess(env, tmp_path / "server.log", log_level="trace")
+    with server, httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.get(f"/api/v1/datasets?api_key={key}").status_code == 200
+        assert client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    logs = server.logs()
+    assert "ASGI [" in logs and "'query_string': b'api_key=[redacted]'" in logs, server.log_tail()
+    assert '"GET /api/v1/datasets?api_key=[redacted] HTTP/1.1" 200' in logs  # uvicorn's access formatter
+    assert key not in logs and key[len("st_") + 8 :] not in logs
