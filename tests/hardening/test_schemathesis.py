@@ -35,8 +35,9 @@ FAST_EXAMPLES = 10
 LONG_EXAMPLES = 40
 LONG_MIN_CASES = 1000
 # Not negative_data_rejection: the seeded substitution turns some negative cases valid (a generated bad body gets
-# a real version_id), and it flags wire-equivalent values ("true" sent for a string array item); every one of
-# its reports in a trial run was one of these, none an input the API should have refused.
+# a real version_id), and it flags wire-equivalent values ("true" sent for a string array item) and undeclared
+# query parameters (ignored, as HTTP APIs do); each of its reports in a trial run was one of these, none an
+# input the API should have refused.
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
