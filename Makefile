@@ -30,7 +30,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 # The web UI's browser files (Chart.js): package-lock.json pins them, app/ui/vendor.py serves them.
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --ignore-scripts --no-audit --no-fund
 
 install: $(VENV)/.installed node_modules/.package-lock.json
 

@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Fine-tune SAM 3 on your own instance-segmentation data, then serve it.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        # FastAPI's own pages load Swagger UI and ReDoc from CDNs with inline scripts; /docs is served by
+        # app/ui/api_docs.py from node_modules instead, so it works offline under the UI's CSP.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine

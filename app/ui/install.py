@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.ui.api_docs import router as api_docs_router
 from app.ui.auth import install_signin_redirect
 from app.ui.router import router
 from app.ui.runs import router as runs_router
@@ -22,3 +23,4 @@ def install_ui(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router)
     app.include_router(runs_router)
+    app.include_router(api_docs_router)

@@ -13,6 +13,8 @@ from app.core.errors import NotFound
 VENDOR_FILES: dict[str, str] = {
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
     "chart.umd.min.js.map": "chart.js/dist/chart.umd.min.js.map",
+    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }
 
 router = APIRouter(include_in_schema=False)
@@ -29,5 +31,5 @@ def vendor_file(name: str, settings: SettingsDep) -> FileResponse:
             f"vendor file {name!r} is missing from {settings.ui_vendor_dir}: run `npm ci` at the repository "
             "root (make install does), or point SAMTUNE_UI_VENDOR_DIR at a node_modules folder"
         )
-    media = "application/json" if name.endswith(".map") else "text/javascript"
+    media = {".map": "application/json", ".css": "text/css"}.get(path.suffix, "text/javascript")
     return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})

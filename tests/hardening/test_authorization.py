@@ -31,9 +31,7 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("GET", "/docs"),  # the API reference (Swagger UI): the OpenAPI document only, no data
     ("GET", "/signin"),
     ("POST", "/signin"),  # takes the key in the form: its refusals are tested by the UI's own suite
     ("POST", "/signout"),  # ends whatever session the cookie names; without one there is nothing to end
