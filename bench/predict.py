@@ -3,8 +3,8 @@
 Two tiny models, served by a real `samtune serve` process (uvicorn): one fine-tuned the way users make one
 (dataset, version, job run by the worker code; 1 epoch, so it finds little), and the bundled base on a scene of
 concepts it knows (so the answer carries real instances and polygons). For each, the same image --requests times:
-  - in this process with `trainer.predict.Predictor` (forward + post-processing: the baseline), alternating
-    call by call with
+  - in this process with `trainer.predict.Predictor` (forward + post-processing: the baseline), in blocks
+    alternating with
   - HTTP, multipart, from 1 client; then from --concurrency clients at once.
 The server's overhead is (HTTP p50 - forward p50) / forward p50 at one client; the server's own phases come
 from its Server-Timing header.
@@ -98,10 +98,13 @@ def make_model(root: Path) -> tuple[Settings, str, str, bytes]:
     return settings, key, model_id, image
 
 
+BLOCK, SETTLE = 10, 3
+
+
 def _measure(predictor: Predictor, picture: Image.Image, url: str, headers: dict[str, str], image: bytes,
              prompts: list[str], confidence: float, n: int, concurrency: int) -> dict:  # fmt: skip
-    """The in-process forward and the HTTP round trip from 1 client, alternating call by call (so that a change
-    in the machine's load hits both alike); then `concurrency` clients at once. Also the server's own phases
+    """The in-process forward and the HTTP round trip from 1 client, in alternating blocks; then `concurrency`
+    clients at once. Also the server's own phases
     (its Server-Timing header) and the number of instances in the answer."""
     phases: dict[str, list[float]] = {}
     found = [0]
@@ -129,10 +132,23 @@ def _measure(predictor: Predictor, picture: Image.Image, url: str, headers: dict
             call(client)
             forward()
         phases.clear()
-        fwd, single = [], []
-        for _ in range(n):
-            fwd.append(forward())
-            single.append(call(client))
+        fwd: list[float] = []
+        single: list[float] = []
+        # Blocks of BLOCK calls, alternating between the two: a change in the machine's load hits both alike.
+        # The first SETTLE calls of a block are not counted: after a burst of work each process's OpenMP
+        # threads keep spinning on the cores for a while (about 200 ms), which would slow whichever runs next.
+        while len(fwd) < n:
+            for i in range(SETTLE + BLOCK):
+                took = forward()
+                if i >= SETTLE:
+                    fwd.append(took)
+            for i in range(SETTLE + BLOCK):
+                took = call(client)
+                if i >= SETTLE:
+                    single.append(took)
+                else:
+                    for v in phases.values():
+                        v.pop()
     medians = {k: statistics.median(v) for k, v in phases.items()}
     clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
     started = time.perf_counter()

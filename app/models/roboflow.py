@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
 from app.core.deps import presented_key
@@ -163,7 +162,7 @@ async def add_model(body: AddModel, request: Request) -> dict[str, Any]:
             )
             return _registry(session, workspace)
 
-    return await run_in_threadpool(work)
+    return await request.app.state.model_cache.run(work)
 
 
 @router.post("/infer/instance_segmentation")
@@ -190,7 +189,7 @@ async def infer_instance_segmentation(body: InferRequest, request: Request) -> A
             out.append(r.model_dump(by_alias=True, exclude_none=True))
         return out
 
-    results = await run_in_threadpool(work)
+    results = await request.app.state.model_cache.run(work)
     return results if isinstance(body.image, list) else results[0]
 
 
@@ -242,4 +241,4 @@ async def infer_v0(project: str, version: str, request: Request) -> dict[str, An
                      mask_format=mask_format, prompts=None)  # fmt: skip
         return r.model_dump(by_alias=True, exclude_none=True)
 
-    return await run_in_threadpool(work)
+    return await request.app.state.model_cache.run(work)

@@ -203,10 +203,10 @@ async def _answer(
         raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes", source="image")
     if not data:
         raise Unprocessable("image: the file is empty", source="image")
-    body, media, timing = await run_in_threadpool(
-        _predict_to_bytes, request.app.state.model_cache, key, locate, data, options, classes, visualize,
-        settings.max_image_pixels,
-    )  # fmt: skip
+    cache = request.app.state.model_cache
+    body, media, timing = await cache.run(
+        _predict_to_bytes, cache, key, locate, data, options, classes, visualize, settings.max_image_pixels
+    )
     return Response(body, media_type=media, headers={"Server-Timing": timing})
 
 

@@ -4,14 +4,18 @@ take turns while other routes (and other models) go on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import shutil
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -19,6 +23,8 @@ from app.core.errors import AppError
 from app.core.storage import ObjectStorage, file_sha256
 from trainer.model import load_base_model
 from trainer.predict import Predictor
+
+T = TypeVar("T")
 
 
 class ModelUnavailable(AppError):
@@ -42,6 +48,14 @@ class ModelCache:
         self._models: OrderedDict[str, Served] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        # Every load and forward of this process runs on this one thread. PyTorch's CPU kernels keep an OpenMP
+        # thread team per calling thread, and teams left spinning by other threads of the pool slowed a
+        # forward called from a fresh thread about 2x (bench/predict.py); one caller keeps one team.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samtune-predict")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking model work (load, forward), on this cache's inference thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
     def __contains__(self, key: str) -> bool:
         return key in self._models

@@ -194,6 +194,10 @@ def test_train_watch_reload_stop_try_compare(
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first, (
         "points from before the reload went"
     )
+    # The progress line never tells an older step than the charts already drew (snapshots lag the points).
+    drawn = attr_number(page, "#chart-loss", "data-last-x")
+    shown = int(re.search(r"step (\d+)", page.locator("#progress-text").inner_text()).group(1))
+    assert shown >= drawn, (shown, drawn)
 
     # --- a stream answered with an HTTP error (a proxy's 502): EventSource gives up on it, so the page
     # asks for the job and opens a new stream itself --------------------------------------------------
