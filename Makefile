@@ -28,13 +28,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	.venv-sdk/bin/pip install --quiet 'inference-sdk==1.8.3'
 	touch $@
 
+# tests/ui drive Debian's headless Chromium (Playwright's own browser download is never used).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 # The web UI's browser files (Chart.js): package-lock.json pins them, app/ui/vendor.py serves them.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 
 install: $(VENV)/.installed node_modules/.package-lock.json
 
-install-dev: $(VENV)/.installed-dev node_modules/.package-lock.json
+install-dev: $(VENV)/.installed-dev node_modules/.package-lock.json $(CHROMIUM)
 
 ## make run: install, migrate, print a first API key, then serve API + worker + beat on the embedded default.
 run: install

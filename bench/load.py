@@ -209,9 +209,8 @@ def main() -> int:
     import boto3
     import redis
 
-    from tests.conftest import fresh_postgres_database
+    from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
     from tests.deploy.topology import BROKER_DB, FEED_DB, LocalServices, ProductionTopology, drive_flow
-    from tests.jobs.conftest import _drop_postgres_database, free_port
 
     root = Path(tempfile.mkdtemp(prefix="samtune-load-"))
     database_url = fresh_postgres_database(args.postgres, "samtune_bench_load")
@@ -244,7 +243,7 @@ def main() -> int:
         topo.stop()
         moto.terminate()
         moto.wait(timeout=10)
-        _drop_postgres_database(database_url)
+        drop_postgres_database(database_url)
 
     result = table(stats, elapsed)
     print(result)

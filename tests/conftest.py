@@ -58,6 +58,15 @@ def fresh_postgres_database(base_url: str, name: str) -> str:
     return base_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def drop_postgres_database(url: str) -> None:
+    """Drop the database `url` names (the counterpart of fresh_postgres_database)."""
+    base, name = url.rsplit("/", 1)
+    admin = make_engine(base + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     _ensure_postgres_database(POSTGRES_URL)
@@ -164,7 +173,7 @@ def auth(api_key: str) -> dict[str, str]:
 # --- S3: moto's standalone server, a real HTTP endpoint -------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -176,7 +185,7 @@ def s3_endpoint() -> Iterator[str]:
     if existing:
         yield existing
         return
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import free_port
+
 SAMTUNE = [sys.executable, "-m", "app.cli"]
 
 
@@ -22,12 +23,6 @@ def _env(data_dir: Path) -> dict[str, str]:
     env["SAMTUNE_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -69,7 +64,7 @@ def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
     env = _env(tmp_path)
     boot = subprocess.run([*SAMTUNE, "bootstrap"], env=env, check=True, capture_output=True, text=True)
     key = boot.stdout.strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([*SAMTUNE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
@@ -90,7 +85,7 @@ def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
 @pytest.mark.timeout(240)
 def test_up_supervises_and_restarts_a_dead_worker(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

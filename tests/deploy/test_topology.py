@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from app.jobs.feed import stream_key
-from tests.conftest import fresh_postgres_database
+from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
 from tests.deploy.files import make_recipe
 from tests.deploy.topology import (
     BIN,
@@ -41,7 +41,6 @@ from tests.deploy.topology import (
     check_flow,
     drive_flow,
 )
-from tests.jobs.conftest import _drop_postgres_database, free_port
 from tests.jobs.test_job_faults import Proc, wait_for
 from tests.test_samtune_cli import _wait_http
 from trainer.model import EMBEDDED_BASE
@@ -73,7 +72,7 @@ def local_services(postgres_url: str, s3_endpoint: str) -> Iterator[LocalService
     bucket = f"samtune-deploy-{uuid.uuid4().hex[:10]}"
     _s3(s3_endpoint).create_bucket(Bucket=bucket)
     yield LocalServices(database_url, REDIS_HOST, REDIS_PORT, s3_endpoint, bucket)
-    _drop_postgres_database(database_url)
+    drop_postgres_database(database_url)
     _flush(BROKER_DB, FEED_DB)
 
 

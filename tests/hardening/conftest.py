@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import fresh_postgres_database
-from tests.hardening.live import drop_postgres_database
+from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.hardening.seed import Seeded, start_seeded
 
 

@@ -14,13 +14,12 @@ import boto3
 import httpx
 
 from app.core import migrate
-from tests.conftest import fresh_postgres_database
+from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.factories import jpeg_bytes
 from tests.hardening.live import (
     REPO,
     ServerProcess,
     debug_logging_config,
-    drop_postgres_database,
     samtune_env,
 )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -25,7 +24,6 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,7 +35,7 @@ from app.keys.service import create_key_for_workspace
 from app.main import create_app
 from app.settings import Settings
 from app.versions.builder import build_version
-from tests.conftest import fresh_postgres_database
+from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
 from trainer.model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 from worker.training import run_job
@@ -64,12 +62,6 @@ class RecordingQueue:
 
     def for_job(self, job_id: str) -> list[tuple[str, list[str], str]]:
         return [m for m in self.sent if m[1] == [job_id]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- Server-Sent Events ------------------------------------------------------------------------------
@@ -357,15 +349,7 @@ def jobs_kit(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     yield kit
     kit.close()
     if request.param == "postgres":
-        _drop_postgres_database(url)
-
-
-def _drop_postgres_database(url: str) -> None:
-    base, name = url.rsplit("/", 1)
-    admin = make_engine(base + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        drop_postgres_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ from app.keys.service import create_key_for_workspace
 from app.main import create_app
 from app.settings import Settings
 from app.versions.builder import build_version
-from tests.conftest import fresh_postgres_database
+from tests.conftest import free_port, fresh_postgres_database
 from trainer.model import EMBEDDED_BASE, META_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 from worker.celery_app import make_celery
@@ -74,12 +73,6 @@ T = TypeVar("T")
 
 def redis_url(db: int, port: int = REDIS_PORT) -> str:
     return f"redis://{REDIS_HOST}:{port}/{db}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.2) -> T:
