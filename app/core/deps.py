@@ -18,7 +18,9 @@ from app.settings import Settings
 from app.ui import session as ui_session
 
 
-def get_settings(request: Request) -> Settings:
+# The plain look-ups are `async def` so that FastAPI calls them on the event loop: a sync dependency costs a
+# round trip through the thread pool on every request.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -27,11 +29,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_storage(request: Request) -> ObjectStorage:
+async def get_storage(request: Request) -> ObjectStorage:
     return request.app.state.storage
 
 
-def get_tasks(request: Request) -> TaskQueue:
+async def get_tasks(request: Request) -> TaskQueue:
     return request.app.state.tasks
 
 

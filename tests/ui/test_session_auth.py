@@ -150,7 +150,11 @@ def test_vendor_files_are_an_allow_list(client: TestClient) -> None:
     for name in ("package.json", "..%2Fpackage.json", "chart.js"):
         assert client.get(f"/static/vendor/{name}").status_code == 404
     assert client.get("/static/js/api.js").status_code == 200
-    assert set(VENDOR_FILES) == {"chart.umd.min.js", "chart.umd.min.js.map"}
+    css = client.get("/static/vendor/swagger-ui.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert set(VENDOR_FILES) == {
+        "chart.umd.min.js", "chart.umd.min.js.map", "swagger-ui-bundle.js", "swagger-ui.css",
+    }  # fmt: skip
 
 
 def _leaves(value: object, prefix: str = "") -> list[str]:
