@@ -26,7 +26,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -206,10 +205,9 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
 
-    import boto3
     import redis
 
-    from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
+    from tests.conftest import drop_postgres_database, free_port, fresh_bucket, fresh_postgres_database
     from tests.deploy.topology import BROKER_DB, FEED_DB, LocalServices, ProductionTopology, drive_flow
 
     root = Path(tempfile.mkdtemp(prefix="samtune-load-"))
@@ -219,9 +217,7 @@ def main() -> int:
     s3_port = free_port()
     moto = _start_moto(s3_port, root / "moto.log")
     endpoint = f"http://127.0.0.1:{s3_port}"
-    bucket = f"samtune-load-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket=bucket)  # fmt: skip
+    bucket = fresh_bucket(endpoint, "samtune-load")
     topo = ProductionTopology(root, LocalServices(database_url, "127.0.0.1", 6379, endpoint, bucket))
     try:
         with topo.logs_on_failure():

@@ -114,13 +114,13 @@ def _measure(predictor: Predictor, picture: Image.Image, url: str, headers: dict
         predictor.predict(picture, prompts, confidence=confidence)
         return time.perf_counter() - t
 
-    def call(client: httpx.Client) -> float:
+    def call(client: httpx.Client, counted: bool = True) -> float:
         t = time.perf_counter()
         r = client.post(url, headers=headers, files={"image": ("x.jpg", image)},
                         data={"confidence": str(confidence), "prompts": prompts})  # fmt: skip
         r.raise_for_status()
         elapsed = time.perf_counter() - t
-        for part in r.headers.get("server-timing", "").split(","):
+        for part in r.headers.get("server-timing", "").split(",") if counted else ():
             name, _, dur = part.strip().partition(";dur=")
             if dur:
                 phases.setdefault(name, []).append(float(dur))
@@ -143,12 +143,9 @@ def _measure(predictor: Predictor, picture: Image.Image, url: str, headers: dict
                 if i >= SETTLE:
                     fwd.append(took)
             for i in range(SETTLE + BLOCK):
-                took = call(client)
+                took = call(client, counted=i >= SETTLE)
                 if i >= SETTLE:
                     single.append(took)
-                else:
-                    for v in phases.values():
-                        v.pop()
     medians = {k: statistics.median(v) for k, v in phases.items()}
     clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
     started = time.perf_counter()

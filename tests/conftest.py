@@ -206,19 +206,30 @@ def s3_endpoint() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def s3_settings(tmp_path: Path, s3_endpoint: str) -> Settings:
-    """Settings pointing at a fresh bucket; combine with the database of `settings` where both are needed."""
+def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
+    """A boto3 client for the test S3 endpoint (moto takes any credentials)."""
     import boto3
 
-    bucket = f"samtune-test-{uuid.uuid4().hex[:12]}"
-    boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=s3_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-    ).create_bucket(Bucket=bucket)
+    )
+
+
+def fresh_bucket(endpoint: str, prefix: str = "samtune-test") -> str:
+    """A new, empty bucket on the test S3 endpoint; returns its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_settings(tmp_path: Path, s3_endpoint: str) -> Settings:
+    """Settings pointing at a fresh bucket; combine with the database of `settings` where both are needed."""
+    bucket = fresh_bucket(s3_endpoint)
     return Settings(
         data_dir=tmp_path / "data",
         storage_url=f"s3://{bucket}/samtune",

@@ -1,6 +1,7 @@
 """Models loaded for prediction: fetched from object storage once per machine (checked against their
-sha256), kept in an LRU bounded by a memory budget, one lock per model so concurrent requests to one model
-take turns while other routes (and other models) go on."""
+sha256) and kept in an LRU bounded by a memory budget. In the API every load and forward runs on the cache's
+one inference thread (`run`), so predictions take turns while other routes go on; the per-model locks keep
+direct callers (the batch-prediction worker, tests) safe too."""
 
 from __future__ import annotations
 

@@ -18,18 +18,16 @@ import re
 import shlex
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import psutil
 import pytest
 import redis
 
 from app.jobs.feed import stream_key
-from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
+from tests.conftest import drop_postgres_database, free_port, fresh_bucket, fresh_postgres_database, s3_client
 from tests.deploy.files import make_recipe
 from tests.deploy.topology import (
     BIN,
@@ -59,18 +57,12 @@ def _flush(*dbs: int) -> None:
         client.close()
 
 
-def _s3(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-
-
 @pytest.fixture
 def local_services(postgres_url: str, s3_endpoint: str) -> Iterator[LocalServices]:
     """A fresh database, fresh Redis databases and a fresh bucket on this machine's servers."""
     database_url = fresh_postgres_database(postgres_url, DATABASE)
     _flush(BROKER_DB, FEED_DB)
-    bucket = f"samtune-deploy-{uuid.uuid4().hex[:10]}"
-    _s3(s3_endpoint).create_bucket(Bucket=bucket)
+    bucket = fresh_bucket(s3_endpoint, "samtune-deploy")
     yield LocalServices(database_url, REDIS_HOST, REDIS_PORT, s3_endpoint, bucket)
     drop_postgres_database(database_url)
     _flush(BROKER_DB, FEED_DB)
@@ -98,7 +90,7 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
 
             # Each piece went where the compose file sends it: objects to the bucket (nothing in a local
             # folder), live events to the Redis feed database, messages through the Redis broker.
-            keys = [o["Key"] for o in _s3(local_services.s3_endpoint).list_objects_v2(
+            keys = [o["Key"] for o in s3_client(local_services.s3_endpoint).list_objects_v2(
                 Bucket=local_services.bucket, MaxKeys=1000).get("Contents", [])]  # fmt: skip
             assert f"models/{model_id}/model.safetensors" in keys, keys
             assert any(k.startswith("workspaces/") and "/images/" in k for k in keys), keys

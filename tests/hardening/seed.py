@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
 from app.core import migrate
@@ -24,6 +23,7 @@ from app.core.storage import make_storage
 from app.keys.service import create_key_for_workspace
 from app.settings import Settings
 from app.versions.builder import build_version
+from tests.conftest import fresh_bucket
 from tests.factories import simple_coco_zip
 from tests.hardening.live import ServerProcess, samtune_env
 from trainer.model import EMBEDDED_BASE
@@ -68,19 +68,6 @@ class Seeded:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _bucket(endpoint: str) -> str:
-    name = f"samtune-hardening-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    s3.create_bucket(Bucket=name)
-    return name
-
-
 def _ok(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, (r.status_code, r.text)
     return r.json() if r.content else {}
@@ -91,7 +78,7 @@ def start_seeded(root: Path, database_url: str, s3_endpoint: str) -> Seeded:
     values: dict[str, Any] = {
         "data_dir": root / "data",
         "database_url": database_url,
-        "storage_url": f"s3://{_bucket(s3_endpoint)}/samtune",
+        "storage_url": f"s3://{fresh_bucket(s3_endpoint, 'samtune-hardening')}/samtune",
         "s3_endpoint_url": s3_endpoint,
         "s3_access_key_id": "test",
         "s3_secret_access_key": "test",

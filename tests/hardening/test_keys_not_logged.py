@@ -10,11 +10,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import httpx
 
 from app.core import migrate
-from tests.conftest import drop_postgres_database, fresh_postgres_database
+from tests.conftest import drop_postgres_database, fresh_bucket, fresh_postgres_database
 from tests.factories import jpeg_bytes
 from tests.hardening.live import (
     REPO,
@@ -22,18 +21,6 @@ from tests.hardening.live import (
     debug_logging_config,
     samtune_env,
 )
-
-
-def _bucket(endpoint: str) -> str:
-    name = f"samtune-logs-{uuid.uuid4().hex[:10]}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    ).create_bucket(Bucket=name)
-    return name
 
 
 def _cli_key(env: dict[str, str], workspace: str) -> tuple[str, str]:
@@ -67,7 +54,7 @@ def test_keys_never_appear_in_the_logs(tmp_path: Path, postgres_url: str, s3_end
         {
             "data_dir": tmp_path / "data",
             "database_url": url,
-            "storage_url": f"s3://{_bucket(s3_endpoint)}/samtune",
+            "storage_url": f"s3://{fresh_bucket(s3_endpoint, 'samtune-logs')}/samtune",
             "s3_endpoint_url": s3_endpoint,
             "s3_access_key_id": "test",
             "s3_secret_access_key": "test",

@@ -51,10 +51,11 @@ function setLive(state, text) {
 
 let lastProgress = { step: 0 };
 
-function showProgress(update = {}) {
+function showProgress(update) {
   // Snapshots (total, ETA, speed) come every few seconds and lag the metric points, which also tell the
   // step: keep what each knows, and never show a step older than one already drawn.
-  const p = { ...lastProgress, ...(update || {}), step: Math.max((update && update.step) || 0, lastProgress.step || 0) };
+  const u = update || {};
+  const p = { ...lastProgress, ...u, step: Math.max(u.step || 0, lastProgress.step || 0) };
   lastProgress = p;
   const bar = document.getElementById("job-progress");
   const total = p.total_steps || 0;
