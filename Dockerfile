@@ -20,8 +20,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/samtune
 ENV PATH=/opt/samtune/bin:$PATH
-# The Makefile's pins: its own layer, so that nothing but a torch change downloads it again.
-RUN pip install torch==2.14.1 torchvision==0.29.1
+# Every version from the lock file, as `make install` does. torch first, in its own layer, so that nothing
+# but a change of the lock's torch downloads it again.
+COPY requirements/lock.txt /tmp/lock.txt
+RUN pip install -c /tmp/lock.txt --upgrade pip \
+ && pip install -c /tmp/lock.txt torch torchvision
 WORKDIR /srv/samtune
 # Installed in place (editable) at the path the runtime stage puts the code at: the code keeps its checkout
 # layout (models/, node_modules/ and the UI's templates beside it, as in `make run`). Empty packages stand
@@ -29,7 +32,7 @@ WORKDIR /srv/samtune
 COPY pyproject.toml README.md ./
 RUN mkdir app worker trainer migrations \
  && touch app/__init__.py worker/__init__.py trainer/__init__.py migrations/__init__.py \
- && pip install -e . \
+ && pip install -c /tmp/lock.txt -e . \
  && rm -rf app worker trainer migrations
 
 # --- what runs: Python, the environment, the code, the bundled base model; no compilers, no node ---------
@@ -55,7 +58,7 @@ ENV PATH=/opt/samtune/bin:$PATH \
     SAMTUNE_UI_VENDOR_DIR=/srv/samtune/node_modules \
     SAMTUNE_EMBEDDED_BASE_DIR=/srv/samtune/models/sam3-tiny-shapes
 USER samtune
-# The CLIP tokenizer files, built from open_clip's vocabulary into ~/.cache/samtune at build time (a first job
+# The CLIP tokenizer files, built from the shipped merges into ~/.cache/samtune at build time (a first job
 # would otherwise build them); this also proves the installation imports.
 RUN python -c "from trainer.tokenizer import load_tokenizer; load_tokenizer()" && samtune --help >/dev/null
 EXPOSE 8000

@@ -5,28 +5,46 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export SAMTUNE_DATA_DIR ?= $(CURDIR)/data
-# torch is pinned here, not in pyproject.toml: this exact pair installs from the local wheel cache
-# (a CUDA build that also runs on the CPU); a looser pin would download gigabytes.
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Every install takes exact versions from the lock files (`make lock` refreshes them); pyproject.toml keeps
+# the ranges that library users get.
+LOCK := requirements/lock.txt
+SDK_LOCK := requirements/sdk-lock.txt
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
 
-.PHONY: install install-dev run test test-long lint format demo clean
+.PHONY: install install-dev run test test-long lint format demo clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c $(LOCK) --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	@echo ">> Installing PyTorch $(TORCH_VERSION) and torchvision: a CUDA build that also runs on the CPU,"
+	@echo ">> about 5.8 GB in $(VENV) with its NVIDIA libraries; expect a few minutes of unpacking."
+	$(BIN)/pip install --progress-bar on -c $(LOCK) torch torchvision
+	@echo ">> Installing samtune and its other dependencies at the versions $(LOCK) pins."
+	$(BIN)/pip install --progress-bar on -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
-	# Roboflow's own client, in a venv of its own (it pins opencv-python, which would clash with ours):
-	# tests/jobs/test_roboflow_compat.py drives samtune with it.
+$(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK)
+	@echo ">> Installing the test tools ([dev] extra, pinned by $(LOCK))."
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
+	@# Roboflow's own client, in a venv of its own (it pins opencv-python, which would clash with ours):
+	@# tests/jobs/test_roboflow_compat.py drives samtune with it.
+	@echo ">> Installing Roboflow's inference-sdk into .venv-sdk (pinned by $(SDK_LOCK))."
 	$(PYTHON) -m venv .venv-sdk
-	.venv-sdk/bin/pip install --quiet 'inference-sdk==1.8.3'
+	.venv-sdk/bin/pip install --quiet -r $(SDK_LOCK)
 	touch $@
+
+## make lock: resolve the lock files from pyproject.toml and requirements/*.in (Python 3.11, Linux x86_64)
+## with pip-tools in a venv of its own, keeping current pins that still fit; `make lock UPGRADE=1` takes the
+## newest releases. Commit the result; `make install` then brings a venv to it.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet 'pip-tools>=7.4'
+	.venv-lock/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --all-extras --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host -o $(LOCK) pyproject.toml requirements/pins.in
+	.venv-lock/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host -o $(SDK_LOCK) requirements/sdk.in
 
 # tests/ui drive Debian's headless Chromium (Playwright's own browser download is never used).
 CHROMIUM := /usr/bin/chromium
@@ -67,4 +85,4 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-sdk .venv-lock .pytest_cache

@@ -17,7 +17,7 @@ sys.path.insert(0, str(_BENCH.parent))
 
 import torch  # noqa: E402
 
-from bench.trainer import bench, report  # noqa: E402
+from bench.train_step import bench, report  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run bench/trainer.py on the CPU instead")
+        raise SystemExit("no CUDA device: run bench/train_step.py on the CPU instead")
     print(torch.cuda.get_device_name(0), f"torch {torch.__version__}")
     r = bench(args.image_size, args.prompts, args.steps, args.warmup, torch.device("cuda"), bf16=True)
     report(r, args.image_size, args.prompts, "cuda bf16")

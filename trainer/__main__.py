@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainConfig
+from trainer.extras import MissingExtra
 from trainer.launch import launch_local, run_process, submit_cluster
 
 
@@ -50,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid configuration {args.config}: {exc}", file=sys.stderr)
         return 2
     if args.use_cluster:
-        print(
-            f"submitted SLURM job {submit_cluster(cfg, args.mode, args)}; logs in {cfg.output_dir}/submitit"
-        )
+        try:
+            job_id = submit_cluster(cfg, args.mode, args)
+        except MissingExtra as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"submitted SLURM job {job_id}; logs in {cfg.output_dir}/submitit")
         return 0
     if args.num_nodes > 1:
         print("error: several nodes need --use-cluster 1 (SLURM)", file=sys.stderr)

@@ -88,6 +88,11 @@ class TrainConfig(BaseModel):
     )
     log_every_steps: int = Field(default=10, ge=1)
     progress_bar: bool = True
+    tensorboard: bool | None = Field(
+        default=None,
+        description="TensorBoard event files under output_dir/tensorboard. None: when the [tensorboard] extra "
+        "is installed; true: required (the run fails at once without it); false: off.",
+    )
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainConfig
+from trainer.extras import require
 
 
 def _free_port() -> int:
@@ -94,6 +95,7 @@ class _ClusterJob:
 
 
 def submit_cluster(cfg: TrainConfig, mode: str, args: argparse.Namespace) -> str:
+    require("submitit", "slurm", "--use-cluster 1 (SLURM)")
     import submitit
 
     executor = submitit.AutoExecutor(folder=str(Path(cfg.output_dir) / "submitit"))

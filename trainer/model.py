@@ -348,8 +348,8 @@ def _hub_snapshot(repo_id: str, *, local_files_only: bool) -> tuple[Path, Path]:
             why = (
                 f"it is not in the Hugging Face cache (looked in {repo_folder}; cache dir {cache}) and "
                 "local_files_only=True forbids downloading. Download it first, e.g. "
-                f"`huggingface-cli download {repo_id}` (gated models need an accepted licence and HF_TOKEN), "
-                "or pass a local directory"
+                f"`hf auth login` then `hf download {repo_id}` (a gated model needs its licence accepted "
+                "on its hub page first), or pass a local directory"
             )
         else:
             why = f"downloading into {repo_folder} failed: {type(exc).__name__}: {exc}"

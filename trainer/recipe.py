@@ -32,6 +32,7 @@ from trainer import data as D
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, resolve, values
 from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
+from trainer.extras import installed, require
 from trainer.forward import QueryModel, text_backbone, vision_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
@@ -85,8 +86,10 @@ class FineTuneRecipe:
 
     def setup(self) -> None:
         cfg = self.cfg
+        if cfg.tensorboard:  # asked for explicitly: say what is missing before any work is done
+            require("tensorboard", "tensorboard", "tensorboard=true (TensorBoard event files)")
         self.device = pick_device(cfg.device)
-        for sub in ("checkpoints", "logs", "tensorboard"):
+        for sub in ("checkpoints", "logs"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
 
         # Data first: its size decides the hyperparameters.
@@ -630,12 +633,15 @@ class FineTuneRecipe:
         self.callbacks.on_event(kind, message, data)
 
     def _tensorboard(self):  # type: ignore[no-untyped-def]
-        if self.rank != 0:
+        wanted = self.cfg.tensorboard
+        if wanted is None:
+            wanted = installed("tensorboard")
+            if not wanted:
+                logger.info("TensorBoard files off: pip install 'samtune[tensorboard]' to write them")
+        if not wanted or self.rank != 0:
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional for the library
-            return None
+        from torch.utils.tensorboard import SummaryWriter
+
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _progress_bar(self, total: int):  # type: ignore[no-untyped-def]

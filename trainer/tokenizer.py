@@ -1,17 +1,18 @@
 """SAM 3's text tokenizer, built offline.
 
-SAM 3's text encoder is CLIP's, and so is its tokenizer: byte-level BPE over the vocabulary OpenAI published
-as `bpe_simple_vocab_16e6.txt.gz`. open_clip ships that file, so the tokenizer can be rebuilt without
-touching the network: the files written here (vocab.json, merges.txt, ...) are the ones transformers'
-`CLIPTokenizer` reads, and give the same ids as open_clip's `SimpleTokenizer` (49408 tokens;
-`<|startoftext|>` = 49406, `<|endoftext|>` = 49407).
+SAM 3's text encoder is CLIP's, and so is its tokenizer: byte-level BPE with CLIP's 48894 merges. Base models
+from the hub carry their tokenizer files; a model made here (a random init for pretraining, the tests' tiny
+models) has none, so samtune ships the merges (`clip_merges.txt.gz`, about 200 KB, taken from the bundled
+model's tokenizer.json) and derives the rest. The files written here (vocab.json, merges.txt, ...) are the
+ones transformers' `CLIPTokenizer` reads, and give the same ids as open_clip's `SimpleTokenizer` (49408
+tokens; `<|startoftext|>` = 49406, `<|endoftext|>` = 49407): tests/trainer/test_tokenizer.py checks them
+against ids recorded from open_clip.
 """
 
 from __future__ import annotations
 
 import gzip
 import html
-import importlib.util
 import json
 import os
 import shutil
@@ -35,28 +36,15 @@ EOS_TOKEN_ID = VOCAB_SIZE - 1  # 49407
 PAD_TOKEN_ID = EOS_TOKEN_ID  # CLIP (and SAM 3's processor) pad with <|endoftext|>
 MAX_LENGTH = 32  # Sam3Processor tokenizes with padding="max_length", max_length=32
 NUM_MERGES = 49152 - 256 - 2  # 48894, as open_clip's SimpleTokenizer selects them
+MERGES_FILE = Path(__file__).with_name("clip_merges.txt.gz")
 
 CACHE_ENV = "SAMTUNE_TOKENIZER_CACHE"
 # Bump when the files written by build_clip_tokenizer_files change, so stale caches are not reused.
-_FORMAT_VERSION = "1"
+_FORMAT_VERSION = "2"
 _STAMP = "samtune_tokenizer.json"
 _REQUIRED = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", _STAMP)
 
 _lock = threading.Lock()
-
-
-def _bpe_vocab_path() -> Path:
-    # Locate the package without importing it (importing open_clip costs seconds).
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("open_clip is not installed; it ships the CLIP BPE vocabulary samtune needs")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "bpe_simple_vocab_16e6.txt.gz"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"bpe_simple_vocab_16e6.txt.gz not found in {list(spec.submodule_search_locations)}"
-    )
 
 
 def _byte_to_unicode() -> dict[int, str]:
@@ -77,12 +65,12 @@ def _byte_to_unicode() -> dict[int, str]:
 
 
 def _read_merges() -> list[tuple[str, str]]:
-    with gzip.open(_bpe_vocab_path(), "rt", encoding="utf-8") as fh:
+    with gzip.open(MERGES_FILE, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     selected = lines[1 : NUM_MERGES + 1]  # line 0 is the "#version" header
     merges = [tuple(line.split()) for line in selected]
     if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
-        raise ValueError("unexpected content in open_clip's bpe_simple_vocab_16e6.txt.gz")
+        raise ValueError(f"unexpected content in {MERGES_FILE}")
     return merges  # type: ignore[return-value]
 
 
@@ -102,7 +90,7 @@ def _build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
 
 def build_clip_tokenizer_files(out_dir: Path) -> Path:
     """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json (the files
-    transformers' CLIPTokenizer reads) derived from open_clip's BPE vocabulary into `out_dir`; returns it.
+    transformers' CLIPTokenizer reads) derived from the shipped CLIP merges into `out_dir`; returns it.
 
     Vocabulary order (ids): the 256 byte tokens, their '</w>' variants, one token per merge (the 48894
     merges on lines 1..48894 after the header), then '<|startoftext|>' and '<|endoftext|>' — 49408 tokens.
@@ -131,7 +119,7 @@ def build_clip_tokenizer_files(out_dir: Path) -> Path:
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
     stamp = {
         "format": _FORMAT_VERSION,
-        "source": "open_clip bpe_simple_vocab_16e6.txt.gz",
+        "source": MERGES_FILE.name,
         "vocab_size": VOCAB_SIZE,
     }
     (out_dir / _STAMP).write_text(json.dumps(stamp) + "\n", encoding="utf-8")
@@ -196,7 +184,7 @@ def _load_cached(path: str) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
-    """transformers' CLIP tokenizer built from open_clip's BPE vocabulary, fully offline.
+    """transformers' CLIP tokenizer built from the shipped CLIP merges, fully offline.
 
     The files are built once and cached in `cache_dir`, else $SAMTUNE_TOKENIZER_CACHE, else
     ~/.cache/samtune/clip-bpe. The returned object is shared between calls with the same directory.
@@ -212,7 +200,7 @@ def clean_text(text: str) -> str:
         import ftfy
 
         text = ftfy.fix_text(text)
-    except ImportError:  # pragma: no cover - ftfy comes with open_clip
+    except ImportError:  # pragma: no cover - ftfy is a dependency; a bare library install may lack it
         pass
     text = html.unescape(html.unescape(text))
     return " ".join(text.split())

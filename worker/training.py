@@ -155,7 +155,7 @@ class JobCallbacks:
                 raise LeaseLost(f"job {self.job_id}: lease lost before training started")
             job.hyperparameters = hyperparameters
             # When this attempt's training loop began (model loaded, data fetched, caches filled): minus the
-            # claim, the worker's setup overhead per attempt (bench/queue.py reads it).
+            # claim, the worker's setup overhead per attempt (bench/job_queue.py reads it).
             self.progress = dict(job.progress or {}) | {
                 "step": start_step,
                 "total_steps": self.total_steps,

@@ -50,7 +50,8 @@ def _meta(settings: Settings) -> BaseModelInfo:
             )
         reason = (
             "not in the Hugging Face cache and SAMTUNE_SAM3_PATH is not set: "
-            "run `huggingface-cli download facebook/sam3` (gated: accept the licence first)"
+            "accept Meta's licence at huggingface.co/facebook/sam3, then run `hf auth login` and "
+            "`hf download facebook/sam3` (docs/base-models.md)"
         )
     return BaseModelInfo(
         name=META_BASE,

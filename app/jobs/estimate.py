@@ -12,8 +12,8 @@ _SECONDS_PER_IMAGE: dict[tuple[str, str, str], tuple[float, str]] = {
     ("tiny", "cpu", "decoder"): (0.01, "bench/quality.py, tiny base at 112 px, 2-core CPU"),
     ("tiny", "cuda", "full"): (0.004, "scaled from the CPU figure; not measured on a GPU"),
     ("tiny", "cuda", "decoder"): (0.002, "scaled from the CPU figure; not measured on a GPU"),
-    ("sam3", "cpu", "full"): (110.0, "bench/trainer.py at 504 px on a 2-core CPU, x4 for 1008 px"),
-    ("sam3", "cpu", "decoder"): (9.7, "bench/trainer.py at 504 px on a 2-core CPU, x4 for 1008 px"),
+    ("sam3", "cpu", "full"): (110.0, "bench/train_step.py at 504 px on a 2-core CPU, x4 for 1008 px"),
+    ("sam3", "cpu", "decoder"): (9.7, "bench/train_step.py at 504 px on a 2-core CPU, x4 for 1008 px"),
     ("sam3", "cuda", "full"): (0.5, "an order of magnitude; not yet measured here (bench/gpu_trainer.py)"),
     ("sam3", "cuda", "decoder"): (0.1, "an order of magnitude; not yet measured here (bench/gpu_trainer.py)"),
 }

@@ -380,11 +380,21 @@ def test_dockerfile_installs_the_ui_files_and_the_bundled_model() -> None:
         assert any(name in p.read_text() for p in (REPO / "trainer").glob("*.py")), name
 
 
-def test_dockerfile_pins_torch_like_the_makefile() -> None:
-    pins = re.search(r"^TORCH_PINS := (.+)$", (REPO / "Makefile").read_text(), re.M)
-    assert pins
-    runs = " ".join(i.args for s in dockerfile_stages() for i in s.all("RUN"))
-    assert f"pip install {pins.group(1).strip()}" in runs
+def test_dockerfile_installs_from_the_lock_file() -> None:
+    """Every pip install in the image is constrained by requirements/lock.txt, as `make install` is."""
+    copies_lock = [c for s in dockerfile_stages() for c in copies(s) if "requirements/lock.txt" in c.sources]
+    assert copies_lock, "the Dockerfile does not copy requirements/lock.txt"
+    lock_in_image = copies_lock[0].dest
+    installs = [
+        cmd
+        for s in dockerfile_stages()
+        for i in s.all("RUN")
+        for cmd in re.split(r"&&|;", i.args)
+        if re.search(r"\bpip install\b", cmd)
+    ]
+    assert installs
+    for cmd in installs:
+        assert f"-c {lock_in_image}" in cmd or f"-r {lock_in_image}" in cmd, cmd
 
 
 def test_python_of_the_image_is_one_the_project_supports() -> None:

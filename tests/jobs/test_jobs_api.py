@@ -104,6 +104,9 @@ def test_base_models_and_preview_creates_nothing(jobs_kit: JobKit) -> None:
     tiny = next(m for m in models if m["name"] == EMBEDDED_BASE)
     assert tiny["available"] and "location" not in tiny
     assert [m["name"] for m in models if m["default"]] == [models[0]["name"]]
+    meta = next(m for m in models if m["name"] == "facebook/sam3")
+    if not meta["available"]:  # the hint gives commands that exist in huggingface_hub 1.x
+        assert "hf download facebook/sam3" in meta["unavailable_reason"], meta
 
     jobs_before, sent_before = _count_jobs(kit), len(kit.tasks.sent)
     r = kit.client.post("/api/v1/jobs/preview", json=kit.job_body(), headers=kit.auth)

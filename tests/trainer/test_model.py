@@ -167,6 +167,8 @@ def test_missing_hub_repo_names_repo_and_cache(tmp_path: Path, monkeypatch: pyte
     message = str(err.value)
     assert "facebook/sam3" in message
     assert str(cache / "models--facebook--sam3") in message
+    # The commands of huggingface_hub 1.x (its `huggingface-cli` is gone).
+    assert "hf auth login" in message and "hf download facebook/sam3" in message
 
 
 def test_missing_local_dirs(tmp_path: Path) -> None:

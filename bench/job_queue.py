@@ -14,7 +14,7 @@ From the database rows (one clock: every process is on this machine) it prints, 
   - claim -> finished: one attempt end to end;
 and the throughput in jobs per minute (first creation to last finish).
 
-    .venv/bin/python bench/queue.py --jobs 20 --workers 2
+    .venv/bin/python bench/job_queue.py --jobs 20 --workers 2
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name would hide the stdlib `queue`.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+_REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_REPO))
 import argparse  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -98,7 +96,7 @@ def start_workers(settings: Settings, n: int, logs: Path) -> list[subprocess.Pop
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    cwd=_BENCH.parent,
+                    cwd=_REPO,
                 )  # fmt: skip
             )
     return procs

@@ -5,7 +5,7 @@ heads, 200 queries) at --image-size. One image with --prompts text queries per s
 each. `full` trains everything from pixels; `decoder` freezes both encoders and reads the ViT output from
 the fp16 cache (its one-off cost per image is printed too), so a step runs the neck and heads only.
 
-    .venv/bin/python bench/trainer.py --image-size 504        # CPU
+    .venv/bin/python bench/train_step.py --image-size 504        # CPU
     python bench/gpu_trainer.py                                # CUDA, 1008 px, bf16
 """
 

@@ -1,0 +1,36 @@
+"""bench/ scripts start as bench/RESULTS.md runs them (`.venv/bin/python bench/NAME.py ...`): as scripts, whose
+folder comes first on sys.path, so a file named like a standard-library module or one of samtune's packages
+would hide it from everything that imports it (bench/queue.py once broke redis's `from queue import Empty`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py")
+
+
+def test_no_script_shadows_the_standard_library() -> None:
+    for folder in ("bench", "tests", "examples"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert path.stem not in sys.stdlib_module_names, (
+                f"{path.relative_to(REPO)} hides the stdlib's {path.stem}"
+            )
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_script_starts(script: Path) -> None:
+    """Every import of the script resolves when run the documented way; --help stops before any work."""
+    done = subprocess.run(
+        [sys.executable, str(script.relative_to(REPO)), "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "usage:" in done.stdout
