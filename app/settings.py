@@ -126,3 +126,11 @@ class Settings(BaseSettings):
         path = self.data_dir / "broker"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @cached_property
+    def broker_control_dir(self) -> Path:
+        """The filesystem transport's exchange bindings (worker control, broadcasts). Beside broker_dir, not in
+        it: that folder is read as a queue of messages. Its default is `control/` in the current directory."""
+        path = self.data_dir / "broker-control"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -51,6 +51,8 @@ def make_celery(settings: Settings) -> Celery:
         conf["broker_transport_options"] = {
             "data_folder_in": folder,
             "data_folder_out": folder,
+            # Every process of an installation must see the same bindings, whatever directory it started in.
+            "control_folder": str(settings.broker_control_dir),
             "store_processed": False,
         }
     else:
