@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from app.settings import Settings
 
 
 @click.group()
+@click.version_option(package_name="samtune", message="samtune %(version)s")
 def main() -> None:
     """samtune: fine-tune and serve SAM 3 on your own data."""
 
@@ -88,12 +90,16 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the API server (uvicorn)."""
     import uvicorn
 
+    from app.core.logging import logging_config
+
     settings = Settings()
     uvicorn.run(
         "app.asgi:app",
         host=host,
         port=port,
         workers=workers,
+        # Applied by uvicorn itself, in this process and in each worker process it spawns.
+        log_config=logging_config(settings.log_level),
         log_level=settings.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=30,
@@ -104,32 +110,62 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
-@main.command()
+# Options samtune does not know go to Celery's command line as they are (`-n gpu0@%h`, `--autoscale`, ...).
+_CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _celery_log_level(settings: Settings) -> str:
+    from app.core.logging import level_number
+
+    # Celery's -l knows the standard names only; uvicorn's `trace` is DEBUG there.
+    return logging.getLevelName(max(level_number(settings.log_level), logging.DEBUG))
+
+
+def _run_celery(settings: Settings, argv: list[str]) -> None:
+    from celery.bin.celery import celery as celery_cli
+    from celery.signals import setup_logging
+
+    from app.core.logging import configure_logging
+
+    def _configure(loglevel: int | str | None = None, **_: object) -> None:
+        # A receiver of this signal takes over from Celery, which then installs no handler of its own (forked
+        # pool children inherit the result). Celery's level is -l's, which the user may have passed through.
+        configure_logging(loglevel or settings.log_level)
+
+    setup_logging.connect(_configure, weak=False, dispatch_uid="samtune.configure_logging")
+    celery_cli.main(args=["-A", "worker.celery_app", *argv], prog_name="celery", standalone_mode=True)
+
+
+@main.command(context_settings=_CELERY_PASSTHROUGH)
 @click.option("--queues", "-Q", default="cpu,gpu", show_default=True)
 @click.option("--concurrency", "-c", default=1, show_default=True, type=int)
-def worker(queues: str, concurrency: int) -> None:
-    """Run a Celery worker (one job per child process; the parent never touches CUDA)."""
-    from celery.bin.celery import celery as celery_cli
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker (one job per child process; the parent never touches CUDA).
 
+    Further options go to `celery worker` as they are, e.g. `-n gpu0@%h`."""
+    settings = Settings()
     argv = [
         "worker",
         "-Q", queues,
         "-c", str(concurrency),
         "--prefetch-multiplier=1",
         "--max-tasks-per-child=1",
-        "-l", Settings().log_level,
+        "-l", _celery_log_level(settings),
+        *celery_args,
     ]  # fmt: skip
-    celery_cli.main(args=["-A", "worker.celery_app", *argv], prog_name="celery", standalone_mode=True)
+    _run_celery(settings, argv)
 
 
-@main.command()
-def beat() -> None:
-    """Run Celery beat (the periodic reaper and housekeeping)."""
-    from celery.bin.celery import celery as celery_cli
+@main.command(context_settings=_CELERY_PASSTHROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat (the periodic reaper and housekeeping).
 
+    Further options go to `celery beat` as they are."""
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
-    celery_cli.main(args=["-A", "worker.celery_app", "beat", "-l", settings.log_level], prog_name="celery")
+    _run_celery(settings, ["beat", "-l", _celery_log_level(settings), *celery_args])
 
 
 @main.command()
@@ -138,9 +174,11 @@ def beat() -> None:
 def up(host: str, port: int) -> None:
     """Run everything on one machine: API, one worker and beat, supervised (a dead child is restarted)."""
     from app.core import migrate
+    from app.core.logging import configure_logging
     from app.supervise import Child, samtune_argv, supervise
 
     settings = Settings()
+    configure_logging(settings.log_level)  # the supervisor's own; each child configures its own
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
     os.environ.setdefault("SAMTUNE_DATA_DIR", str(settings.data_dir))

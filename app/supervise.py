@@ -32,7 +32,7 @@ class Child:
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv)
         self.started_at = time.monotonic()
-        print(f"[samtune up] started {self.name} (pid {self.process.pid})", flush=True)
+        logger.info("started %s (pid %d)", self.name, self.process.pid)
 
 
 def supervise(children: list[Child], *, poll_s: float = 0.5) -> int:
@@ -55,9 +55,8 @@ def supervise(children: list[Child], *, poll_s: float = 0.5) -> int:
                     ran = now - child.started_at
                     child.backoff = 0.5 if ran > HEALTHY_AFTER_S else min(child.backoff * 2, MAX_BACKOFF_S)
                     child.next_start = now + child.backoff
-                    print(
-                        f"[samtune up] {child.name} exited with {proc.returncode}; restarting in {child.backoff:.1f}s",
-                        flush=True,
+                    logger.warning(
+                        "%s exited with %s; restarting in %.1fs", child.name, proc.returncode, child.backoff
                     )
                     child.process = None
                 if child.process is None and now >= child.next_start:

@@ -128,3 +128,112 @@ def test_up_supervises_and_restarts_a_dead_worker(tmp_path: Path) -> None:
     # Stopping `up` stops the whole group: no API, worker or beat process outlives it.
     _, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []
+    # The API child logs in samtune's format (the worker's and beat's may not have logged yet: the worker is
+    # killed early; test_worker_on_the_embedded_default_keeps_its_files_in_the_data_dir checks `samtune worker`).
+    assert " INFO uvicorn.error [" in log.read_text()
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    for cmd in ([*SAMTUNE, "--version"], [str(Path(sys.executable).parent / "samtune"), "--version"]):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == f"samtune {version('samtune')}"
+
+
+# The real command line, with Celery's entry point replaced by one that prints the arguments it is given.
+_CELERY_ARGS = """
+import json, sys
+import celery.bin.celery as entry
+entry.celery.main = lambda args, **_: print(json.dumps(args))
+from app.cli import main
+main(sys.argv[1:], prog_name="samtune")
+"""
+
+
+def _celery_args(tmp_path: Path, *argv: str) -> list[str]:
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _CELERY_ARGS, *argv], env=_env(tmp_path), cwd=Path(__file__).resolve().parents[1],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_worker_and_beat_pass_further_options_to_celery(tmp_path: Path) -> None:
+    # docs/operations.md's multi-GPU commands.
+    args = _celery_args(tmp_path, "worker", "-Q", "gpu", "-c", "1", "-n", "gpu0@%h")
+    assert args[:3] == ["-A", "worker.celery_app", "worker"]
+    assert args[args.index("-Q") + 1] == "gpu" and args[args.index("-c") + 1] == "1"
+    assert args[-2:] == ["-n", "gpu0@%h"]
+    assert "--prefetch-multiplier=1" in args and "--max-tasks-per-child=1" in args
+    # Options and arguments in any order; the user's -l comes after samtune's, so it wins.
+    args = _celery_args(tmp_path, "worker", "--autoscale=4,1", "-c", "2", "-l", "debug", "--without-gossip")
+    assert args[args.index("-c") + 1] == "2"
+    assert args[-4:] == ["--autoscale=4,1", "-l", "debug", "--without-gossip"]
+    assert _celery_args(tmp_path, "worker")[-2:] == ["-l", "INFO"]
+    args = _celery_args(tmp_path, "beat", "--max-interval", "5")
+    assert args == ["-A", "worker.celery_app", "beat", "-l", "INFO", "--max-interval", "5"]
+
+
+def test_worker_on_the_embedded_default_keeps_its_files_in_the_data_dir(tmp_path: Path) -> None:
+    """kombu's filesystem transport keeps its exchange bindings in a `control/` folder of the current directory
+    unless told otherwise: a worker wrote there, and a process started elsewhere could not reach it. The worker
+    answers a broadcast (ping) from another process, under the name passed through with -n, writes nothing
+    where it was started, and logs in samtune's format."""
+    from app.settings import Settings
+    from worker.celery_app import make_celery
+
+    data, cwd = tmp_path / "data", tmp_path / "cwd"
+    cwd.mkdir()
+    log = tmp_path / "worker.log"
+    cmd = [str(Path(sys.executable).parent / "samtune"), "worker", "-Q", "cpu", "-c", "1", "-n", "probe@%h"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=_env(data), cwd=cwd, stdout=out, stderr=out)
+    settings = Settings(data_dir=data)
+    celery = make_celery(settings)
+    try:
+        deadline = time.monotonic() + 90
+        replies: list[dict[str, object]] = []
+        while not replies and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            replies = celery.control.ping(timeout=1.0)
+        assert replies and list(replies[0])[0].startswith("probe@"), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert list(cwd.iterdir()) == []
+    control = settings.broker_control_dir
+    assert control.parent == data and (control / "celery.pidbox.exchange").exists()
+    text = log.read_text()
+    assert " INFO celery.apps.worker [" in text and " ready." in text, text
+
+
+def test_serve_redacts_percent_encoded_key_names(tmp_path: Path) -> None:
+    """Starlette decodes a parameter's name before the key is read: `?api%5Fkey=` signs in like `?api_key=`,
+    and must be redacted like it, in `samtune serve`'s own log configuration."""
+    env = _env(tmp_path)
+    boot = subprocess.run([*SAMTUNE, "bootstrap"], env=env, check=True, capture_output=True, text=True)
+    key = boot.stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*SAMTUNE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}/api/v1/datasets"
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        for name in ("api%5Fkey", "%61pi_key", "API%5fKEY", "api_key"):
+            assert httpx.get(f"{base}?limit=5&{name}={key}").status_code in (200, 401), name
+        assert httpx.get(f"{base}?api%5Fkey={key}").status_code == 200  # it does sign in
+        assert httpx.get(f"{base}?to%6Ben={key}").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert key not in text and key[len("st_") + 8 :] not in text
+    assert "/api/v1/datasets?api%5Fkey=[redacted] HTTP/1.1" in text
+    assert "/api/v1/datasets?limit=5&%61pi_key=[redacted] HTTP/1.1" in text
+    assert "/api/v1/datasets?to%6Ben=[redacted] HTTP/1.1" in text
+    # uvicorn's lines in samtune's format: the configuration reached the API process.
+    assert " INFO uvicorn.error [" in text and "Application startup complete." in text, text

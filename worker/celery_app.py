@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
 import app.tables  # noqa: F401  (every table mapped before a task touches one: foreign keys resolve)
+from app.core.logging import install_redaction
 from app.settings import Settings
 
 # Queues: `cpu` for dataset work (version builds, housekeeping), `gpu` for training (one process per GPU).
@@ -62,6 +66,14 @@ def make_celery(settings: Settings) -> Celery:
     celery.conf.update(conf)
     celery.conf.samtune_settings = settings
     return celery
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_celerys_handlers(**_: Any) -> None:
+    # Sent only when Celery configured logging itself (`celery -A worker.celery_app worker`); `samtune worker`
+    # and `samtune beat` install samtune's configuration instead (app/cli.py), redacting already.
+    install_redaction()
 
 
 app = make_celery(Settings())
