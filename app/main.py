@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
@@ -28,6 +29,14 @@ from app.versions.router import router as versions_router
 from worker.celery_app import make_celery
 
 
+def _version() -> str:
+    """The installed package's version, as `samtune --version` prints it."""
+    try:
+        return version("samtune")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
@@ -40,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="samtune",
-        version="0.1.0",
+        version=_version(),
         description="Fine-tune SAM 3 on your own instance-segmentation data, then serve it.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.errors import AppError
+from app.core.logging import RedactSecrets
 from app.core.queue import CeleryQueue, TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, file_sha256, make_storage
 from app.datasets.tables import Dataset
@@ -100,6 +101,8 @@ class _LogBuffer(logging.Handler):
         self.lines: list[str] = []
         self._lines_lock = threading.Lock()  # not `self.lock`: logging.Handler holds that one around emit()
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        # These lines are stored and served by the API (GET /jobs/{id}/logs): redacted like every log output.
+        self.addFilter(RedactSecrets())
 
     def emit(self, record: logging.LogRecord) -> None:
         with self._lines_lock:

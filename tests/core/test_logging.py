@@ -111,3 +111,18 @@ def test_install_redaction_reaches_handlers_configured_elsewhere() -> None:
         assert sum(isinstance(f, RedactSecrets) for f in handler.filters) == 1
     finally:
         logger.removeHandler(handler)
+
+
+def test_job_log_lines_are_redacted() -> None:
+    """A training attempt keeps its log lines and the API serves them (GET /jobs/{id}/logs)."""
+    from worker.training import _LogBuffer
+
+    buffer = _LogBuffer()
+    logger = logging.getLogger("samtune.trainer.test-job-buffer")
+    logger.addHandler(buffer)
+    try:
+        logger.warning("webhook https://h.example/x?api%5Fkey=st_leak&x=1 failed, Bearer st_leak2")
+    finally:
+        logger.removeHandler(buffer)
+    (line,) = buffer.take()
+    assert "st_leak" not in line and "[redacted]" in line and "x=1" in line
