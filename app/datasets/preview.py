@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 from pycocotools import mask as mask_utils
 
-from app.datasets.ingest import load_rgb
+from app.images.decode import load_rgb
 
 # Distinct, colour-blind-friendly-ish colours (Tableau 10); class_id picks one.
 PALETTE = (

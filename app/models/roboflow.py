@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from app.core.db import transaction
 from app.core.deps import presented_key
 from app.core.errors import AppError, NotFound, Unprocessable
-from app.datasets.ingest.images import load_rgb
 from app.datasets.tables import Dataset
+from app.images.decode import load_rgb
 from app.jobs.tables import TrainingJob
 from app.keys import service as keys
 from app.models import service

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
 from app.core.errors import AppError, Conflict, PayloadTooLarge, Unprocessable
 from app.core.storage import iter_object
-from app.datasets.ingest.images import load_rgb
+from app.images.decode import load_rgb
 from app.jobs import base_models
 from app.models import draw, service
 from app.models.schemas import BatchPredictionOut, ModelOut, PredictResponse

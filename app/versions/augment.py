@@ -23,10 +23,10 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from app.datasets.ingest.geometry import (
-    _as_str_counts,
+from app.images.geometry import (
     clean_polygon,
     polygon_to_rle,
+    rle_from_pycocotools,
     rle_to_compressed,
     rle_to_mask,
 )
@@ -209,7 +209,7 @@ def _unpack_masks(
     boxes = mask_utils.toBbox(encoded)
     return [
         (
-            _as_str_counts(rle),
+            rle_from_pycocotools(rle),
             float(area),
             (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
         )

@@ -25,13 +25,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import transaction, utcnow
 from app.core.storage import ObjectStorage
 from app.datasets.tables import Dataset
+from app.images.decode import load_rgb_for_resize
 from app.settings import Settings
 from app.versions import repository
 from app.versions.augment import augment
 from app.versions.plan import SPLITS, Plan, PlannedImage, plan_version
 from app.versions.schemas import VersionSpec
 from app.versions.tables import DatasetVersion
-from app.versions.transforms import Instance, decode_source, frame_for, resize, transform_instances
+from app.versions.transforms import Instance, frame_for, resize, transform_instances
 
 logger = logging.getLogger("samtune.versions")
 
@@ -72,7 +73,7 @@ def process_image(
     pre = spec.preprocessing
     size = (pre.resize.width, pre.resize.height)
     src = item.source
-    img, orientation = decode_source(
+    img, orientation = load_rgb_for_resize(
         storage.get_bytes(src.object_key),
         size,
         auto_orient=pre.auto_orient,

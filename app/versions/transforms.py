@@ -10,7 +10,6 @@ threads at once.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +19,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.datasets.ingest.errors import InvalidContent
-from app.datasets.ingest.geometry import (
+from app.images.decode import SOURCE_BOX_KEY, SOURCE_SIZE_KEY
+from app.images.geometry import (
     GeometryError,
     Polygon,
     Rle,
-    _as_str_counts,
     decode_rle_string,
     orient_bbox,
     orient_polygon,
@@ -33,17 +31,11 @@ from app.datasets.ingest.geometry import (
     polygon_to_rle,
     rle_area,
     rle_bbox,
+    rle_from_pycocotools,
     rle_to_compressed,
 )
-from app.datasets.ingest.images import _open, _orientation, _to_rgb
-from app.datasets.ingest.orientation import SWAPS_AXES, TRANSPOSE, orient_mask, orient_points, oriented_size
+from app.images.orientation import TRANSPOSE, orient_mask, oriented_size
 from app.versions.schemas import Resize
-
-# Keys under which `decode_source` records, on the returned image's `info`, which full-resolution
-# frame the (possibly draft-reduced) pixels stand for, so `resize` lays them out exactly as
-# `frame_for` does for the annotations.
-SOURCE_SIZE_KEY = "samtune.source_size"  # (width, height) of the full-resolution image
-SOURCE_BOX_KEY = "samtune.source_box"  # (x0, y0, x1, y1): that image's extent in the decoded pixels
 
 # EXIF orientations 6 and 8 are each other's inverse; the flips, 180 and the transposes undo themselves.
 _INVERSE_ORIENTATION = {6: 8, 8: 6}
@@ -125,59 +117,6 @@ def frame_for(src_width: int, src_height: int, spec: Resize) -> Frame:
 # --------------------------------------------------------------------------------------------- pixels
 
 
-def decode_source(
-    data: bytes, target: tuple[int, int], *, auto_orient: bool = True, max_pixels: int = 64_000_000
-) -> tuple[Image.Image, int]:
-    """Decode to RGB, letting libjpeg decode JPEGs at 1/2, 1/4 or 1/8 scale where the result stays at
-    least `target` (width, height of the output) on both axes.
-
-    Returns the image and its EXIF orientation (1..8). With `auto_orient` the orientation is applied
-    to the pixels; without it the pixels are returned as stored. The returned image's `info` says which
-    full-resolution frame it stands for (see `SOURCE_SIZE_KEY`), which `resize` picks up."""
-    target_w, target_h = max(1, int(target[0])), max(1, int(target[1]))
-    img = _open(io.BytesIO(data), "image", max_pixels)
-    with img:
-        raw_size = img.size
-        try:
-            box = (0.0, 0.0, float(raw_size[0]), float(raw_size[1]))
-            if img.format == "JPEG":
-                # The EXIF block of a JPEG precedes the pixels, so the orientation is known already.
-                orientation = _orientation(img)
-                swap = auto_orient and orientation in SWAPS_AXES
-                wanted = (target_h, target_w) if swap else (target_w, target_h)
-                drafted = img.draft("RGB", wanted)
-                if drafted is not None:
-                    box = tuple(float(v) for v in drafted[1])  # type: ignore[assignment]
-            img.load()
-            decoded_w, decoded_h = img.size
-            # PNG may carry EXIF after the pixel data, so read (again) after `load()`.
-            orientation = _orientation(img)
-            rgb = _to_rgb(img)
-        except Image.DecompressionBombError as exc:
-            raise InvalidContent(f"image: decompression bomb ({exc})", source="image") from exc
-        except InvalidContent:
-            raise
-        except Exception as exc:
-            raise InvalidContent(f"image is a damaged image ({exc})", source="image") from exc
-    full_size = raw_size
-    if auto_orient and orientation in TRANSPOSE:
-        rgb = rgb.transpose(TRANSPOSE[orientation])
-        full_size = oriented_size(raw_size[0], raw_size[1], orientation)
-        # The decoded extent of the full image moves with the pixels (a draft decode can carry a
-        # partial last row/column, which a rotation puts on the left or top).
-        corners = np.array([[box[0], box[1]], [box[2], box[3]]], dtype=np.float64)
-        moved = orient_points(corners, orientation, decoded_w, decoded_h)
-        box = (
-            float(moved[:, 0].min()),
-            float(moved[:, 1].min()),
-            float(moved[:, 0].max()),
-            float(moved[:, 1].max()),
-        )
-    rgb.info[SOURCE_SIZE_KEY] = (int(full_size[0]), int(full_size[1]))
-    rgb.info[SOURCE_BOX_KEY] = box
-    return rgb, orientation
-
-
 def resize(
     img: Image.Image,
     spec: Resize,
@@ -187,10 +126,11 @@ def resize(
 ) -> tuple[Image.Image, Frame]:
     """Resize to the spec: stretch to exactly width x height, or letterbox (fit, centre on black).
 
-    The returned frame maps coordinates of `img` as passed in. For an image from `decode_source`
-    (perhaps decoded at reduced scale) the layout is computed from the full-resolution size it
-    records, so the pixels land exactly where `frame_for(full size)` puts the annotations;
-    `source_size`/`source_box` override that record (box: the full image's extent in `img`)."""
+    The returned frame maps coordinates of `img` as passed in. For an image from
+    `app.images.decode.load_rgb_for_resize` (perhaps decoded at reduced scale) the layout is computed
+    from the full-resolution size it records, so the pixels land exactly where `frame_for(full size)`
+    puts the annotations; `source_size`/`source_box` override that record (box: the full image's
+    extent in `img`)."""
     if source_size is None:
         source_size = img.info.get(SOURCE_SIZE_KEY, (img.width, img.height))
     if source_box is None:
@@ -413,4 +353,4 @@ def _resample_window(window: _Window, frame: Frame, src_width: int, src_height: 
     mask[out_y0:out_y1, out_x0:out_x1] = np.asarray(resampled) >= 0.5 - 1e-6
     if not mask.any():
         return None
-    return _as_str_counts(mask_utils.encode(mask))
+    return rle_from_pycocotools(mask_utils.encode(mask))

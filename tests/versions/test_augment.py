@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.datasets.ingest.geometry import polygon_to_rle, rle_to_mask
+from app.images.geometry import polygon_to_rle, rle_to_mask
 from app.versions.augment import augment, preview_seeds
 from app.versions.schemas import Augmentation, Crop
 from app.versions.transforms import Instance

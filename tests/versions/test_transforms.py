@@ -9,17 +9,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.datasets.ingest.geometry import polygon_to_rle, rle_to_mask
-from app.datasets.ingest.images import load_rgb
+from app.images.decode import load_rgb, load_rgb_for_resize
+from app.images.geometry import polygon_to_rle, rle_to_mask
 from app.versions.schemas import Resize
-from app.versions.transforms import (
-    Frame,
-    Instance,
-    decode_source,
-    frame_for,
-    resize,
-    transform_instances,
-)
+from app.versions.transforms import Frame, Instance, frame_for, resize, transform_instances
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -180,7 +173,7 @@ def test_pixels_of_a_draft_decode_land_where_the_annotations_go(size: tuple[int,
         painted.append((inst, colour))
     assert len(painted) >= 3
     spec = Resize(mode=mode)
-    img, orientation = decode_source(jpeg(pixels), (spec.width, spec.height))
+    img, orientation = load_rgb_for_resize(jpeg(pixels), (spec.width, spec.height))
     assert orientation == 1
     out, _ = resize(img, spec)
     assert out.size == (spec.width, spec.height)
@@ -204,7 +197,7 @@ def test_resize_of_draft_decode_matches_full_decode() -> None:
     pixels = np.kron(blocks, np.ones((100, 100, 1), dtype=np.uint8))[:2999, :3999]
     data = jpeg(pixels)
     spec = Resize(mode="letterbox")
-    drafted, _ = decode_source(data, (spec.width, spec.height))
+    drafted, _ = load_rgb_for_resize(data, (spec.width, spec.height))
     assert drafted.width < 3999
     out_draft, frame_draft = resize(drafted, spec)
     full = load_rgb(data)
@@ -220,49 +213,14 @@ def test_resize_of_draft_decode_matches_full_decode() -> None:
     assert diff.mean() < 6
 
 
-# ---------------------------------------------------------------------------------------- decoding
-
-
-def test_decode_source_uses_draft_on_big_jpegs() -> None:
+def test_resize_of_a_draft_decode_fills_the_output() -> None:
     pixels = np.zeros((3000, 4000, 3), dtype=np.uint8)
     pixels[:, 2000:] = 200
-    img, orientation = decode_source(jpeg(pixels), (1008, 1008))
-    assert orientation == 1
-    assert img.mode == "RGB"
-    assert img.width >= 1008 and img.height >= 1008
-    assert img.width < 4000
+    img, _ = load_rgb_for_resize(jpeg(pixels), (1008, 1008))
+    assert img.width < 4000  # decoded at reduced scale (tests/images/test_decode.py)
     out, frame = resize(img, Resize())
     assert out.size == (1008, 1008)
     assert frame.scale_x * img.width == pytest.approx(1008)
-
-
-def test_decode_source_png_with_alpha_and_grayscale_become_rgb() -> None:
-    rgba = np.zeros((50, 60, 4), dtype=np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 3] = 100
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    img, orientation = decode_source(buf.getvalue(), (1008, 1008))
-    assert (img.mode, img.size, orientation) == ("RGB", (60, 50), 1)
-    assert np.asarray(img)[0, 0, 0] == 200
-    buf = io.BytesIO()
-    Image.fromarray(np.full((20, 30), 77, dtype=np.uint8), "L").save(buf, "PNG")
-    img, _ = decode_source(buf.getvalue(), (1008, 1008))
-    assert img.mode == "RGB" and img.size == (30, 20)
-
-
-def test_decode_source_exif_orientation() -> None:
-    pixels = np.zeros((1200, 3000, 3), dtype=np.uint8)  # stored 3000 wide, 1200 high
-    data = jpeg(pixels, orientation=6)
-    img, orientation = decode_source(data, (512, 1008), auto_orient=True)
-    assert orientation == 6
-    assert img.height > img.width  # displayed upright: 1200 wide, 3000 high, maybe at reduced scale
-    assert img.width >= 512 and img.height >= 1008
-    assert img.width < 1200  # the swap was accounted for, so the draft still applied
-    raw, orientation = decode_source(data, (512, 1008), auto_orient=False)
-    assert orientation == 6
-    assert raw.width > raw.height
-    assert raw.width >= 512 and raw.height >= 1008
 
 
 # ------------------------------------------------------------------------------------------ unorient
@@ -284,7 +242,7 @@ def test_unorient_puts_annotations_on_the_stored_pixels(orientation: int, mode: 
     box = Instance(3, (x, y, w, h), None)
 
     spec = Resize(width=256, height=320, mode=mode)
-    img, found = decode_source(data, (spec.width, spec.height), auto_orient=False)
+    img, found = load_rgb_for_resize(data, (spec.width, spec.height), auto_orient=False)
     assert found == orientation
     assert img.size == (500, 300)
     out, _ = resize(img, spec)
@@ -397,12 +355,3 @@ def _runs(mask: np.ndarray) -> list[int]:
     bounds = np.concatenate(([0], changes, [flat.size]))
     runs = np.diff(bounds).tolist()
     return ([0] + runs) if flat[0] else runs
-
-
-def test_decode_source_refuses_what_is_not_an_image() -> None:
-    from app.datasets.ingest.errors import InvalidContent
-
-    with pytest.raises(InvalidContent):
-        decode_source(b"definitely not an image", (1008, 1008))
-    with pytest.raises(InvalidContent):
-        decode_source(jpeg(np.zeros((100, 100, 3), dtype=np.uint8)), (1008, 1008), max_pixels=5000)

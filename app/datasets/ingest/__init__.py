@@ -6,7 +6,6 @@ can act on.
 """
 
 from .errors import IngestError
-from .images import load_rgb
 from .models import SPLITS, IngestLimits, ParsedAnnotation, ParsedUpload, StagedImage
 from .pipeline import ingest_zip
 
@@ -18,5 +17,4 @@ __all__ = [
     "ParsedUpload",
     "StagedImage",
     "ingest_zip",
-    "load_rgb",
 ]

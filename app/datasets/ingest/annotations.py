@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .coco import CocoAnnotation, CocoImage, RleSegmentation
-from .errors import InvalidContent
-from .geometry import (
+from app.images.decode import ImageInfo
+from app.images.geometry import (
     Box,
     GeometryError,
     Polygon,
@@ -26,10 +25,12 @@ from .geometry import (
     rle_bbox,
     rle_to_compressed,
 )
-from .images import ImageInfo
+from app.images.orientation import SWAPS_AXES
+
+from .coco import CocoAnnotation, CocoImage, RleSegmentation
+from .errors import InvalidContent
 from .models import ParsedAnnotation
 from .notes import Notes
-from .orientation import SWAPS_AXES
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .annotations import build_annotation, choose_frame
-from .coco import CocoAnnotation, CocoCategory, CocoFile, CocoImage, CocoIndex, id_key, index_coco, parse_coco
-from .errors import InvalidContent
-from .images import (
+from app.images.decode import ImageInfo, probe_image
+from app.images.errors import InvalidImage
+from app.images.formats import (
     FORMAT_SUFFIX,
     SNIFF_BYTES,
     SUPPORTED_FORMATS,
-    ImageInfo,
     image_suffix_format,
-    probe_image,
     sniff_format,
 )
+
+from .annotations import build_annotation, choose_frame
+from .coco import CocoAnnotation, CocoCategory, CocoFile, CocoImage, CocoIndex, id_key, index_coco, parse_coco
+from .errors import InvalidContent
 from .layout import AnnotationFile, EntryResolver, Layout, detect_layout, split_from_folders
 from .models import IngestLimits, ParsedAnnotation, ParsedUpload, StagedImage
 from .notes import Notes
@@ -220,7 +221,11 @@ class _Ingest:
             partial.unlink()
             self.notes.count("duplicate", example=f"{entry.name} = {first}")
             return None
-        info = probe_image(partial, max_pixels=self.limits.max_image_pixels, source=entry.name)
+        try:
+            info = probe_image(partial, max_pixels=self.limits.max_image_pixels, source=entry.name)
+        except InvalidImage as exc:
+            # Every ingest failure is an IngestError; the detail and culprit stay the image's own.
+            raise InvalidContent(exc.detail, source=exc.source) from exc
         self._first_by_sha[sha] = entry.name
         path = partial.with_suffix(FORMAT_SUFFIX[info.format])
         partial.replace(path)

@@ -1,4 +1,4 @@
-"""Segmentations, boxes and EXIF orientation, through the pipeline and at the geometry level."""
+"""Segmentations, boxes and EXIF orientation, through the pipeline (the geometry itself: tests/images/)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.datasets.ingest.geometry import decode_rle_string, orient_polygon, orient_rle, rle_area, rle_to_mask
-from app.datasets.ingest.orientation import TRANSPOSE, orient_mask, orient_points, oriented_size
+from app.images.geometry import rle_to_mask
+from app.images.orientation import TRANSPOSE
 
 W, H = 40, 30
 
@@ -147,23 +147,6 @@ def test_empty_rle_mask_keeps_the_box(ingest_kit):
     assert ann.segmentation is None and ann.bbox == (1.0, 2.0, 3.0, 4.0) and ann.area == 12.0
 
 
-def test_decode_rle_string_matches_pycocotools():
-    rng = np.random.default_rng(0)
-    for shape in [(1, 1), (7, 3), (64, 48), (200, 300)]:
-        m = (rng.random(shape) > rng.random()).astype(np.uint8)
-        m[: shape[0] // 2] = 0  # long runs exercise multi-character numbers
-        rle = mask_utils.encode(np.asfortranarray(m))
-        runs = decode_rle_string(rle["counts"].decode())
-        flat = m.flatten(order="F")
-        edges = np.flatnonzero(np.diff(flat)) + 1
-        expected = np.diff(np.concatenate(([0], edges, [flat.size])))
-        if flat[0] == 1:
-            expected = np.concatenate(([0], expected))
-        assert runs.tolist() == expected.tolist()
-        assert int(runs.sum()) == m.size
-        assert np.array_equal(rle_to_mask({"size": list(shape), "counts": rle["counts"].decode()}), m)
-
-
 def test_rle_drawn_on_the_stored_image_follows_exif_rotation(ingest_kit):
     k = ingest_kit
     raw = _mask()  # drawn on the stored 40x30 pixels
@@ -180,35 +163,3 @@ def test_rle_drawn_on_the_stored_image_follows_exif_rotation(ingest_kit):
     ys, xs = np.nonzero(expected)
     assert ann.bbox == (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
     assert any("EXIF-rotated" in w for w in upload.warnings)
-
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_point_mapping_matches_the_image_transpose(orientation):
-    """Every stored pixel, as a unit square, lands on the pixel PIL's transpose moves it to."""
-    w, h = 7, 4
-    marks = np.arange(w * h, dtype=np.uint8).reshape(h, w)
-    img = Image.fromarray(marks)
-    turned = np.asarray(img.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else img)
-    assert turned.shape[::-1] == oriented_size(w, h, orientation)
-    assert np.array_equal(orient_mask(marks, orientation), turned)
-    for y in range(h):
-        for x in range(w):
-            square = np.array([[x, y], [x + 1, y + 1]], dtype=float)
-            mapped = orient_points(square, orientation, w, h)
-            nx, ny = mapped.min(axis=0).astype(int)
-            assert turned[ny, nx] == marks[y, x], (orientation, x, y)
-
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_polygon_and_rle_orientation_agree(orientation):
-    w, h = 40, 30
-    poly = [[5.0, 4.0, 25.0, 4.0, 25.0, 10.0, 12.0, 22.0, 5.0, 16.0]]
-    rle = mask_utils.merge(mask_utils.frPyObjects(poly, h, w))
-    rle = {"size": rle["size"], "counts": rle["counts"].decode()}
-    turned_rle = orient_rle(rle, orientation)
-    new_w, new_h = oriented_size(w, h, orientation)
-    assert turned_rle["size"] == [new_h, new_w]
-    raster = mask_utils.merge(mask_utils.frPyObjects(orient_polygon(poly, orientation, w, h), new_h, new_w))
-    iou = mask_utils.iou([turned_rle], [raster], [0])[0][0]
-    assert iou > 0.9
-    assert rle_area(turned_rle) == rle_area(rle)

@@ -1,17 +1,14 @@
-"""Image decoding and validation: formats, EXIF orientation, bombs, duplicates, load_rgb."""
+"""Images in an upload: formats, EXIF orientation, bombs, duplicates (decoding itself: tests/images/)."""
 
 from __future__ import annotations
 
-import io
 import struct
-import warnings
 import zlib
 
-import numpy as np
 import pytest
-from PIL import Image, ImageOps
 
-from app.datasets.ingest import IngestError, IngestLimits, load_rgb
+from app.datasets.ingest import IngestLimits
+from app.images.decode import load_rgb
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -154,53 +151,3 @@ def test_pixel_limit_is_checked_on_the_header(ingest_kit):
     k.error(path, 422, "a.png", "decompression bomb: 12000x8000 px exceeds the limit of 64000000 px")
     small = k.zip({"train.json": k.coco([(1, "a.jpg", 40, 30)]), "a.jpg": k.image()})
     k.error(small, 422, "40x30 px", "limit of 1000 px", limits=IngestLimits(max_image_pixels=1000))
-
-
-def test_load_rgb_applies_exif_orientation():
-    base = Image.fromarray(np.arange(40 * 30 * 3, dtype=np.uint8).reshape(30, 40, 3) % 251)
-    for orientation in range(1, 9):
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        buf = io.BytesIO()
-        base.save(buf, "PNG", exif=exif.tobytes())
-        expected = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))
-        got = load_rgb(io.BytesIO(buf.getvalue()))
-        assert got.mode == "RGB"
-        assert got.size == expected.size
-        assert np.array_equal(np.asarray(got), np.asarray(expected.convert("RGB")))
-
-
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "1", "I;16"])
-def test_load_rgb_modes(mode):
-    if mode == "I;16":
-        img = Image.fromarray(np.full((3, 4), 40000, dtype=np.uint16))
-    else:
-        img = Image.new(mode, (4, 3))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    out = load_rgb(buf.getvalue())
-    assert out.mode == "RGB" and out.size == (4, 3)
-    if mode == "I;16":
-        assert np.asarray(out)[0, 0].tolist() == [40000 >> 8] * 3
-
-
-def test_pil_bomb_warning_raised_as_error_is_reported_as_a_bomb():
-    # Where the host turns Pillow's warning into an exception, it still reads as a bomb.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with pytest.raises(IngestError, match="decompression bomb"):
-            load_rgb(_png_header_only(12000, 8000), max_pixels=10**9)
-
-
-def test_load_rgb_errors():
-    with pytest.raises(IngestError) as caught:
-        load_rgb(b"nope")
-    assert caught.value.status_code == 422
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 3)).save(buf, "GIF")
-    with pytest.raises(IngestError, match="GIF"):
-        load_rgb(buf.getvalue())
-    with pytest.raises(IngestError, match="decompression bomb"):
-        load_rgb(_png_header_only(30000, 30000))
-    with pytest.raises(IngestError, match="decompression bomb"):
-        load_rgb(_png_header_only(100, 100), max_pixels=50)

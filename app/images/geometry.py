@@ -1,4 +1,5 @@
-"""Pure geometry on COCO segmentations and boxes: validation, clipping, derivation, orientation.
+"""Pure geometry on COCO segmentations and boxes in an image's pixels: validation, clipping,
+derivation, orientation.
 
 Masks are handled as RLE through pycocotools. Its C decoder trusts the run lengths it is given
 (runs summing past h*w write past the buffer), so compressed strings are decoded and checked
@@ -68,7 +69,7 @@ def polygon_bbox(parts: Polygon) -> Box:
 def polygon_to_rle(parts: Polygon, width: int, height: int) -> Rle:
     # pycocotools reads a 4-number "polygon" as a box; cleaned parts always have >= 6 numbers.
     merged = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
-    return _as_str_counts(merged)
+    return rle_from_pycocotools(merged)
 
 
 def clip_bbox(bbox: Box, width: int, height: int) -> tuple[Box, bool]:
@@ -82,7 +83,8 @@ def clip_bbox(bbox: Box, width: int, height: int) -> tuple[Box, bool]:
     return clipped_box, moved and w > 0 and h > 0
 
 
-def _as_str_counts(rle: dict[str, Any]) -> Rle:
+def rle_from_pycocotools(rle: dict[str, Any]) -> Rle:
+    """pycocotools' RLE (bytes counts, numpy sizes) as the JSON-ready `Rle` stored everywhere else."""
     counts = rle["counts"]
     return {
         "size": [int(rle["size"][0]), int(rle["size"][1])],
@@ -141,7 +143,7 @@ def rle_to_compressed(seg: dict[str, Any], width: int, height: int) -> Rle:
     runs = np.asarray(counts, dtype=np.int64)
     _check_runs(runs, height, width)
     compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)
-    return _as_str_counts(compressed)
+    return rle_from_pycocotools(compressed)
 
 
 def rle_area(rle: Rle) -> float:
@@ -187,4 +189,4 @@ def rle_to_mask(rle: Rle) -> np.ndarray:
 def orient_rle(rle: Rle, orientation: int) -> Rle:
     mask = rle_to_mask(rle)
     turned = orient_mask(mask, orientation)
-    return _as_str_counts(mask_utils.encode(np.asfortranarray(turned, dtype=np.uint8)))
+    return rle_from_pycocotools(mask_utils.encode(np.asfortranarray(turned, dtype=np.uint8)))
