@@ -32,13 +32,12 @@ from app.versions.augment import augment
 from app.versions.plan import SPLITS, Plan, PlannedImage, plan_version
 from app.versions.schemas import VersionSpec
 from app.versions.tables import DatasetVersion
-from app.versions.transforms import Instance, frame_for, resize, transform_instances
+from app.versions.transforms import Instance, resize, transform_instances
 
 logger = logging.getLogger("samtune.versions")
 
 JPEG_QUALITY = 95
 _PROGRESS_EVERY_S = 1.0
-_SWAPS_AXES = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
@@ -80,9 +79,8 @@ def process_image(
         max_pixels=settings.max_image_pixels,
     )
     unorient = None if pre.auto_orient or orientation in (0, 1) else orientation
-    pixel_w, pixel_h = (src.height, src.width) if unorient in _SWAPS_AXES else (src.width, src.height)
-    out, _ = resize(img, pre.resize)
-    frame = frame_for(pixel_w, pixel_h, pre.resize)
+    # The frame of the pixels as decoded: upright, or as stored when unorient moves the annotations back.
+    out, frame = resize(img, pre.resize)
     instances, vanished = transform_instances(
         item.instances, src.width, src.height, frame, min_instance_px=pre.min_instance_px, unorient=unorient
     )

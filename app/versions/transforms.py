@@ -126,11 +126,11 @@ def resize(
 ) -> tuple[Image.Image, Frame]:
     """Resize to the spec: stretch to exactly width x height, or letterbox (fit, centre on black).
 
-    The returned frame maps coordinates of `img` as passed in. For an image from
-    `app.images.decode.load_rgb_for_resize` (perhaps decoded at reduced scale) the layout is computed
-    from the full-resolution size it records, so the pixels land exactly where `frame_for(full size)`
-    puts the annotations; `source_size`/`source_box` override that record (box: the full image's
-    extent in `img`)."""
+    Returns the output image and the frame from full-resolution source coordinates, the annotations'
+    frame, to output pixels: the same frame `frame_for(full size)` gives, from the same layout that
+    placed the pixels. For an image from `app.images.decode.load_rgb_for_resize` (perhaps decoded at
+    reduced scale) the full-resolution size and the full image's extent in `img` come from what it
+    records; `source_size`/`source_box` override that record. Otherwise `img` is taken as the full image."""
     if source_size is None:
         source_size = img.info.get(SOURCE_SIZE_KEY, (img.width, img.height))
     if source_box is None:
@@ -149,7 +149,8 @@ def resize(
     else:
         out = Image.new(img.mode, (spec.width, spec.height))  # black
         out.paste(content, (layout.left, layout.top))
-    return out, _frame(layout, box, spec)  # type: ignore[arg-type]
+    full_frame = (0.0, 0.0, float(source_size[0]), float(source_size[1]))
+    return out, _frame(layout, full_frame, spec)
 
 
 # ---------------------------------------------------------------------------------------- annotations

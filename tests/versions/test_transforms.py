@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.images.decode import load_rgb, load_rgb_for_resize
+from app.images.decode import SOURCE_BOX_KEY, load_rgb, load_rgb_for_resize
 from app.images.geometry import polygon_to_rle, rle_to_mask
 from app.versions.schemas import Resize
 from app.versions.transforms import Frame, Instance, frame_for, resize, transform_instances
@@ -175,10 +175,11 @@ def test_pixels_of_a_draft_decode_land_where_the_annotations_go(size: tuple[int,
     spec = Resize(mode=mode)
     img, orientation = load_rgb_for_resize(jpeg(pixels), (spec.width, spec.height))
     assert orientation == 1
-    out, _ = resize(img, spec)
+    out, frame = resize(img, spec)
     assert out.size == (spec.width, spec.height)
+    assert frame == frame_for(width, height, spec)
     out_pixels = np.asarray(out).astype(int)
-    kept, _ = transform_instances([i for i, _ in painted], width, height, frame_for(width, height, spec))
+    kept, _ = transform_instances([i for i, _ in painted], width, height, frame)
     for inst, (_, colour) in zip(kept, painted, strict=True):
         mask = instance_mask(inst, spec.width, spec.height).astype(bool)
         close = np.abs(out_pixels[mask] - colour).max(axis=1) < 60
@@ -203,12 +204,15 @@ def test_resize_of_draft_decode_matches_full_decode() -> None:
     full = load_rgb(data)
     out_full, frame_full = resize(full, spec)
     assert frame_full == frame_for(3999, 2999, spec)
-    # The draft image's frame maps its own (smaller) pixels onto the same layout.
+    # Both frames are the annotations' (full-resolution) frame, whatever scale the pixels decoded at.
+    assert frame_draft == frame_full
     assert frame_draft.offset_y == frame_full.offset_y
-    # ... scaled by the draft factor exactly (not by the rounded-up draft size).
-    ratio = frame_draft.scale_x / frame_full.scale_x
+    # The draft decode records the full image's extent in its own (smaller) pixels, scaled by the draft
+    # factor exactly (not by the rounded-up draft size), and resize lays the pixels out by it.
+    box = drafted.info[SOURCE_BOX_KEY]
+    ratio = 3999 / box[2]
     assert ratio == pytest.approx(round(ratio)) and round(ratio) in (2, 4, 8)
-    assert frame_draft.scale_y / frame_full.scale_y == pytest.approx(ratio)
+    assert 2999 / box[3] == pytest.approx(ratio)
     diff = np.abs(np.asarray(out_draft).astype(int) - np.asarray(out_full).astype(int))
     assert diff.mean() < 6
 
@@ -220,7 +224,11 @@ def test_resize_of_a_draft_decode_fills_the_output() -> None:
     assert img.width < 4000  # decoded at reduced scale (tests/images/test_decode.py)
     out, frame = resize(img, Resize())
     assert out.size == (1008, 1008)
-    assert frame.scale_x * img.width == pytest.approx(1008)
+    # The frame is the full-resolution one; the reduced pixels span the output all the same.
+    assert frame == frame_for(4000, 3000, Resize())
+    assert frame.scale_x * 4000 == pytest.approx(1008)
+    draft = 4000 / img.info[SOURCE_BOX_KEY][2]  # full-resolution pixels per decoded pixel
+    assert frame.scale_x * draft * img.width == pytest.approx(1008)
 
 
 # ------------------------------------------------------------------------------------------ unorient
@@ -245,10 +253,10 @@ def test_unorient_puts_annotations_on_the_stored_pixels(orientation: int, mode: 
     img, found = load_rgb_for_resize(data, (spec.width, spec.height), auto_orient=False)
     assert found == orientation
     assert img.size == (500, 300)
-    out, _ = resize(img, spec)
+    out, frame = resize(img, spec)
     out_pixels = np.asarray(out).astype(int)
     red_out = (out_pixels[..., 0] > 180) & (out_pixels[..., 1] < 80)
-    frame = frame_for(500, 300, spec)
+    assert frame == frame_for(500, 300, spec)  # the stored pixels' frame
     kept, dropped = transform_instances(
         [polygon, rle, box], oriented_w, oriented_h, frame, unorient=orientation
     )
