@@ -11,7 +11,7 @@ from typing import Any
 
 from trainer.config import TrainConfig
 from trainer.extras import MissingExtra
-from trainer.launch import launch_local, run_process, submit_cluster
+from trainer.launch import ClusterUnavailable, launch_local, run_process, submit_cluster
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.use_cluster:
         try:
             job_id = submit_cluster(cfg, args.mode, args)
-        except MissingExtra as exc:
+        except (MissingExtra, ClusterUnavailable) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"submitted SLURM job {job_id}; logs in {cfg.output_dir}/submitit")
@@ -61,7 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_nodes > 1:
         print("error: several nodes need --use-cluster 1 (SLURM)", file=sys.stderr)
         return 2
-    result = launch_local(cfg, args.mode, args.num_gpus) if args.num_gpus > 1 else run_process(cfg, args.mode)
+    from trainer.model import BaseModelNotFound  # torch and transformers: not for --help or a bad config
+
+    try:
+        result = (
+            launch_local(cfg, args.mode, args.num_gpus) if args.num_gpus > 1 else run_process(cfg, args.mode)
+        )
+    except BaseModelNotFound as exc:  # e.g. facebook/sam3 not downloaded yet: the message says what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _print_result(result)
     return 0
 

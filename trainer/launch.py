@@ -94,11 +94,22 @@ class _ClusterJob:
         return run_process(TrainConfig.model_validate_json(self.cfg_json), self.mode)
 
 
+class ClusterUnavailable(RuntimeError):
+    """--use-cluster 1 on a machine that cannot submit to SLURM."""
+
+
 def submit_cluster(cfg: TrainConfig, mode: str, args: argparse.Namespace) -> str:
     require("submitit", "slurm", "--use-cluster 1 (SLURM)")
     import submitit
 
-    executor = submitit.AutoExecutor(folder=str(Path(cfg.output_dir) / "submitit"))
+    # Without SLURM, submitit's AutoExecutor would fall back to running the job on this machine (and refuse
+    # --num-nodes > 1 with a traceback): say plainly that there is no cluster instead.
+    if submitit.SlurmExecutor.affinity() <= 0:
+        raise ClusterUnavailable(
+            "--use-cluster 1 submits to SLURM, and this machine has no SLURM client (`srun` is not on PATH): "
+            "run it on a SLURM login node, or train here without --use-cluster (--num-gpus N for N processes)"
+        )
+    executor = submitit.AutoExecutor(folder=str(Path(cfg.output_dir) / "submitit"), cluster="slurm")
     params: dict[str, Any] = {
         "nodes": args.num_nodes,
         "gpus_per_node": args.num_gpus,
