@@ -15,6 +15,7 @@ from app.core.logging import install_redaction
 from app.core.queue import CeleryQueue
 from app.core.security_headers import SecurityHeaders
 from app.core.storage import make_storage
+from app.core.tasks import make_celery
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
 from app.jobs.feed import make_publisher
@@ -26,7 +27,6 @@ from app.models.serving import ModelCache
 from app.settings import Settings
 from app.ui.install import install_ui
 from app.versions.router import router as versions_router
-from worker.celery_app import make_celery
 
 
 def _version() -> str:

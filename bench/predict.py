@@ -42,6 +42,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from app.core import migrate  # noqa: E402
 from app.core.db import make_engine, make_sessionmaker, transaction  # noqa: E402
 from app.core.storage import make_storage  # noqa: E402
+from app.jobs.runner import run_job  # noqa: E402
 from app.keys.service import create_key_for_workspace  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -49,7 +50,6 @@ from app.versions.builder import build_version  # noqa: E402
 from trainer.model import EMBEDDED_BASE, load_base_model  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset  # noqa: E402
-from worker.training import run_job  # noqa: E402
 
 
 class _NoQueue:

@@ -182,8 +182,8 @@ def test_worker_on_the_embedded_default_keeps_its_files_in_the_data_dir(tmp_path
     unless told otherwise: a worker wrote there, and a process started elsewhere could not reach it. The worker
     answers a broadcast (ping) from another process, under the name passed through with -n, writes nothing
     where it was started, and logs in samtune's format."""
+    from app.core.tasks import make_celery
     from app.settings import Settings
-    from worker.celery_app import make_celery
 
     data, cwd = tmp_path / "data", tmp_path / "cwd"
     cwd.mkdir()

@@ -1,71 +1,21 @@
-"""The Celery application. Built from explicit settings; the module-level `app` exists only so that
-`celery -A worker.celery_app` finds it, and reads the environment once when the worker starts."""
+"""The worker's Celery application, for `celery -A worker.celery_app` (which `samtune worker` and `samtune beat`
+run). The factory, task names and queues live in app/core/tasks.py.
+
+Celery's command line needs a module attribute; `app` is built on first access (PEP 562 `__getattr__`) from
+the environment's Settings, so importing this module reads no settings and opens no connection."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-import app.tables  # noqa: F401  (every table mapped before a task touches one: foreign keys resolve)
+from app import tables as _every_table  # noqa: F401  (all mapped before a task runs: foreign keys resolve)
 from app.core.logging import install_redaction
+from app.core.tasks import make_celery
 from app.settings import Settings
-
-# Queues: `cpu` for dataset work (version builds, housekeeping), `gpu` for training (one process per GPU).
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
-
-
-def make_celery(settings: Settings) -> Celery:
-    celery = Celery(
-        "samtune",
-        include=[
-            "worker.housekeeping",
-            "worker.versions",
-            "worker.training",
-            "worker.webhooks",
-            "worker.predictions",
-        ],
-    )
-    conf: dict[str, object] = {
-        "broker_url": settings.broker_url,
-        "task_default_queue": CPU_QUEUE,
-        # State lives in the database; Celery results would be a second, weaker copy.
-        "task_ignore_result": True,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "broker_connection_retry_on_startup": True,
-        "beat_schedule": {
-            "purge-stale-uploads": {"task": "samtune.purge_stale_uploads", "schedule": 3600.0},
-            "reap-stale-builds": {"task": "samtune.reap_stale_builds", "schedule": 60.0},
-            "reap-stale-jobs": {
-                "task": "samtune.reap_stale_jobs",
-                "schedule": settings.reaper_interval_seconds,
-            },
-        },
-        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
-    }
-    if settings.broker_url.startswith("filesystem://"):
-        # The embedded default: messages are files under DATA_DIR, no broker server to run.
-        folder = str(settings.broker_dir)
-        conf["broker_transport_options"] = {
-            "data_folder_in": folder,
-            "data_folder_out": folder,
-            # Every process of an installation must see the same bindings, whatever directory it started in.
-            "control_folder": str(settings.broker_control_dir),
-            "store_processed": False,
-        }
-    else:
-        # Redis re-delivers a message no worker acknowledged within this window; training jobs are
-        # long, and the database claim makes a second delivery harmless.
-        conf["broker_transport_options"] = {"visibility_timeout": 3600}
-    celery.conf.update(conf)
-    celery.conf.samtune_settings = settings
-    return celery
 
 
 @after_setup_logger.connect
@@ -76,4 +26,13 @@ def _redact_celerys_handlers(**_: Any) -> None:
     install_redaction()
 
 
-app = make_celery(Settings())
+@cache
+def _build() -> Celery:
+    return make_celery(Settings())
+
+
+def __getattr__(name: str) -> Celery:
+    # `app` is what Celery's find_app looks up first; `celery` is its second guess.
+    if name in ("app", "celery"):
+        return _build()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ import time
 
 from celery import shared_task
 
+from app.core.tasks import PURGE_STALE_UPLOADS
 from app.settings import Settings
 
 STALE_AFTER_S = 24 * 3600
@@ -23,6 +24,6 @@ def purge_stale_uploads_in(settings: Settings, *, older_than_s: float = STALE_AF
     return removed
 
 
-@shared_task(name="samtune.purge_stale_uploads", bind=True)
+@shared_task(name=PURGE_STALE_UPLOADS, bind=True)
 def purge_stale_uploads(self) -> int:  # type: ignore[no-untyped-def]
     return purge_stale_uploads_in(self.app.conf.samtune_settings)

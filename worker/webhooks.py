@@ -12,6 +12,7 @@ import httpx
 from celery import shared_task
 
 from app.core.db import make_engine, make_sessionmaker, transaction
+from app.core.tasks import SEND_WEBHOOK
 from app.jobs import repository
 from app.jobs.feed import make_publisher
 from app.jobs.service import record
@@ -79,7 +80,7 @@ def deliver(settings: Settings, job_id: uuid.UUID, attempt: int) -> int:
         engine.dispose()
 
 
-@shared_task(name="samtune.send_webhook", bind=True, max_retries=None)
+@shared_task(name=SEND_WEBHOOK, bind=True, max_retries=None)
 def send_webhook_task(self, job_id: str) -> int:  # type: ignore[no-untyped-def]
     settings: Settings = self.app.conf.samtune_settings
     try:

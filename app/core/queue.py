@@ -9,6 +9,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from app.core.db import after_commit
+from app.core.tasks import queue_for
 
 
 class TaskQueue(Protocol):
@@ -23,5 +24,7 @@ class CeleryQueue:
         self.celery.send_task(task, args=args, queue=queue)
 
 
-def enqueue_after_commit(session: Session, tasks: TaskQueue, task: str, args: list[str], queue: str) -> None:
+def enqueue_after_commit(session: Session, tasks: TaskQueue, task: str, args: list[str]) -> None:
+    """Send `task` to its queue (app/core/tasks.py) once this transaction commits; nothing if it rolls back."""
+    queue = queue_for(task)
     after_commit(session, lambda: tasks.send(task, args, queue))

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from app.core import lease
 from app.core.db import utcnow
 from app.datasets.tables import Dataset
 from app.jobs.tables import JobEvent, Metric, TrainingJob
@@ -136,47 +137,28 @@ def add_event(
     return event
 
 
-# --- the lease -----------------------------------------------------------------------------------
+# --- the lease (app/core/lease.py: one protocol for jobs, builds and batch predictions) ------------
+
+LEASED = lease.Leased(TrainingJob, waiting="queued", running="running", attempt=TrainingJob.attempt)
 
 
-def claim(session: Session, job_id: uuid.UUID, token: str, now: datetime, lease: timedelta) -> bool:
-    """Take the job for one attempt: one conditional UPDATE, so of two deliveries of one message (or two
-    workers) exactly one wins. A running job is claimable only once its lease has expired."""
-    stmt = (
-        update(TrainingJob)
-        .where(
-            TrainingJob.id == job_id,
-            TrainingJob.cancel_requested.is_(False),
-            (TrainingJob.status == "queued")
-            | ((TrainingJob.status == "running") & (TrainingJob.lease_expires_at < now)),
-        )
-        .values(
-            status="running",
-            lease_token=token,
-            lease_expires_at=now + lease,
-            heartbeat_at=now,
-            attempt=TrainingJob.attempt + 1,
-            started_at=func.coalesce(TrainingJob.started_at, now),
-        )
-    )
-    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+def claim(session: Session, job_id: uuid.UUID, token: str, now: datetime, duration: timedelta) -> bool:
+    """Take the job for one attempt (see lease.claim); a job whose cancel was asked for is never taken."""
+    return lease.claim(
+        session, LEASED, job_id, token, now, duration,
+        where=(TrainingJob.cancel_requested.is_(False),),
+        values={"started_at": func.coalesce(TrainingJob.started_at, now)},
+    )  # fmt: skip
 
 
 def renew(
-    session: Session, job_id: uuid.UUID, token: str, now: datetime, lease: timedelta,
+    session: Session, job_id: uuid.UUID, token: str, now: datetime, duration: timedelta,
     progress: dict[str, Any] | None = None,
 ) -> tuple[bool, bool] | None:  # fmt: skip
-    """Extend our lease (and record progress). None when the lease is no longer ours; else the
+    """Extend our lease (and record the display progress). None when the lease is no longer ours; else the
     (stop_requested, cancel_requested) flags the loop must act on."""
-    values: dict[str, Any] = {"lease_expires_at": now + lease, "heartbeat_at": now}
-    if progress is not None:
-        values["progress"] = progress
-    done = session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.lease_token == token, TrainingJob.status == "running")
-        .values(**values)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    values = {"progress": progress} if progress is not None else None
+    if not lease.renew(session, LEASED, job_id, token, now, duration, values):
         return None
     flags = session.execute(
         select(TrainingJob.stop_requested, TrainingJob.cancel_requested).where(TrainingJob.id == job_id)
@@ -186,12 +168,24 @@ def renew(
 
 def fenced(session: Session, job_id: uuid.UUID, token: str) -> TrainingJob | None:
     """The job, row-locked (PostgreSQL), if `token` still holds its lease; None for a stale attempt."""
-    stmt = (
-        select(TrainingJob)
+    return lease.fenced(session, LEASED, job_id, token)
+
+
+def move_checkpoint(
+    session: Session, job_id: uuid.UUID, token: str, prefix: str, step: int, best_prefix: str | None
+) -> bool:
+    """Point the job's resume at a fully uploaded checkpoint: one UPDATE fenced by the lease token (a stale
+    attempt moves nothing). `best_prefix` None keeps the pointer to the best checkpoint as it is."""
+    values: dict[str, Any] = {"checkpoint_prefix": prefix, "checkpoint_step": step}
+    if best_prefix is not None:
+        values["best_checkpoint_prefix"] = best_prefix
+    done = session.execute(
+        update(TrainingJob)
         .where(TrainingJob.id == job_id, TrainingJob.lease_token == token, TrainingJob.status == "running")
-        .with_for_update()
+        .values(**values)
+        .execution_options(synchronize_session=False)
     )
-    return session.scalars(stmt).first()
+    return done.rowcount == 1  # type: ignore[attr-defined]
 
 
 def upsert_metrics(
@@ -214,9 +208,9 @@ def upsert_metrics(
     session.execute(stmt)
 
 
-def expired_leases(session: Session, now: datetime) -> list[TrainingJob]:
-    stmt = select(TrainingJob).where(TrainingJob.status == "running", TrainingJob.lease_expires_at < now)
-    return list(session.scalars(stmt.with_for_update(skip_locked=True)))
+def expired_leases(session: Session, now: datetime) -> list[lease.Expired[TrainingJob]]:
+    """Running jobs whose worker went silent, fenced out; `retry` False once max_restarts are spent."""
+    return lease.reap(session, LEASED, now, max_attempts=lambda job: job.max_restarts + 1)
 
 
 def forgotten_queued(session: Session, older_than: datetime) -> list[TrainingJob]:

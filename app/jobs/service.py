@@ -1,5 +1,5 @@
 """Training jobs: preview, create (and enqueue), read, stop, cancel. The worker side lives in
-worker/training.py; both change a job's status only through `set_status`, which records the change as an
+app/jobs/runner.py (one attempt) and app/jobs/reaper.py; both change a job's status only through `set_status`, which records the change as an
 event and publishes it live."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
+from app.core.tasks import SEND_WEBHOOK, TRAIN_JOB
 from app.datasets.tables import Dataset
 from app.jobs import base_models, repository
 from app.jobs.estimate import estimate
@@ -36,8 +37,6 @@ from app.versions import service as versions
 from app.versions.tables import DatasetVersion
 from trainer.config import TrainConfig, resolve
 
-TRAIN_TASK = "samtune.train_job"
-GPU_QUEUE = "gpu"
 STREAM_TTL_SECONDS = 7 * 24 * 3600
 
 # What a user may set; the rest of TrainConfig is the worker's business (paths, device, logging).
@@ -149,7 +148,7 @@ def create(
     session.flush()
     record(session, publisher, job, "status", f"queued: {shown.base_model} on {shown.version}",
            {"status": "queued"})  # fmt: skip
-    enqueue_after_commit(session, tasks, TRAIN_TASK, [str(job.id)], GPU_QUEUE)
+    enqueue_after_commit(session, tasks, TRAIN_JOB, [str(job.id)])
     return job, secret
 
 
@@ -191,6 +190,13 @@ def set_status(
         job.lease_token = None
         job.lease_expires_at = None
     record(session, publisher, job, "status", message, {"status": status, **(data or {})})
+
+
+def notify_end(session: Session, tasks: TaskQueue, job: TrainingJob) -> None:
+    """The job has ended: its webhook (if it has one) goes out once this transaction commits. A cancelled job
+    sends none: the user who cancelled it knows."""
+    if job.webhook_url and job.status in TERMINAL and job.status != "cancelled":
+        enqueue_after_commit(session, tasks, SEND_WEBHOOK, [str(job.id)])
 
 
 def request_stop(session: Session, publisher: Publisher, workspace_id: uuid.UUID, job_id: uuid.UUID, *,

@@ -19,9 +19,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime, utcnow
+from app.core.lease import LeaseColumns
 
 
-class TrainingJob(IdMixin, CreatedAtMixin, Base):
+class TrainingJob(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     """The record of a fine-tuning run. The database row, not the queue, owns the job's state."""
 
     __tablename__ = "training_job"
@@ -41,17 +42,21 @@ class TrainingJob(IdMixin, CreatedAtMixin, Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued", index=True)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_restarts: Mapped[int] = mapped_column(Integer, nullable=False, default=3)
-    lease_token: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stop_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # What the job page shows (step, rate, best validation); rewritten whole by every heartbeat.
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # What a resume starts from: the last fully uploaded `last` checkpoint (prefix, step) and the attempt prefix
+    # holding the best one. Columns of their own, moved only by the lease holder's fenced update, never by
+    # the heartbeat's write of `progress`.
+    checkpoint_prefix: Mapped[str | None] = mapped_column(String(500))
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    best_checkpoint_prefix: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a message for it was last sent: a job queued long after that lost its message (broker restarted).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # What the base model was, in words, as the worker that loaded it described it.
     base_model_description: Mapped[str | None] = mapped_column(Text)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +15,7 @@ from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
+from app.core.tasks import PREDICT_VERSION
 from app.datasets.tables import Dataset
 from app.jobs.tables import TrainingJob
 from app.models import masks
@@ -162,8 +164,34 @@ def predict_with(
     )
 
 
-PREDICT_VERSION_TASK = "samtune.predict_version"
-GPU_QUEUE = "gpu"
+def model_prefix(model_id: uuid.UUID) -> str:
+    return f"models/{model_id}"
+
+
+def register_model(
+    session: Session,
+    job: TrainingJob,
+    model_id: uuid.UUID,
+    checkpoint_sha256: str,
+    eval_results: dict[str, Any],
+) -> Model:
+    """The model a job produced, once its files are under `model_prefix(model_id)`: named after the data
+    version it learned from. The caller holds the job's lease (a stale attempt registers nothing)."""
+    version = session.get(DatasetVersion, job.version_id)
+    assert version is not None
+    dataset = session.get(Dataset, version.dataset_id)
+    assert dataset is not None
+    model = Model(
+        id=model_id,
+        workspace_id=job.workspace_id,
+        job_id=job.id,
+        name=f"{dataset.slug}/{version.number}",
+        checkpoint_key=model_prefix(model_id),
+        checkpoint_sha256=checkpoint_sha256,
+        eval_results=eval_results,
+    )
+    session.add(model)
+    return model
 
 
 def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, model_id: uuid.UUID,
@@ -179,7 +207,7 @@ def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, mo
                             status="queued")  # fmt: skip
     session.add(batch)
     session.flush()
-    enqueue_after_commit(session, tasks, PREDICT_VERSION_TASK, [str(batch.id)], GPU_QUEUE)
+    enqueue_after_commit(session, tasks, PREDICT_VERSION, [str(batch.id)])
     return batch
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
+from app.core.lease import LeaseColumns
 
 
 class Model(IdMixin, CreatedAtMixin, Base):
@@ -29,7 +30,7 @@ class Model(IdMixin, CreatedAtMixin, Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ready")
 
 
-class BatchPrediction(IdMixin, CreatedAtMixin, Base):
+class BatchPrediction(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     """A model run over one split of a data version, in the background; results as COCO results JSON."""
 
     __tablename__ = "batch_prediction"
@@ -50,3 +51,5 @@ class BatchPrediction(IdMixin, CreatedAtMixin, Base):
     result_key: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Claimed with a lease like a training job (app/core/lease.py): a worker killed mid-batch is noticed.
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.core import lease
 from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import TrainingJob
 from app.versions.plan import SourceImage
@@ -108,19 +109,41 @@ def job_using(session: Session, version_id: uuid.UUID) -> uuid.UUID | None:
     return session.scalar(select(TrainingJob.id).where(TrainingJob.version_id == version_id).limit(1))
 
 
+# --- the lease (app/core/lease.py: one protocol for jobs, builds and batch predictions) ------------
+
+# A build is `building` from the request until it ends, whether a worker holds it or not. Its builder counts
+# its own attempts (`attempts`, when it loads the version), so the claim does not.
+LEASED = lease.Leased(DatasetVersion, waiting="building", running="building", attempt=DatasetVersion.attempts)
+# A build beats about once a second while it works; two minutes of silence mean its worker is gone.
+BUILD_LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 3
+
+
+def claim(session: Session, version_id: uuid.UUID, token: str, now: datetime) -> bool:
+    return lease.claim(session, LEASED, version_id, token, now, BUILD_LEASE, count_attempt=False)
+
+
 def touch(session: Session, version_id: uuid.UUID, progress: float, now: datetime) -> int:
-    """Record progress and liveness, only while the build is still running."""
+    """Record progress and renew the build's lease, only while the build is still running."""
     stmt = (
         update(DatasetVersion)
         .where(DatasetVersion.id == version_id, DatasetVersion.status == "building")
-        .values(progress=progress, heartbeat_at=now)
+        .values(progress=progress, heartbeat_at=now, lease_expires_at=now + BUILD_LEASE)
     )
     return session.execute(stmt).rowcount  # type: ignore[attr-defined]
 
 
-def stale_builds(session: Session, older_than: datetime) -> list[DatasetVersion]:
+def expired_builds(session: Session, now: datetime) -> list[lease.Expired[DatasetVersion]]:
+    """Builds whose worker went silent, fenced out; `retry` False once MAX_ATTEMPTS are spent."""
+    return lease.reap(session, LEASED, now, max_attempts=lambda _: MAX_ATTEMPTS)
+
+
+def unclaimed_builds(session: Session, older_than: datetime) -> list[DatasetVersion]:
+    """Builds no worker holds that were last sent (or created) before `older_than`: their message was lost,
+    or a reaper fenced their worker out and the message it sent went missing too."""
     stmt = select(DatasetVersion).where(
         DatasetVersion.status == "building",
+        DatasetVersion.lease_token.is_(None),
         func.coalesce(DatasetVersion.heartbeat_at, DatasetVersion.created_at) < older_than,
     )
-    return list(session.scalars(stmt))
+    return list(session.scalars(stmt.with_for_update(skip_locked=True)))

@@ -14,6 +14,7 @@ from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
+from app.core.tasks import BUILD_VERSION
 from app.datasets import service as datasets
 from app.datasets.schemas import SplitCounts
 from app.datasets.tables import Dataset, Image
@@ -23,9 +24,6 @@ from app.versions import repository
 from app.versions.plan import PlanError, map_classes
 from app.versions.schemas import VersionOut, VersionSpec
 from app.versions.tables import DatasetVersion
-
-BUILD_TASK = "samtune.build_version"
-CPU_QUEUE = "cpu"
 
 
 class VersionNotFound(NotFound):
@@ -86,7 +84,7 @@ def create_version(
         session.flush()
     except IntegrityError:
         raise Conflict("another version of this dataset was created at the same moment; try again") from None
-    enqueue_after_commit(session, tasks, BUILD_TASK, [str(version.id)], CPU_QUEUE)
+    enqueue_after_commit(session, tasks, BUILD_VERSION, [str(version.id)])
     return version, dataset
 
 

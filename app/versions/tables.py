@@ -8,9 +8,10 @@ from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
+from app.core.lease import LeaseColumns
 
 
-class DatasetVersion(IdMixin, CreatedAtMixin, Base):
+class DatasetVersion(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     """A frozen snapshot of a dataset: immutable once `ready`."""
 
     __tablename__ = "dataset_version"
@@ -31,6 +32,5 @@ class DatasetVersion(IdMixin, CreatedAtMixin, Base):
     snapshot_prefix: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Liveness of the build: the reaper re-enqueues a build whose heartbeat went quiet (worker killed).
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Liveness of the build is its lease (LeaseColumns): the reaper re-enqueues a build whose lease expired.
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

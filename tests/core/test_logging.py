@@ -115,9 +115,9 @@ def test_install_redaction_reaches_handlers_configured_elsewhere() -> None:
 
 def test_job_log_lines_are_redacted() -> None:
     """A training attempt keeps its log lines and the API serves them (GET /jobs/{id}/logs)."""
-    from worker.training import _LogBuffer
+    from app.jobs.logbuffer import LogBuffer
 
-    buffer = _LogBuffer()
+    buffer = LogBuffer()
     logger = logging.getLogger("samtune.trainer.test-job-buffer")
     logger.addHandler(buffer)
     try:

@@ -17,6 +17,7 @@ import pytest
 from alembic.config import CommandLine
 
 from app.cli import main as samtune_cli
+from app.core.tasks import CPU_QUEUE, GPU_QUEUE
 from app.settings import Settings
 from tests.deploy.files import (
     REPO,
@@ -34,7 +35,6 @@ from tests.deploy.files import (
     services,
     variables,
 )
-from worker.celery_app import CPU_QUEUE, GPU_QUEUE
 
 BIN = Path(sys.executable).parent
 # Code that reads a SAMTUNE_ variable itself, outside Settings (set by the Dockerfile): the trainer, which

@@ -26,6 +26,7 @@ import psutil
 import pytest
 import redis
 
+from app.core.tasks import CPU_QUEUE, GPU_QUEUE
 from app.jobs.feed import stream_key
 from tests.conftest import drop_postgres_database, free_port, fresh_bucket, fresh_postgres_database, s3_client
 from tests.deploy.files import make_recipe
@@ -42,7 +43,6 @@ from tests.deploy.topology import (
 from tests.jobs.test_job_faults import Proc, wait_for
 from tests.test_samtune_cli import _wait_http
 from trainer.model import EMBEDDED_BASE
-from worker.celery_app import CPU_QUEUE, GPU_QUEUE
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -20,7 +20,9 @@ import httpx
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, transaction
 from app.core.storage import make_storage
+from app.jobs.runner import run_job
 from app.keys.service import create_key_for_workspace
+from app.models.batches import run_batch
 from app.settings import Settings
 from app.versions.builder import build_version
 from tests.conftest import fresh_bucket
@@ -28,8 +30,6 @@ from tests.factories import simple_coco_zip
 from tests.hardening.live import ServerProcess, samtune_env
 from trainer.model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
-from worker.predictions import run_batch
-from worker.training import run_job
 
 # Distinctive: the authorization matrix looks for it in every answer another workspace gets.
 DATASET_NAME = "workspace-a-private-shapes"

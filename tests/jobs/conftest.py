@@ -1,4 +1,4 @@
-"""Fixtures for training jobs. Jobs are run by `worker.training.run_job`, which opens its own engine, and the
+"""Fixtures for training jobs. Jobs are run by `app.jobs.runner.run_job`, which opens its own engine, and the
 event stream reads through the app's own sessionmaker: so these tests use a committed database per test
 module (SQLite file and a fresh PostgreSQL database), not the rolled-back connection of tests/conftest.py.
 
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, transaction
 from app.core.storage import make_storage
+from app.jobs.runner import run_job
 from app.jobs.tables import TrainingJob
 from app.keys.service import create_key_for_workspace
 from app.main import create_app
@@ -38,7 +39,6 @@ from app.versions.builder import build_version
 from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
 from trainer.model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
-from worker.training import run_job
 
 # Redis databases these tests may use (the server is shared): the live feed, and a Celery broker.
 FEED_REDIS_URL = "redis://127.0.0.1:6379/5"

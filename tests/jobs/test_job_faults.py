@@ -1,6 +1,6 @@
 """Fault tolerance of training jobs, end to end: real `python -m app.cli worker` (and beat, and API) processes,
-real Redis, real PostgreSQL, the bundled tiny model on the CPU. Each test breaks something (SIGKILL a worker,
-deliver a message twice, restart Redis, restart the API, stop or cancel a job, cancel a job whose worker just
+real Redis, real PostgreSQL, the bundled tiny model on the CPU. Each test breaks something (SIGKILL a worker
+while it trains or while it predicts a batch, deliver a message twice, restart Redis, restart the API, stop or cancel a job, cancel a job whose worker just
 died, a base model that will not load) and checks what the user sees through the API afterwards.
 
 Timings are shortened through the environment: lease 3 s, heartbeat and metric flush 0.5 s, reaper every 1 s.
@@ -34,18 +34,19 @@ from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, transaction
 from app.core.queue import CeleryQueue
 from app.core.storage import make_storage
+from app.core.tasks import GPU_QUEUE, TRAIN_JOB, make_celery
 from app.jobs.feed import stream_key
-from app.jobs.service import GPU_QUEUE, TRAIN_TASK
+from app.jobs.reaper import reap_stale_jobs
 from app.jobs.tables import TrainingJob
 from app.keys.service import create_key_for_workspace
 from app.main import create_app
+from app.models.batches import reap_stale_batches
+from app.models.tables import BatchPrediction
 from app.settings import Settings
 from app.versions.builder import build_version
 from tests.conftest import free_port, fresh_postgres_database
 from trainer.model import EMBEDDED_BASE, META_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
-from worker.celery_app import make_celery
-from worker.training import reap_stale_jobs
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -219,13 +220,13 @@ class Deployment:
         return self.start(name, "worker", "-Q", "gpu,cpu", "-c", str(concurrency), settings=settings)
 
     def checkpoint_pointer(self, job_id: str) -> dict:
-        """What a resume would start from (not shown by the API): job.progress["checkpoint"] in the database."""
+        """What a resume would start from (not shown by the API): the job's checkpoint columns."""
         engine = make_engine(self.settings.database_url)
         try:
             with make_sessionmaker(engine)() as session:
                 job = session.get(TrainingJob, uuid.UUID(job_id))
                 assert job is not None
-                return dict((job.progress or {}).get("checkpoint") or {})
+                return {"prefix": job.checkpoint_prefix, "step": job.checkpoint_step or 0}
         finally:
             engine.dispose()
 
@@ -477,7 +478,7 @@ def test_a_message_delivered_twice_runs_one_attempt(dep: Deployment, shared: Pro
         api = Api(c, dep.auth)
         job = api.create(dep.version_id, epochs=1)  # the API sends one message...
         # ...and here is another, as a redelivery would bring it.
-        CeleryQueue(make_celery(dep.settings)).send(TRAIN_TASK, [job["id"]], GPU_QUEUE)
+        CeleryQueue(make_celery(dep.settings)).send(TRAIN_JOB, [job["id"]], GPU_QUEUE)
         done = api.wait_terminal(job["id"])
         assert_single_clean_attempt(done)
         # The second delivery was taken by the other worker process and declined by the claim.
@@ -725,3 +726,69 @@ def test_a_genuine_error_fails_once_readably_and_is_not_retried(dep: Deployment,
         again = api.job(job["id"])
         assert again["status"] == "failed" and again["attempt"] == 1
         assert events_summary(again) == summary
+
+
+# --- 7. a batch prediction whose worker was SIGKILLed -------------------------------------------------------
+
+
+def batch_row(dep: Deployment, batch_id: str) -> BatchPrediction:
+    engine = make_engine(dep.settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            row = session.get(BatchPrediction, uuid.UUID(batch_id))
+            assert row is not None
+            session.expunge(row)
+            return row
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_prediction_whose_worker_was_killed_is_retried_by_the_reaper(
+    dep: Deployment, shared: Proc
+) -> None:
+    settings = dep.settings_with(broker_url=redis_url(DB_KILL))
+    redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB_KILL).flushdb()
+    with dep.logs_on_failure(), dep.client() as c, dep.client(settings) as kc:
+        api = Api(c, dep.auth)
+        trained = api.wait_terminal(api.create(dep.version_id, epochs=1)["id"])
+        model_id = trained["model_id"]
+        assert model_id, events_summary(trained)
+
+        doomed = dep.worker("worker-batch-a", settings=settings)
+        doomed.wait_log(r"celery@\S+ ready", timeout=120)
+        r = kc.post(
+            f"/api/v1/models/{model_id}/predict-version/{dep.version_id}?split=train", headers=dep.auth
+        )
+        assert r.status_code == 202, r.text
+        batch_id = r.json()["id"]
+
+        def running() -> bool:
+            return (
+                kc.get(f"/api/v1/batch-predictions/{batch_id}", headers=dep.auth).json()["status"]
+                == "running"
+            )
+
+        wait_for("the batch to be claimed", running, timeout=120, interval=0.02)
+        doomed.kill()
+        assert doomed.popen.returncode == -signal.SIGKILL
+        # Killed mid-batch: the row says running, and the model it uses cannot be deleted.
+        assert running()
+        assert kc.delete(f"/api/v1/models/{model_id}", headers=dep.auth).status_code == 409
+
+        # Until its lease expires, the reaper leaves it alone; then it sends it again, to a new worker.
+        tasks = CeleryQueue(make_celery(settings))
+        assert reap_stale_batches(settings, tasks) == []
+        dep.worker("worker-batch-b", settings=settings)
+        sent = wait_for("the reaper to send the batch again", lambda: reap_stale_batches(settings, tasks),
+                        timeout=60, interval=0.5)  # fmt: skip
+        assert sent == [batch_id]
+
+        def finished() -> dict | None:
+            out = kc.get(f"/api/v1/batch-predictions/{batch_id}", headers=dep.auth).json()
+            return out if out["status"] not in ("queued", "running") else None
+
+        done = wait_for("the batch to finish on the second worker", finished, timeout=120)
+        assert done["status"] == "succeeded" and done["num_images"] == TRAIN_IMAGES, done
+        row = batch_row(dep, batch_id)
+        assert row.attempt == 2 and row.lease_token is None
+        assert kc.delete(f"/api/v1/models/{model_id}", headers=dep.auth).status_code == 204

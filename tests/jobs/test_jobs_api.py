@@ -27,6 +27,8 @@ from sqlalchemy import func, select
 
 from app.core.db import transaction
 from app.core.queue import CeleryQueue
+from app.core.tasks import make_celery
+from app.jobs import runner as job_runner
 from app.jobs import tokens
 from app.jobs.service import OVERRIDABLE
 from app.jobs.tables import TrainingJob
@@ -44,8 +46,6 @@ from tests.jobs.conftest import (
 )
 from trainer.config import TrainConfig, resolve
 from trainer.model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR
-from worker import training as worker_training
-from worker.celery_app import make_celery
 from worker.webhooks import SIGNATURE_HEADER, WebhookRejected, deliver
 
 TRAIN_TASK, WEBHOOK_TASK = "samtune.train_job", "samtune.send_webhook"
@@ -455,13 +455,13 @@ def test_live_event_stream_while_the_job_runs(
     feed = "db" if kit.backend == "sqlite" else "redis"
     settings = kit.make_settings() if feed == "db" else kit.redis_settings()
     metrics_seen = threading.Event()
-    succeed = worker_training._Attempt._succeed
+    succeed = job_runner._Attempt._succeed
 
     def gated_succeed(self: Any, result: Any) -> str:
         assert metrics_seen.wait(60), "the client saw no metrics while the job was running"
         return succeed(self, result)
 
-    monkeypatch.setattr(worker_training._Attempt, "_succeed", gated_succeed)
+    monkeypatch.setattr(job_runner._Attempt, "_succeed", gated_succeed)
     outcome: list[Any] = []
 
     def work(job_id: str) -> None:

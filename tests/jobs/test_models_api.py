@@ -207,7 +207,7 @@ def test_delete(jobs_kit: JobKit) -> None:
     ).json()
     busy = kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth)
     assert busy.status_code == 409 and "in use" in busy.text
-    from worker.predictions import run_batch
+    from app.models.batches import run_batch
 
     assert run_batch(kit.settings, uuid.UUID(batch["id"])) == "succeeded"
     assert kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 204
@@ -282,8 +282,8 @@ def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: st
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from app.models.batches import run_batch
     from app.versions.tables import DatasetVersion
-    from worker.predictions import run_batch
 
     kit = jobs_kit
     version_id = kit.version["id"]
@@ -351,3 +351,37 @@ def test_predict_with_box_exemplars(jobs_kit: JobKit, model_id: str, test_image:
             url, headers=kit.auth, files={"image": ("x.jpg", test_image)}, data={"boxes": bad}
         )
         assert r.status_code == 422 and "box" in r.text, (bad, r.text)
+
+
+def test_batch_lease_reaped_retried_then_given_up(jobs_kit: JobKit, model_id: str) -> None:
+    """The lease of app/core/lease.py on batch predictions: a batch whose worker went silent is sent again
+    while attempts remain, failed after, and the silent attempt can write nothing once fenced out."""
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+    from app.models.batches import MAX_ATTEMPTS, reap_stale_batches, run_batch
+    from app.models.tables import BatchPrediction
+
+    kit = jobs_kit
+    url = f"/api/v1/models/{model_id}/predict-version/{kit.version['id']}?split=test"
+    quiet, hopeless = (kit.client.post(url, headers=kit.auth).json()["id"] for _ in range(2))
+    past = utcnow() - timedelta(seconds=5)
+    kit.update(
+        BatchPrediction, quiet, status="running", lease_token="silent", lease_expires_at=past, attempt=1
+    )
+    kit.update(BatchPrediction, hopeless, status="running", lease_token="silent", lease_expires_at=past,
+               attempt=MAX_ATTEMPTS)  # fmt: skip
+    kit.tasks.sent.clear()
+    assert reap_stale_batches(kit.settings, kit.tasks) == [quiet]
+    assert kit.tasks.sent == [("samtune.predict_version", [quiet], "gpu")]
+    gone = kit.client.get(f"/api/v1/batch-predictions/{hopeless}", headers=kit.auth).json()
+    assert gone["status"] == "failed" and f"stopped responding {MAX_ATTEMPTS} times" in gone["error"]
+    assert kit.client.get(f"/api/v1/batch-predictions/{quiet}", headers=kit.auth).json()["status"] == "queued"
+    assert reap_stale_batches(kit.settings, kit.tasks) == [], "queued again: nothing left to reap"
+    # The next delivery runs it as attempt 2 and clears the lease behind it.
+    assert run_batch(kit.settings, uuid.UUID(quiet)) == "succeeded"
+    with kit.factory() as session:
+        row = session.get(BatchPrediction, uuid.UUID(quiet))
+        assert (
+            row is not None and row.attempt == 2 and row.lease_token is None and row.lease_expires_at is None
+        )

@@ -11,12 +11,12 @@ import redis
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.queue import CeleryQueue
+from app.core.tasks import make_celery
 from app.datasets.tables import Dataset
 from app.settings import Settings
+from app.versions.reaper import MAX_ATTEMPTS, reap_stale_builds
 from app.versions.tables import DatasetVersion
 from app.workspaces.tables import Workspace
-from worker.celery_app import make_celery
-from worker.versions import MAX_ATTEMPTS, reap_stale_builds
 
 
 def test_reaper_requeues_quiet_builds_and_fails_hopeless_ones(tmp_path: Path) -> None:

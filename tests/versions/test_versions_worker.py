@@ -19,14 +19,14 @@ from fastapi.testclient import TestClient
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.queue import CeleryQueue
+from app.core.tasks import make_celery
 from app.keys.service import create_key_for_workspace
 from app.main import create_app
 from app.settings import Settings
+from app.versions.reaper import reap_stale_builds
 from app.versions.tables import DatasetVersion
 from tests.conftest import fresh_postgres_database
 from tests.factories import roboflow_zip
-from worker.celery_app import make_celery
-from worker.versions import reap_stale_builds
 
 REDIS_DB = 14
 

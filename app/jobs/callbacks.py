@@ -1,0 +1,204 @@
+"""What the trainer reports through during one attempt (trainer/callbacks.py's protocol): heartbeat, fenced
+writes of progress, metric points, log lines and checkpoint pointers, and live events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import transaction, utcnow
+from app.core.storage import ObjectStorage
+from app.jobs import repository
+from app.jobs.checkpoints import attempt_prefix, upload_dir
+from app.jobs.feed import Publisher
+from app.jobs.logbuffer import LogBuffer
+from app.jobs.service import record
+from app.settings import Settings
+from trainer.callbacks import StopRequest
+
+logger = logging.getLogger("samtune.worker.training")
+
+
+class LeaseLost(Exception):
+    """Another attempt owns the job now (this worker was presumed dead): stop without touching it."""
+
+
+class JobCallbacks:
+    """Heartbeat, fenced writes and live events for one attempt. A background thread renews the lease,
+    flushes metrics and log lines in batches, and reads the stop/cancel flags; the training loop only
+    touches memory, so a slow database never slows a step."""
+
+    def __init__(
+        self, settings: Settings, factory: sessionmaker[Session], storage: ObjectStorage, publisher: Publisher,
+        job_id: uuid.UUID, token: str, attempt: int, log_buffer: LogBuffer,
+    ) -> None:  # fmt: skip
+        self.settings, self.factory, self.storage, self.publisher = settings, factory, storage, publisher
+        self.job_id, self.token, self.attempt = job_id, token, attempt
+        self.logs = log_buffer
+        # Guards the in-memory state both threads touch; never held across a database call, so the training
+        # loop never waits on the database.
+        self.lock = threading.Lock()
+        # Orders the writes of metric points against the checkpoint pointer (heartbeat thread and training
+        # thread): the pointer must not move past a step whose points another thread has taken from the
+        # buffer but not yet written. (The heartbeat's write of `progress` no longer needs it: the pointer has
+        # columns of its own, which that write does not touch.)
+        self.write_lock = threading.Lock()
+        self.points: list[tuple[int, float, str, float]] = []
+        self.progress: dict[str, Any] = {}
+        self.best: dict[str, float] | None = None
+        self.flags: tuple[bool, bool] = (False, False)
+        self.lost = False
+        self.started = time.monotonic()
+        self.start_step = 0
+        self.total_steps: int | None = None
+        self.checkpoint_prefix: str | None = None  # this attempt's last `last`, deleted when superseded
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    # trainer -> here
+    def on_setup(self, hyperparameters: dict[str, dict[str, Any]], start_step: int) -> None:
+        self.start_step = start_step
+        self.total_steps = int(hyperparameters["total_steps"]["value"])
+        self.started = time.monotonic()
+        with transaction(self.factory) as session:
+            job = repository.fenced(session, self.job_id, self.token)
+            if job is None:
+                raise LeaseLost(f"job {self.job_id}: lease lost before training started")
+            job.hyperparameters = hyperparameters
+            # When this attempt's training loop began (model loaded, data fetched, caches filled): minus the
+            # claim, the worker's setup overhead per attempt (bench/job_queue.py reads it).
+            self.progress = dict(job.progress or {}) | {
+                "step": start_step,
+                "total_steps": self.total_steps,
+                "training_started_at": utcnow().isoformat(),
+            }
+            self.best = self.progress.get("best_valid")
+            job.progress = self.progress
+
+    def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = (step - self.start_step) / elapsed if elapsed > 0 and step > self.start_step else None
+        with self.lock:
+            self.points += [(step, epoch, name, float(value)) for name, value in metrics.items()]
+            if "valid_segm_AP" in metrics:
+                valid = {k.removeprefix("valid_"): v for k, v in metrics.items() if k.startswith("valid_")}
+                if self.best is None or valid["segm_AP"] > self.best.get("segm_AP", -1.0):
+                    self.best = valid
+            self.progress = self.progress | {
+                "step": step,
+                "epoch": round(epoch, 4),
+                "steps_per_second": round(rate, 4) if rate else None,
+                "eta_seconds": round((self.total_steps - step) / rate, 1)
+                if rate and self.total_steps
+                else None,
+                "best_valid": self.best,
+            }
+            progress = dict(self.progress)
+        self.publisher.publish(self.job_id, "metrics", {"step": step, "epoch": epoch, "metrics": metrics})
+        self.publisher.publish(self.job_id, "progress", progress)
+
+    def on_checkpoint(self, step: int, path: Path, is_best: bool) -> None:
+        if path.name not in ("last", "best"):
+            return  # the final model directory: registered by the attempt (app/jobs/runner.py)
+        prefix_of_attempt = attempt_prefix(self.job_id, self.attempt)
+        if path.name == "best":
+            upload_dir(self.storage, path, f"{prefix_of_attempt}/best")  # one file, replaced whole
+            return
+        # Each `last` goes to a prefix of its own: overwriting the one the database points at would leave a
+        # mix of two checkpoints (new weights, old trainer state) there if this process died mid-upload.
+        prefix = f"{prefix_of_attempt}/step-{step}-{uuid.uuid4().hex[:8]}"
+        upload_dir(self.storage, path, f"{prefix}/last")
+        # The metric points up to this step are in the database before the pointer moves past them: a resume
+        # from here never redoes those steps, so a point lost with this process would be a gap for good.
+        self.flush()
+        # Only now does the database point at it: a resume never reads a half-uploaded checkpoint.
+        best = prefix_of_attempt if (path.parent / "best" / "model.safetensors").exists() else None
+        with self.write_lock, transaction(self.factory) as session:
+            moved = repository.move_checkpoint(session, self.job_id, self.token, prefix, step, best)
+        if not moved:
+            self.lost = True
+            self.storage.delete_prefix(f"{prefix}/")  # nothing points at it, and nothing ever will
+            return
+        old, self.checkpoint_prefix = self.checkpoint_prefix, prefix
+        if old:
+            self.storage.delete_prefix(f"{old}/")  # this attempt's previous `last`, no longer pointed at
+
+    def on_event(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        with transaction(self.factory) as session:
+            job = repository.fenced(session, self.job_id, self.token)
+            if job is None:
+                self.lost = True
+                return
+            record(session, self.publisher, job, kind, message, data)
+
+    def should_stop(self) -> StopRequest:
+        if self.lost:
+            raise LeaseLost(f"job {self.job_id}: another attempt holds the lease now")
+        stop, cancel = self.flags
+        return "cancel" if cancel else "stop" if stop else None
+
+    # the heartbeat thread
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+    def _beat(self) -> None:
+        period = min(self.settings.job_heartbeat_seconds, self.settings.metrics_flush_seconds)
+        last_renew = 0.0
+        while not self._stop.wait(period):
+            try:
+                self.flush()
+                if time.monotonic() - last_renew >= self.settings.job_heartbeat_seconds:
+                    self.renew()
+                    last_renew = time.monotonic()
+            except Exception:  # a database blip must not kill the heartbeat; the lease gives us time
+                logger.exception("heartbeat of job %s failed; retrying", self.job_id)
+
+    def renew(self) -> None:
+        with self.lock:
+            progress = dict(self.progress) if self.progress else None
+        with transaction(self.factory) as session:
+            flags = repository.renew(
+                session, self.job_id, self.token, utcnow(),
+                timedelta(seconds=self.settings.job_lease_seconds), progress,
+            )  # fmt: skip
+        if flags is None:
+            self.lost = True
+        else:
+            self.flags = flags
+
+    def flush(self) -> None:
+        """Write the buffered metric points and log lines, only while the lease is ours."""
+        with self.write_lock:
+            with self.lock:
+                points, self.points = self.points, []
+            lines = self.logs.take()
+            if not points and not lines:
+                return
+            try:
+                with transaction(self.factory) as session:
+                    job = repository.fenced(session, self.job_id, self.token)
+                    if job is None:
+                        self.lost = True
+                        return
+                    for start in range(0, len(points), 1000):
+                        repository.upsert_metrics(session, self.job_id, points[start : start + 1000])
+                    for line in lines:
+                        repository.add_event(session, self.job_id, repository.LOG, line, attempt=self.attempt)
+            except Exception:
+                # Not written (a database blip): back into the buffers for the next flush, not lost.
+                with self.lock:
+                    self.points[:0] = points
+                self.logs.put_back(lines)
+                raise

@@ -1,0 +1,139 @@
+"""Batch prediction: a model over one split of a data version, written as COCO results JSON to storage. Run
+by a worker on the `gpu` queue (worker/predictions.py is the Celery shell around `run_batch`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from PIL import Image
+
+from app.core import lease
+from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.core.queue import TaskQueue, enqueue_after_commit
+from app.core.storage import ObjectStorage, make_storage
+from app.core.tasks import PREDICT_VERSION
+from app.models.masks import rle_json
+from app.models.serving import ModelCache, serve_device
+from app.models.tables import BatchPrediction, Model
+from app.settings import Settings
+from app.versions.snapshots import fetch_snapshot
+from app.versions.tables import DatasetVersion
+from trainer.model import load_base_model
+from trainer.predict import Predictor
+
+logger = logging.getLogger("samtune.worker.predictions")
+
+# What COCO evaluation looks at: every detection, best 100 per image.
+PER_IMAGE = 100
+
+
+def results_key(batch_id: uuid.UUID) -> str:
+    return f"predictions/{batch_id}/results.json"
+
+
+# Claimed with a lease like a training job: a worker killed mid-batch leaves the row `running` only until its
+# lease expires; then the reaper sends it again, or fails it once MAX_ATTEMPTS workers were lost on it.
+LEASED = lease.Leased(BatchPrediction, waiting="queued", running="running", attempt=BatchPrediction.attempt)
+MAX_ATTEMPTS = 3
+
+
+def run_batch(settings: Settings, batch_id: uuid.UUID) -> str:
+    """One attempt at the batch (or nothing, if it is not ours to run); its final status in a word."""
+    engine = make_engine(settings.database_url)
+    storage = make_storage(settings)
+    factory = make_sessionmaker(engine)
+    token = uuid.uuid4().hex
+    duration = timedelta(seconds=settings.job_lease_seconds)
+    try:
+        with transaction(factory) as session:
+            if not lease.claim(session, LEASED, batch_id, token, utcnow(), duration):
+                return "not claimed"
+            batch = session.get(BatchPrediction, batch_id)
+            assert batch is not None
+            session.refresh(batch)
+            if not lease.may_start(batch.attempt, MAX_ATTEMPTS):  # a redelivery beat the reaper to it
+                _end(batch, {"status": "failed", "error": _gave_up(batch.attempt)})
+                return "failed"
+            model = session.get(Model, batch.model_id)
+            version = session.get(DatasetVersion, batch.version_id)
+            assert model is not None and version is not None
+            split, classes = batch.split, list(version.classes or [])
+        heartbeat = lease.Heartbeat(
+            factory, LEASED, batch_id, token, duration, settings.job_heartbeat_seconds
+        )
+        with heartbeat:
+            values = _predict(settings, storage, batch_id, model, version, split, classes)
+        with transaction(factory) as session:
+            batch = lease.fenced(session, LEASED, batch_id, token)
+            if batch is None:  # presumed dead and handed on: the newer attempt writes the outcome
+                logger.warning("batch prediction %s: lease lost, outcome discarded", batch_id)
+                return "lease lost"
+            _end(batch, values)
+        return str(values["status"])
+    finally:
+        engine.dispose()
+
+
+def _predict(
+    settings: Settings, storage: ObjectStorage, batch_id: uuid.UUID, model: Model, version: DatasetVersion,
+    split: str, classes: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """The batch's outcome as column values; an error is reported, not retried (the same input would fail
+    the same way)."""
+    try:
+        cache = ModelCache(storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes)
+        directory = cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256)
+        predictor = Predictor(load_base_model(str(directory)), serve_device())
+        data = fetch_snapshot(storage, version, settings.data_dir / "cache" / "snapshots")
+        coco = json.loads((data / split / "_annotations.coco.json").read_text())
+        results = []
+        for img in coco["images"]:
+            with Image.open(data / split / img["file_name"]) as picture:
+                found = predictor.predict(picture.convert("RGB"), classes, confidence=0.0,
+                                          max_detections=PER_IMAGE)  # fmt: skip
+            results += [
+                {"image_id": img["id"], "category_id": p.prompt_index + 1, "bbox": [round(v, 2) for v in p.bbox],
+                 "score": round(p.score, 5), "segmentation": rle_json(p.rle)}
+                for p in found
+            ]  # fmt: skip
+        storage.put_bytes(results_key(batch_id), json.dumps(results).encode())
+        return {"status": "succeeded", "num_images": len(coco["images"]), "num_detections": len(results),
+                "result_key": results_key(batch_id)}  # fmt: skip
+    except Exception as exc:
+        logger.exception("batch prediction %s failed", batch_id)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _end(batch: BatchPrediction, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(batch, name, value)
+    batch.finished_at = utcnow()
+    batch.lease_token = None
+    batch.lease_expires_at = None
+
+
+def _gave_up(attempts: int) -> str:
+    return f"its worker stopped responding {attempts} times (killed, out of memory, or the machine was lost)"
+
+
+def reap_stale_batches(settings: Settings, tasks: TaskQueue) -> list[str]:
+    """Send again the batches whose worker went silent (lease expired); fail those out of attempts."""
+    engine = make_engine(settings.database_url)
+    sent: list[str] = []
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            for expired in lease.reap(session, LEASED, utcnow(), max_attempts=lambda _: MAX_ATTEMPTS):
+                batch = expired.row
+                if not expired.retry:
+                    _end(batch, {"status": "failed", "error": _gave_up(batch.attempt)})
+                    continue
+                batch.status = "queued"
+                enqueue_after_commit(session, tasks, PREDICT_VERSION, [str(batch.id)])
+                sent.append(str(batch.id))
+    finally:
+        engine.dispose()
+    return sent
