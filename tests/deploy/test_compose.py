@@ -123,7 +123,11 @@ def test_samtune_services_run_commands_that_exist() -> None:
         params = check_samtune_argv(run[name]).params
         consumed |= set(params["queues"].split(","))
     assert consumed == {CPU_QUEUE, GPU_QUEUE}
-    assert check_samtune_argv(run["worker"]).params == {"queues": GPU_QUEUE, "concurrency": 1}
+    assert check_samtune_argv(run["worker"]).params == {
+        "queues": GPU_QUEUE,
+        "concurrency": 1,
+        "celery_args": (),
+    }
     # Exactly one beat: two would run every periodic task twice.
     assert [n for n, argv in run.items() if argv[:2] == ["samtune", "beat"]] == ["beat"]
 
@@ -365,7 +369,7 @@ def test_dockerfile_installs_the_ui_files_and_the_bundled_model() -> None:
     # The venv comes from the build stage, which installed the code in place at the path it is copied to.
     build = by_name[next(c.from_stage for c in copies(final) if c.sources == ["/opt/samtune"])]
     code_dir = build.workdir_at(len(build.instructions))
-    assert any("pip install -e ." in i.args for i in build.all("RUN"))
+    assert any(re.search(r"pip install (-c \S+ )?-e \.", i.args) for i in build.all("RUN"))
     for package in ("app", "worker", "trainer", "migrations"):
         assert any(c.sources == [package] and c.dest == f"{code_dir}/{package}" for c in copies(final)), (
             package
