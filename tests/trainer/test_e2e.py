@@ -1,5 +1,24 @@
-"""End to end on CPU: fine-tune the tiny model on a small generated dataset; the training loss falls and
-validation mask AP rises above the base model's."""
+"""End to end on CPU: fine-tune the bundled base on concepts it has never seen; the training loss falls and
+test mask AP50 goes from nothing (the base) to far above it.
+
+The test starts from the pretrained `samtune/sam3-tiny-shapes` rather than a random model: a random tiny
+model learning from scratch in a few hundred steps sits at the edge of what it can learn, so a different
+CPU (AVX-512) or dependency release changes the floating-point path and the outcome. Here the base scores
+0 on the held-out colours whatever the seed, and a short decoder-mode fine-tune lands well above the
+thresholds on every seed measured.
+
+Spread over seeds 1-5 (data seed = training seed), 2026-12-02, this file's configuration, measured with a
+throwaway script calling the same `write_dataset` + `trainer.recipe.run` as the test and reading the same
+numbers (`EVERY=5 .venv/bin/python sweep.py 40 10 20 10 decoder none 1 2 3 4 5`: train/valid/test
+images, epochs, mode, max_steps, seeds); mask AP50 on the 20 test images. The fine-tuned AP50 clears its
+threshold by 2x, the loss ratio by 1.7x, and the base sits at 0 against 0.05. One run: about 1 minute of a 2-core CPU, 3 under heavy contention.
+
+| | min | median | max | asserted |
+| --- | --- | --- | --- | --- |
+| base, zero-shot | 0.000 | 0.000 | 0.000 | < 0.05 |
+| fine-tuned | 0.242 | 0.266 | 0.344 | > 0.12 |
+| last 10 / first 10 training losses | 0.371 | 0.413 | 0.429 | < 0.75 |
+"""
 
 from __future__ import annotations
 
@@ -9,31 +28,46 @@ from pathlib import Path
 import pytest
 
 from trainer.config import TrainConfig
+from trainer.model import EMBEDDED_BASE
 from trainer.recipe import run
-from trainer.synth import Concept, write_dataset
+from trainer.synth import HELD_OUT_DOMAINS, write_dataset
+
+SEED = 1
+EPOCHS = 10
+TRAIN_IMAGES = 40
+BATCH = 4
 
 
 @pytest.mark.timeout(600)
-def test_fine_tuning_learns(tiny_base: Path, tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "data", [Concept("square")], {"train": 16, "valid": 8, "test": 4},
-                         size=112, seed=1, max_objects=1)  # fmt: skip
+def test_fine_tuning_learns_a_concept_the_base_lacks(tmp_path: Path) -> None:
+    # Purple and orange shapes: the base was pretrained on red, green, blue and yellow only.
+    data = write_dataset(tmp_path / "data", list(HELD_OUT_DOMAINS["new-colours"]),
+                         {"train": TRAIN_IMAGES, "valid": 10, "test": 20}, size=112, seed=SEED)  # fmt: skip
     cfg = TrainConfig(
-        base_model=str(tiny_base), data_dir=data, output_dir=tmp_path / "run", mode="full",
-        epochs=100, batch_size=4, max_negatives=0, max_steps=400, warmup_steps=20,
-        # A randomly initialised base learns from scratch: a higher rate and a looser clip than fine-tuning uses.
-        lr_heads=2e-3, lr_vision=2e-3, lr_text=2e-4, grad_clip=1.0,
-        eval_every_epochs=10, early_stopping_patience=100, checkpoint_every_steps=100, progress_bar=False,
+        base_model=EMBEDDED_BASE, data_dir=data, output_dir=tmp_path / "run", mode="decoder", seed=SEED,
+        epochs=EPOCHS, batch_size=BATCH, early_stopping_patience=EPOCHS, eval_every_epochs=5,
+        # Every step's loss: the averages below are over 10 steps, not 10 samples 10 steps apart.
+        log_every_steps=1, progress_bar=False,
     )  # fmt: skip
     result = run(cfg)
-    assert result.status == "succeeded" and result.steps == 400
+    steps = EPOCHS * TRAIN_IMAGES // BATCH
+    assert result.status == "succeeded" and result.steps == steps
 
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in lines if "loss" in m]
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert len(losses) == steps
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.75 * first, (first, last)
 
-    # Validation mask AP50 climbs from nothing (0.003 after 40 steps) to above 0.1.
-    valid = [m["valid_segm_AP50"] for m in lines if "valid_segm_AP50" in m]
-    assert max(valid) > valid[0] + 0.1, valid
-    assert result.best_valid is not None and result.best_valid["segm_AP50"] == max(valid)
     assert result.test is not None and result.base_test is not None
+    base, tuned = result.base_test["summary"]["segm_AP50"], result.test["summary"]["segm_AP50"]
+    assert base < 0.05, result.base_test["summary"]
+    assert tuned > 0.12, result.test["summary"]
+
+    # The best validation result is the evaluation with the best mask AP (AP50 breaking ties), all of it.
+    evals = [m for m in lines if "valid_segm_AP" in m]
+    assert len(evals) == EPOCHS // 5
+    best = max(evals, key=lambda m: m["valid_segm_AP"] + 1e-3 * m["valid_segm_AP50"])
+    assert result.best_valid == {
+        k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")
+    }
