@@ -11,7 +11,8 @@ Spread over seeds 1-5 (data seed = training seed), 2026-12-02, this file's confi
 throwaway script calling the same `write_dataset` + `trainer.recipe.run` as the test and reading the same
 numbers (`EVERY=5 .venv/bin/python sweep.py 40 10 20 10 decoder none 1 2 3 4 5`: train/valid/test
 images, epochs, mode, max_steps, seeds); mask AP50 on the 20 test images. The fine-tuned AP50 clears its
-threshold by 2x, the loss ratio by 1.7x, and the base sits at 0 against 0.05. One run: about 1 minute of a 2-core CPU, 3 under heavy contention.
+threshold by 2x, the loss ratio by 1.7x, and the base sits at 0 against 0.05. One run: about 1 minute of
+a 2-core CPU, 3 under heavy contention.
 
 | | min | median | max | asserted |
 | --- | --- | --- | --- | --- |
