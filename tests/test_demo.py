@@ -22,4 +22,7 @@ def test_demo_shows_a_lift() -> None:
     found = re.search(r"lift: mask AP50 ([0-9.]+) -> ([0-9.]+)", done.stdout)
     assert found, done.stdout
     base, tuned = float(found.group(1)), float(found.group(2))
-    assert tuned >= 3 * base and tuned >= 0.3, done.stdout
+    # Measured 2026-12-02: base 0.000 on every run; fine-tuned 0.26-0.42 over 600-step runs of the demo's recipe
+    # with different seeds (0.464 in bench/RESULTS.md). The floor sits at half the lowest of them, so a
+    # different CPU or a dependency release moves the result well before it moves the verdict.
+    assert base < 0.05 and tuned >= 0.12 and tuned >= base + 0.1, done.stdout
