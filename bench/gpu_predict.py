@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import Sam3Model  # noqa: E402
 
-from trainer.model import LoadedModel, full_size_sam3_config, load_base_model  # noqa: E402
+from trainer.architecture import full_size_sam3_config  # noqa: E402
+from trainer.base_model import LoadedModel, load_base_model  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.tokenizer import load_tokenizer  # noqa: E402
 

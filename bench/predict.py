@@ -47,7 +47,7 @@ from app.keys.service import create_key_for_workspace  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.versions.builder import build_version  # noqa: E402
-from trainer.model import EMBEDDED_BASE, load_base_model  # noqa: E402
+from trainer.base_model import EMBEDDED_BASE, load_base_model  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset  # noqa: E402
 

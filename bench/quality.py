@@ -22,8 +22,8 @@ import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from trainer.base_model import load_base_model  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.model import load_base_model  # noqa: E402
 from trainer.recipe import FineTuneRecipe, run  # noqa: E402
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset  # noqa: E402
 

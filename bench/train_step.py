@@ -28,10 +28,10 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from transformers import Sam3Model  # noqa: E402
 
+from trainer.architecture import full_size_sam3_config  # noqa: E402
 from trainer.forward import QueryModel, text_backbone, vision_backbone  # noqa: E402
 from trainer.losses import LossWeights, SetCriterion  # noqa: E402
 from trainer.matcher import HungarianMatcher  # noqa: E402
-from trainer.model import full_size_sam3_config  # noqa: E402
 from trainer.types import ModelOutputs, QueryTargets  # noqa: E402
 
 

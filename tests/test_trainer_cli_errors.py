@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from trainer import __main__ as trainer_cli
-from trainer.model import BaseModelNotFound
+from trainer.base_model import BaseModelNotFound
 
 
 def _config(tmp_path: Path) -> Path:

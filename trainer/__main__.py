@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_nodes > 1:
         print("error: several nodes need --use-cluster 1 (SLURM)", file=sys.stderr)
         return 2
-    from trainer.model import BaseModelNotFound  # torch and transformers: not for --help or a bad config
+    from trainer.base_model import BaseModelNotFound  # torch and transformers: not for --help or a bad config
 
     try:
         result = (

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from trainer import data as D
+from trainer.base_model import LoadedModel
 from trainer.evaluate import postprocess
 from trainer.forward import QueryModel, text_backbone
-from trainer.model import LoadedModel
 from trainer.tokenizer import tokenize
 
 MAX_TEXT_TOKENS = 32

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import Sam3Model
 
+from trainer.architecture import tiny_sam3_config
 from trainer.callbacks import NullCallbacks
 from trainer.config import TrainConfig
-from trainer.model import reinit_for_pretraining, save_model, tiny_sam3_config
 from trainer.recipe import run
+from trainer.save import save_model
 from trainer.synth import PRETRAIN_CONCEPTS, write_dataset
 from trainer.tokenizer import load_tokenizer
 
@@ -55,6 +57,51 @@ STAGES = (
     Stage("stage1", lr=1e-3, warmup=200, max_steps=14_300, cooldown=0.0),
     Stage("stage2", lr=1.5e-4, warmup=2_000, max_steps=18_000, cooldown=0.3),
 )
+
+
+@torch.no_grad()
+def reinit_for_pretraining(model: Sam3Model, seed: int = 0) -> None:
+    """Re-initialise `model` for training from scratch, deterministically.
+
+    transformers' default init (normal, std 0.02) leaves a narrow model blind: presence logits constant, masks
+    independent of the prompt. Here every nn.Linear, nn.Conv2d and nn.ConvTranspose2d weight gets
+    xavier_uniform_ (bias 0), every nn.Embedding N(0, 1) (its padding row, if any, 0), and LayerNorm /
+    GroupNorm are set to ones / zeros. The ViT's position table (a bare Parameter) is redrawn
+    N(0, initializer_range) so that nothing depends on the global RNG. The
+    values are drawn on the CPU from a torch.Generator seeded by `seed`, in module order, then copied to the
+    parameters' device and dtype, so the result does not depend on the device.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def assign(param: torch.Tensor, value: torch.Tensor) -> None:
+        param.copy_(value.to(device=param.device, dtype=param.dtype))
+
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            weight = torch.empty(module.weight.shape, dtype=torch.float32)
+            nn.init.xavier_uniform_(weight, generator=gen)
+            assign(module.weight, weight)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            weight = torch.empty(module.weight.shape, dtype=torch.float32)
+            weight.normal_(0.0, 1.0, generator=gen)
+            if module.padding_idx is not None:
+                weight[module.padding_idx] = 0.0
+            assign(module.weight, weight)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            if module.weight is not None:
+                module.weight.fill_(1.0)
+            if module.bias is not None:
+                module.bias.zero_()
+        else:
+            # A learned position table kept as a bare Parameter (the ViT's): redrawn at transformers' scale
+            # (N(0, initializer_range)) from the same generator, so the whole model depends on `seed` only.
+            table = module._parameters.get("position_embeddings")
+            if isinstance(table, nn.Parameter):
+                std = float(getattr(model.config, "initializer_range", 0.02))
+                weight = torch.empty(table.shape, dtype=torch.float32).normal_(0.0, std, generator=gen)
+                assign(table, weight)
 
 
 def _train(out: Path, data: Path, base: Path, stage: Stage, deadline: Deadline, seed: int) -> dict:
@@ -123,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def curve_points(metrics_files: list[Path], name: str = "valid_segm_AP50") -> list[tuple[int, float]]:
     """(global step, value) over consecutive stages: each stage's steps continue from the previous one's."""
     points: list[tuple[int, float]] = []
@@ -165,3 +208,7 @@ def draw_curve(
     d.text((left, 8), title, fill="black")
     d.text((w // 2 - 20, h - bottom + 12), f"step (0 .. {max_x})", fill="black")
     img.save(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,6 +29,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from trainer import data as D
+from trainer.base_model import LoadedModel, load_base_model
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, resolve, values
 from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
@@ -36,8 +37,8 @@ from trainer.extras import installed, require
 from trainer.forward import QueryModel, text_backbone, vision_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
-from trainer.model import LoadedModel, load_base_model, save_model
 from trainer.preflight import find_batch_size
+from trainer.save import save_model
 from trainer.tokenizer import tokenize
 from trainer.types import ModelOutputs
 

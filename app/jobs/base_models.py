@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.core.errors import Unprocessable
 from app.settings import Settings
-from trainer.model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
+from trainer.base_model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
 
 
 class BaseModelInfo(BaseModel):

@@ -4,7 +4,7 @@ Shown with its basis so nobody mistakes it for a promise."""
 from __future__ import annotations
 
 from app.jobs.schemas import Estimate
-from trainer.model import EMBEDDED_BASE
+from trainer.base_model import EMBEDDED_BASE
 
 # (base kind, device, mode) -> seconds per image per step, with where the figure comes from.
 _SECONDS_PER_IMAGE: dict[tuple[str, str, str], tuple[float, str]] = {

@@ -22,7 +22,7 @@ from app.models.tables import BatchPrediction, Model
 from app.settings import Settings
 from app.versions.snapshots import fetch_snapshot
 from app.versions.tables import DatasetVersion
-from trainer.model import load_base_model
+from trainer.base_model import load_base_model
 from trainer.predict import Predictor
 
 logger = logging.getLogger("samtune.worker.predictions")

@@ -22,7 +22,7 @@ import torch
 
 from app.core.errors import AppError
 from app.core.storage import ObjectStorage, file_sha256
-from trainer.model import load_base_model
+from trainer.base_model import load_base_model
 from trainer.predict import Predictor
 
 T = TypeVar("T")

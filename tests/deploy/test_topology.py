@@ -42,7 +42,7 @@ from tests.deploy.topology import (
 )
 from tests.jobs.test_job_faults import Proc, wait_for
 from tests.test_samtune_cli import _wait_http
-from trainer.model import EMBEDDED_BASE
+from trainer.base_model import EMBEDDED_BASE
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -39,7 +39,7 @@ from tests.deploy.files import (
 )
 from tests.jobs.conftest import FAST_HYPERPARAMETERS, SMALL_VERSION, SseEvent, free_port, parse_block
 from tests.jobs.test_job_faults import Proc, stop_together, wait_for
-from trainer.model import EMBEDDED_BASE
+from trainer.base_model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
 BIN = Path(sys.executable).parent

@@ -28,7 +28,7 @@ from app.versions.builder import build_version
 from tests.conftest import fresh_bucket
 from tests.factories import simple_coco_zip
 from tests.hardening.live import ServerProcess, samtune_env
-from trainer.model import EMBEDDED_BASE
+from trainer.base_model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
 # Distinctive: the authorization matrix looks for it in every answer another workspace gets.

@@ -37,7 +37,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.versions.builder import build_version
 from tests.conftest import drop_postgres_database, free_port, fresh_postgres_database
-from trainer.model import EMBEDDED_BASE
+from trainer.base_model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
 # Redis databases these tests may use (the server is shared): the live feed, and a Celery broker.

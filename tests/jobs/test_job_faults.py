@@ -45,7 +45,7 @@ from app.models.tables import BatchPrediction
 from app.settings import Settings
 from app.versions.builder import build_version
 from tests.conftest import free_port, fresh_postgres_database
-from trainer.model import EMBEDDED_BASE, META_BASE
+from trainer.base_model import EMBEDDED_BASE, META_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
 pytestmark = pytest.mark.timeout(420)

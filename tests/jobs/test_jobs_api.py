@@ -44,8 +44,8 @@ from tests.jobs.conftest import (
     parse_block,
     parse_sse,
 )
+from trainer.base_model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR
 from trainer.config import TrainConfig, resolve
-from trainer.model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR
 from worker.webhooks import SIGNATURE_HEADER, WebhookRejected, deliver
 
 TRAIN_TASK, WEBHOOK_TASK = "samtune.train_job", "samtune.send_webhook"

@@ -16,7 +16,7 @@ from transformers import Sam3Model
 
 from app.models.serving import ModelCache
 from tests.jobs.conftest import JobKit
-from trainer.model import EMBEDDED_BASE_DIR, load_base_model
+from trainer.base_model import EMBEDDED_BASE_DIR, load_base_model
 from trainer.predict import Predictor
 
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 from transformers import Sam3Model
 
+from trainer.architecture import tiny_sam3_config
 from trainer.config import TrainConfig
-from trainer.model import reinit_for_pretraining, save_model, tiny_sam3_config
+from trainer.pretrain import reinit_for_pretraining
+from trainer.save import save_model
 from trainer.synth import Concept, write_dataset
 from trainer.tokenizer import load_tokenizer
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.base_model import EMBEDDED_BASE, EMBEDDED_BASE_DIR, load_base_model
 from trainer.config import TrainConfig
-from trainer.model import EMBEDDED_BASE, EMBEDDED_BASE_DIR, load_base_model
 from trainer.recipe import FineTuneRecipe
 from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.base_model import EMBEDDED_BASE
 from trainer.config import TrainConfig
-from trainer.model import EMBEDDED_BASE
 from trainer.recipe import run
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 

@@ -6,8 +6,8 @@ import torch
 from transformers import Sam3Model
 from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy
 
+from trainer.architecture import tiny_sam3_config
 from trainer.forward import forward_queries, text_backbone, vision_backbone
-from trainer.model import tiny_sam3_config
 
 
 def test_staged_forward_matches_sam3model() -> None:

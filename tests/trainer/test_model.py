@@ -11,15 +11,10 @@ import torch
 from torch import nn
 from transformers import Sam3Model, Sam3Processor
 
-from trainer.model import (
-    TINY_IMAGE_SIZE,
-    BaseModelNotFound,
-    count_parameters,
-    load_base_model,
-    reinit_for_pretraining,
-    save_model,
-    tiny_sam3_config,
-)
+from trainer.architecture import TINY_IMAGE_SIZE, count_parameters, tiny_sam3_config
+from trainer.base_model import BaseModelNotFound, load_base_model
+from trainer.pretrain import reinit_for_pretraining
+from trainer.save import save_model
 from trainer.tokenizer import tokenize
 
 # The default tiny model (image 224, hidden 64, 2 ViT / 2 text / 2 decoder layers, 20 queries) has

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from trainer.base_model import EMBEDDED_BASE
 from trainer.config import TrainConfig
-from trainer.model import EMBEDDED_BASE
 from trainer.predict import Predictor
 from trainer.recipe import FineTuneRecipe
 from trainer.synth import PRETRAIN_CONCEPTS, write_dataset
