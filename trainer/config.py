@@ -219,3 +219,8 @@ def resolve(
 
 def values(resolved: dict[str, Resolved]) -> dict[str, Any]:
     return {k: r.value for k, r in resolved.items()}
+
+
+def explained(resolved: dict[str, Resolved]) -> dict[str, dict[str, Any]]:
+    """Each value with its reason: config_resolved.yaml, the model card and the callbacks all show this."""
+    return {k: {"value": r.value, "reason": r.reason} for k, r in resolved.items()}

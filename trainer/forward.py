@@ -164,3 +164,37 @@ class QueryModel(torch.nn.Module):
             input_boxes_labels=input_boxes_labels,
         )
         return out.logits, out.boxes, out.presence, out.masks
+
+
+def ask(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    pixel_values: torch.Tensor | None = None,
+    backbone_hidden: torch.Tensor | None = None,
+    text_hidden: torch.Tensor | None = None,
+    image_index: torch.Tensor | None = None,
+    class_index: torch.Tensor | None = None,
+    input_boxes: torch.Tensor | None = None,
+    input_boxes_labels: torch.Tensor | None = None,
+) -> ModelOutputs:
+    """Run `model`, a QueryModel or DistributedDataParallel around one: the wrapper's own forward must be the
+    one called, or DDP would not synchronise the gradients. Without `image_index` / `class_index`, every
+    prompt is asked once of a single image, as evaluation and prediction do."""
+    if class_index is None or image_index is None:
+        k = input_ids.shape[0]
+        image_index = torch.zeros(k, dtype=torch.long, device=input_ids.device)
+        class_index = torch.arange(k, device=input_ids.device)
+    logits, boxes, presence, masks = model(
+        pixel_values,
+        image_index,
+        class_index,
+        input_ids,
+        attention_mask,
+        backbone_hidden=backbone_hidden,
+        text_hidden=text_hidden,
+        input_boxes=input_boxes,
+        input_boxes_labels=input_boxes_labels,
+    )
+    return ModelOutputs(logits=logits, boxes=boxes, presence=presence, masks=masks)

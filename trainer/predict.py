@@ -11,10 +11,8 @@ from PIL import Image
 from trainer import data as D
 from trainer.base_model import LoadedModel
 from trainer.evaluate import postprocess
-from trainer.forward import QueryModel, text_backbone
+from trainer.forward import QueryModel, ask, text_backbone
 from trainer.tokenizer import tokenize
-
-MAX_TEXT_TOKENS = 32
 
 
 @dataclass
@@ -40,7 +38,7 @@ class Predictor:
     def _prompts(self, prompts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The text side depends on the prompts only: the same classes, asked again and again, are encoded once.
         if prompts not in self._text:
-            text = tokenize(self.loaded.tokenizer, list(prompts), max_length=MAX_TEXT_TOKENS)
+            text = tokenize(self.loaded.tokenizer, list(prompts))
             ids, mask = text["input_ids"].to(self.device), text["attention_mask"].to(self.device)
             if len(self._text) > 64:
                 self._text.clear()
@@ -76,12 +74,11 @@ class Predictor:
                                   xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1).clamp(0, 1)  # fmt: skip
             exemplars = cxcywh[None].expand(k, -1, -1).to(self.device, self.dtype)
             labels = torch.ones(k, len(boxes), dtype=torch.long, device=self.device)
-        logits, pred_boxes, presence, masks = self.query_model(
-            pixels[None].to(self.device, self.dtype),
-            torch.zeros(k, dtype=torch.long, device=self.device),
-            torch.arange(k, device=self.device),
+        found = ask(
+            self.query_model,
             ids,
             mask,
+            pixel_values=pixels[None].to(self.device, self.dtype),
             text_hidden=text_hidden,
             input_boxes=exemplars,
             input_boxes_labels=labels,
@@ -89,7 +86,8 @@ class Predictor:
         out: list[Prediction] = []
         for c, prompt in enumerate(prompts):
             for det in postprocess(
-                logits[-1, c].float(), presence[-1, c].float(), pred_boxes[-1, c].float(), masks[c].float(),
+                found.logits[-1, c].float(), found.presence[-1, c].float(), found.boxes[-1, c].float(),
+                found.masks[c].float(),
                 image_id=0, category_id=c, orig_size=(height, width), score_threshold=confidence,
                 top_k=max_detections, nms_iou=nms_iou,
             ):  # fmt: skip

@@ -29,23 +29,22 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from trainer import data as D
+from trainer.architecture import mask_size_for
 from trainer.base_model import LoadedModel, load_base_model
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
-from trainer.config import Resolved, TrainConfig, resolve, values
+from trainer.config import Resolved, TrainConfig, explained, resolve, values
 from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
 from trainer.extras import installed, require
-from trainer.forward import QueryModel, text_backbone, vision_backbone
+from trainer.forward import QueryModel, ask, text_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
 from trainer.preflight import find_batch_size
 from trainer.save import save_model
 from trainer.tokenizer import tokenize
 from trainer.types import ModelOutputs
+from trainer.vision_cache import VisionCache, backbone_fingerprint
 
 logger = logging.getLogger("samtune.trainer")
-
-PATCH = 14
-MAX_TEXT_TOKENS = 32
 
 
 class TrainingFailed(Exception):
@@ -104,32 +103,18 @@ class FineTuneRecipe:
 
         self.loaded: LoadedModel = load_base_model(cfg.base_model, device="cpu")
         self.image_size = cfg.image_size or self.loaded.image_size
-        self.mask_size = self.image_size // PATCH * 4
+        self.mask_size = mask_size_for(self.image_size)
 
-        gpu_gb = (
-            torch.cuda.get_device_properties(self.device).total_memory / 2**30
-            if self.device.type == "cuda"
-            else None
-        )
-        self.resolved = resolve(
-            cfg,
-            num_train_images=len(self.splits["train"].samples),
-            device_type=self.device.type,
-            gpu_memory_gb=gpu_gb,
-            recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
-        )
-        self.hp = values(self.resolved)
-        self.mode = self.hp["mode"]
         if self.rank == 0:
             (self.out / "config.yaml").write_text(
                 yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
             )
-            resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
-            (self.out / "config_resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        self._resolve_hyperparameters()
+        self.mode = self.hp["mode"]
 
         self.model = self.loaded.model.to(self.device)
         prompts = [cfg.prompts.get(c, c) for c in self.classes]
-        self.text = tokenize(self.loaded.tokenizer, prompts, max_length=MAX_TEXT_TOKENS)
+        self.text = tokenize(self.loaded.tokenizer, prompts)
         self.text = {k: v.to(self.device) for k, v in self.text.items()}
 
         # The mode decides what trains: `decoder` freezes both encoders and caches their outputs.
@@ -138,7 +123,8 @@ class FineTuneRecipe:
                 p.requires_grad_(False)
             for p in self.model.text_encoder.parameters():
                 p.requires_grad_(False)
-            self.cache_dir = Path(cfg.cache_dir or self.out / "cache") / self._backbone_fingerprint()
+            fingerprint = backbone_fingerprint(self.model, cfg.base_model, self.image_size)
+            self.vision_cache = VisionCache(Path(cfg.cache_dir or self.out / "cache") / fingerprint)
             self._fill_vision_cache()
         self.text_hidden = self._text_hidden()
 
@@ -165,8 +151,28 @@ class FineTuneRecipe:
             self._preflight()
         self._resume_if_possible()
         self.writer = self._tensorboard()
-        resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
-        self.callbacks.on_setup(resolved, self.step)
+        self.callbacks.on_setup(explained(self.resolved), self.step)
+
+    def _resolve_hyperparameters(self, batch_size_found: int | None = None) -> None:
+        """Every `None` of the config gets a value and a reason, recorded in config_resolved.yaml. Called
+        again once the CUDA preflight has found the batch size."""
+        gpu_gb = (
+            torch.cuda.get_device_properties(self.device).total_memory / 2**30
+            if self.device.type == "cuda"
+            else None
+        )
+        self.resolved = resolve(
+            self.cfg,
+            num_train_images=len(self.splits["train"].samples),
+            device_type=self.device.type,
+            gpu_memory_gb=gpu_gb,
+            batch_size_found=batch_size_found,
+            recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
+        )
+        self.hp = values(self.resolved)
+        if self.rank == 0:
+            resolved_yaml = yaml.safe_dump(explained(self.resolved), sort_keys=False)
+            (self.out / "config_resolved.yaml").write_text(resolved_yaml)
 
     def _preflight(self) -> None:
         """One real step per candidate batch size, halving on out-of-memory; the winner goes into the
@@ -187,15 +193,7 @@ class FineTuneRecipe:
             finally:
                 self.optimizer.zero_grad(set_to_none=True)
 
-        found = find_batch_size(trial, start=min(16, max(1, n)))
-        gpu_gb = torch.cuda.get_device_properties(self.device).total_memory / 2**30
-        self.resolved = resolve(self.cfg, num_train_images=n, device_type="cuda", gpu_memory_gb=gpu_gb,
-                                batch_size_found=found,
-                                recommended=(self.loaded.card or {}).get("recommended_hyperparameters"))  # fmt: skip
-        self.hp = values(self.resolved)
-        if self.rank == 0:
-            resolved = {k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()}
-            (self.out / "config_resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        self._resolve_hyperparameters(batch_size_found=find_batch_size(trial, start=min(16, max(1, n))))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Meta's recipe: three learning rates (heads, vision, text), layer-wise decay down the ViT, no weight
@@ -239,37 +237,19 @@ class FineTuneRecipe:
 
     # --- caches (decoder mode) ---------------------------------------------------------------------
 
-    def _backbone_fingerprint(self) -> str:
-        h = hashlib.sha256(f"{self.cfg.base_model}|{self.image_size}".encode())
-        for name, p in list(self.model.vision_encoder.backbone.state_dict().items())[:8]:
-            h.update(name.encode())
-            h.update(p.detach().float().flatten()[:256].cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    def _vision_cache_path(self, split: str, image_id: int) -> Path:
-        return self.cache_dir / split / f"{image_id}.safetensors"
-
-    @torch.no_grad()
     def _fill_vision_cache(self) -> None:
-        """Run the frozen ViT once per image and keep its output in fp16 on disk."""
-        mean, std = self.loaded.image_mean, self.loaded.image_std
-        todo = [(s, smp) for s, d in self.splits.items() for smp in d.samples
-                if not self._vision_cache_path(s, smp.image_id).exists()]  # fmt: skip
+        """Each rank runs the frozen ViT on its share of the images not cached yet; all then wait for the
+        whole cache, since any rank's batches may use any image."""
+        todo = self.vision_cache.missing(self.splits)
         if not todo:
             return
         t0 = time.monotonic()
         self.model.eval()
-        for split, sample in todo[self.rank :: self.world]:
-            pixels = D.load_pixels(sample.path, self.image_size, self.image_size, mean, std)[None].to(
-                self.device
-            )
-            with self._autocast():
-                hidden = vision_backbone(self.model, pixels)[0]
-            path = self._vision_cache_path(split, sample.image_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"hidden": hidden.to(torch.float16).cpu().contiguous()}, str(tmp))
-            os.replace(tmp, path)
+        with self._autocast():
+            self.vision_cache.fill(
+                self.model, todo[self.rank :: self.world], image_size=self.image_size,
+                mean=self.loaded.image_mean, std=self.loaded.image_std, device=self.device,
+            )  # fmt: skip
         if self.world > 1:
             dist.barrier()
         self._event(
@@ -277,14 +257,6 @@ class FineTuneRecipe:
             f"cached the vision encoder's output for {len(todo)} images",
             {"seconds": round(time.monotonic() - t0, 1)},
         )
-
-    def _cached_backbone(self, split: str, sample_indices: list[int]) -> torch.Tensor:
-        samples = self.splits[split].samples
-        rows = [
-            load_file(str(self._vision_cache_path(split, samples[i].image_id)))["hidden"]
-            for i in sample_indices
-        ]
-        return torch.stack(rows).to(self.device, torch.float32)
 
     def _text_hidden(self) -> torch.Tensor:
         """CLIP's output per class prompt; with a frozen text encoder this is computed once for the run."""
@@ -385,20 +357,25 @@ class FineTuneRecipe:
     def _forward(self, batch: D.Batch, split: str, *, train: bool) -> ModelOutputs:
         model = self.train_model if train else self.query_model
         decoder = self.mode == "decoder"
-        logits, boxes, presence, masks = model(
-            None if decoder else batch.pixel_values.to(self.device),  # type: ignore[union-attr]
-            batch.image_index.to(self.device),
-            batch.class_index.to(self.device),
+        samples = self.splits[split].samples
+        return ask(
+            model,
             self.text["input_ids"],
             self.text["attention_mask"],
-            backbone_hidden=self._cached_backbone(split, batch.sample_index) if decoder else None,
+            pixel_values=None if decoder else batch.pixel_values.to(self.device),  # type: ignore[union-attr]
+            backbone_hidden=self.vision_cache.load(
+                split, [samples[i] for i in batch.sample_index], self.device
+            )
+            if decoder
+            else None,
             text_hidden=self.text_hidden if decoder else None,
+            image_index=batch.image_index.to(self.device),
+            class_index=batch.class_index.to(self.device),
             input_boxes=None if batch.input_boxes is None else batch.input_boxes.to(self.device),
             input_boxes_labels=None
             if batch.input_boxes_labels is None
             else batch.input_boxes_labels.to(self.device),
         )
-        return ModelOutputs(logits=logits, boxes=boxes, presence=presence, masks=masks)
 
     # --- divergence --------------------------------------------------------------------------------
 
@@ -465,24 +442,24 @@ class FineTuneRecipe:
         cached = self.mode == "decoder" and use_cache
         text_hidden = text_backbone(query_model.model, self.text["input_ids"], self.text["attention_mask"])
         detections = []
-        for i, sample in enumerate(data.samples):
+        for sample in data.samples:
             pixels = None
             if not cached:
                 pixels = D.load_pixels(sample.path, self.image_size, self.image_size, self.loaded.image_mean,
                                        self.loaded.image_std)[None].to(self.device)  # fmt: skip
             with self._autocast():
-                logits, boxes, presence, masks = query_model(
-                    pixels,
-                    torch.zeros(k, dtype=torch.long, device=self.device),
-                    torch.arange(k, device=self.device),
+                out = ask(
+                    query_model,
                     self.text["input_ids"],
                     self.text["attention_mask"],
-                    backbone_hidden=self._cached_backbone(split, [i]) if cached else None,
+                    pixel_values=pixels,
+                    backbone_hidden=self.vision_cache.load(split, [sample], self.device) if cached else None,
                     text_hidden=text_hidden,
                 )
             for c in range(k):
                 detections += postprocess(
-                    logits[-1, c].float(), presence[-1, c].float(), boxes[-1, c].float(), masks[c].float(),
+                    out.logits[-1, c].float(), out.presence[-1, c].float(), out.boxes[-1, c].float(),
+                    out.masks[c].float(),
                     image_id=sample.image_id, category_id=data.category_id(c), orig_size=(sample.height, sample.width),
                     nms_iou=self.cfg.eval_nms_iou,
                 )  # fmt: skip
@@ -565,6 +542,11 @@ class FineTuneRecipe:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        # Only a CUDA run saved these; a machine with fewer GPUs than the one that saved them restores its own.
+        cuda_states = state["rng"].get("cuda")
+        if cuda_states is not None and torch.cuda.is_available():
+            for index, cuda_state in enumerate(cuda_states[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
 
     def _resume_if_possible(self) -> None:
         last = self.out / "checkpoints" / "last"
@@ -599,9 +581,7 @@ class FineTuneRecipe:
                 "prompts": [self.cfg.prompts.get(c, c) for c in self.classes],
                 "mode": self.mode,
                 "steps": self.step,
-                "hyperparameters": {
-                    k: {"value": r.value, "reason": r.reason} for k, r in self.resolved.items()
-                },
+                "hyperparameters": explained(self.resolved),
                 "metrics": {"valid_best": self.best_valid, "test": test, "base_test": base_test},
                 "events": self.events,
             }

@@ -73,6 +73,32 @@ def test_resume_equals_uninterrupted_run(small_config, tmp_path: Path, mode: str
     assert all(last_a[s] == pytest.approx(last_b[s], rel=1e-6) for s in range(5, 13))
 
 
+def test_resume_restores_the_cuda_rng_of_the_gpus_present(
+    small_config, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A CUDA run's checkpoint holds one RNG state per GPU; resuming restores those of the GPUs this machine
+    has (here, faked: one), and a machine without CUDA leaves them alone."""
+    cfg = small_config(device="cpu", epochs=1)
+    run(cfg)
+    last = cfg.output_dir / "checkpoints" / "last"
+    state = torch.load(last / "trainer_state.pt", weights_only=False)
+    saved = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    state["rng"]["cuda"] = saved
+    torch.save(state, last / "trainer_state.pt")
+
+    restored: list[tuple[torch.Tensor, int]] = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((s, device)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recipe = FineTuneRecipe(cfg)
+    recipe.setup()  # resumes from `last`
+    assert recipe.step == 4 and restored == []
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    recipe._load_checkpoint(last)
+    assert len(restored) == 1 and restored[0][1] == 0 and torch.equal(restored[0][0], saved[0])
+
+
 class NanAt:
     """Wraps the criterion: the loss is NaN on the given calls (1-based)."""
 
