@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import Sam3Model
 
-from trainer.architecture import tiny_sam3_config
+from tests.trainer.tiny import CARD
+from trainer.architecture import TINY_IMAGE_SIZE, tiny_sam3_config
 from trainer.config import TrainConfig
 from trainer.pretrain import reinit_for_pretraining
 from trainer.save import save_model
@@ -64,3 +65,19 @@ def small_config(tiny_base: Path, shapes_data: Path, tmp_path: Path):  # type: i
         return TrainConfig.model_validate(values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Sam3Model:
+    """The default tiny SAM 3 (224 px), seeded; tests only read it."""
+    torch.manual_seed(0)
+    return Sam3Model(tiny_sam3_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def saved_dir(tiny_model: Sam3Model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_model` written by save_model with the shared card."""
+    out = tmp_path_factory.mktemp("saved") / "model"
+    tokenizer = load_tokenizer(tmp_path_factory.getbasetemp() / "clip-bpe")
+    assert save_model(tiny_model, tokenizer, out, image_size=TINY_IMAGE_SIZE, card=CARD) == out
+    return out
