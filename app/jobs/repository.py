@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -23,27 +23,28 @@ from app.versions.tables import DatasetVersion
 LOG = "log"
 
 
+def lineage(start: Select[Any] | None = None) -> Select[Any]:
+    """`start`'s columns, then a job, the version it trained on and that version's dataset, joined: the one
+    spelling of the join behind every read of a job or a model (app/models/repository.py starts from
+    `select(Model).join(Model.job)`). Rows without `start` are (job, version, dataset)."""
+    stmt = select() if start is None else start
+    return (
+        stmt.add_columns(TrainingJob, DatasetVersion, Dataset)
+        .join(TrainingJob.version)
+        .join(DatasetVersion.dataset)
+    )
+
+
 def get(
     session: Session, workspace_id: uuid.UUID, job_id: uuid.UUID
 ) -> tuple[TrainingJob, DatasetVersion, Dataset] | None:
-    stmt = (
-        select(TrainingJob, DatasetVersion, Dataset)
-        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
-        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-        .where(TrainingJob.id == job_id, TrainingJob.workspace_id == workspace_id)
-    )
+    stmt = lineage().where(TrainingJob.id == job_id, TrainingJob.workspace_id == workspace_id)
     row = session.execute(stmt).one_or_none()
     return (row[0], row[1], row[2]) if row else None
 
 
 def get_any(session: Session, job_id: uuid.UUID) -> tuple[TrainingJob, DatasetVersion, Dataset] | None:
-    stmt = (
-        select(TrainingJob, DatasetVersion, Dataset)
-        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
-        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-        .where(TrainingJob.id == job_id)
-    )
-    row = session.execute(stmt).one_or_none()
+    row = session.execute(lineage().where(TrainingJob.id == job_id)).one_or_none()
     return (row[0], row[1], row[2]) if row else None
 
 
@@ -56,9 +57,7 @@ def list_jobs(
     limit: int = 100,
 ) -> list[tuple[TrainingJob, DatasetVersion, Dataset]]:
     stmt = (
-        select(TrainingJob, DatasetVersion, Dataset)
-        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
-        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        lineage()
         .where(TrainingJob.workspace_id == workspace_id)
         .order_by(TrainingJob.created_at.desc())
         .limit(limit)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -16,10 +16,13 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime, utcnow
 from app.core.lease import LeaseColumns
+
+if TYPE_CHECKING:
+    from app.versions.tables import DatasetVersion
 
 
 class TrainingJob(IdMixin, CreatedAtMixin, LeaseColumns, Base):
@@ -61,6 +64,9 @@ class TrainingJob(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     base_model_description: Mapped[str | None] = mapped_column(Text)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
+
+    # For joins only (repository.lineage); touching it unloaded raises rather than querying.
+    version: Mapped[DatasetVersion] = relationship(lazy="raise")
 
 
 class JobEvent(Base):

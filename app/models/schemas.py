@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ModelOut(BaseModel):
@@ -73,3 +73,61 @@ class BatchPredictionOut(BaseModel):
     results_url: str | None = Field(description="COCO results JSON, once succeeded.")
     created_at: datetime
     finished_at: datetime | None
+
+
+# --- what a predict request carries -------------------------------------------------------------------------
+
+
+class PredictOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str] | None = Field(default=None, description="Text prompts; default: the model's classes.")
+    confidence: float = Field(default=0.5, ge=0, le=1)
+    mask_format: Literal["polygon", "rle"] = "polygon"
+    max_detections: int = Field(default=100, ge=1, le=1000)
+    boxes: list[tuple[float, float, float, float]] | None = Field(
+        default=None,
+        description="Exemplar boxes, [x0, y0, x1, y1] in image pixels: find things like these (with each prompt, "
+        "or alone). Multipart: a JSON string.",
+    )
+
+    @field_validator("boxes")
+    @classmethod
+    def _boxes(cls, value: list[tuple[float, float, float, float]] | None) -> list | None:
+        for i, (x0, y0, x1, y1) in enumerate(value or []):
+            if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
+                raise ValueError(
+                    f"box {i} {[x0, y0, x1, y1]} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1, >= 0"
+                )
+        return value
+
+
+class PredictJSON(PredictOptions):
+    image: str = Field(description="The image, base64-encoded (a data: URL is fine).")
+
+
+# --- Roboflow's inference-server bodies (app/models/roboflow.py) ------------------------------------------
+
+
+class ImageRef(BaseModel):
+    type: str = "base64"
+    value: str
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model_id: str
+    image: ImageRef | list[ImageRef]
+    api_key: str | None = None
+    confidence: float = Field(default=0.4, ge=0, le=1)
+    iou_threshold: float | None = Field(default=None, gt=0, le=1)
+    class_filter: list[str] | None = None
+    max_detections: int = Field(default=300, ge=1, le=1000)
+    response_mask_format: str | None = None
+
+
+class AddModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_id: str
+    api_key: str | None = None

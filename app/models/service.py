@@ -1,13 +1,12 @@
-"""Models: read, download, delete, predict."""
+"""Models: read (by id, or by Roboflow's `slug/version` id), describe, download, delete; what a prediction
+needs of one (a `Servable`); the model a job registers; batch predictions asked for."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from zipstream import ZIP_DEFLATED, ZipStream
 
@@ -17,15 +16,17 @@ from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
 from app.core.tasks import PREDICT_VERSION
 from app.datasets.tables import Dataset
+from app.jobs import base_models
 from app.jobs.tables import TrainingJob
-from app.models import masks
-from app.models.schemas import ImageSize, ModelOut, Point, PredictionOut, PredictResponse
+from app.models import repository
+from app.models.predict import Servable
+from app.models.repository import Row
+from app.models.schemas import BatchPredictionOut, ModelOut
 from app.models.serving import ModelCache
 from app.models.tables import BatchPrediction, Model
+from app.settings import Settings
 from app.versions import service as versions
 from app.versions.tables import DatasetVersion
-
-MASK_FORMATS = ("polygon", "rle")
 
 
 class ModelNotFound(NotFound):
@@ -33,30 +34,40 @@ class ModelNotFound(NotFound):
         super().__init__(f"model {model_id} not found in this workspace")
 
 
-Row = tuple[Model, TrainingJob, DatasetVersion, Dataset]
-
-
-def _query():  # type: ignore[no-untyped-def]
-    return (
-        select(Model, TrainingJob, DatasetVersion, Dataset)
-        .join(TrainingJob, TrainingJob.id == Model.job_id)
-        .join(DatasetVersion, DatasetVersion.id == TrainingJob.version_id)
-        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-    )
-
-
 def get(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row:
-    row = session.execute(
-        _query().where(Model.id == model_id, Model.workspace_id == workspace_id)
-    ).one_or_none()
-    if row is None:
+    found = repository.get(session, workspace_id, model_id)
+    if found is None:
         raise ModelNotFound(model_id)
-    return row[0], row[1], row[2], row[3]
+    return found
 
 
 def list_models(session: Session, workspace_id: uuid.UUID) -> list[Row]:
-    stmt = _query().where(Model.workspace_id == workspace_id).order_by(Model.created_at.desc())
-    return [(r[0], r[1], r[2], r[3]) for r in session.execute(stmt)]
+    return repository.list_newest_first(session, workspace_id)
+
+
+def by_reference(session: Session, workspace_id: uuid.UUID, reference: str) -> Row:
+    """A model by its Roboflow-style id (`slug/version`: the newest model trained on that version) or its UUID."""
+    slug, _, number = reference.partition("/")
+    try:
+        if not number:
+            found = repository.get(session, workspace_id, uuid.UUID(reference))
+        # Version numbers are 32-bit in the database: a larger one failed there (500) instead of matching nothing.
+        elif not 0 < int(number) < 2**31:
+            raise ValueError(number)
+        else:
+            found = repository.newest_for_version(session, workspace_id, slug, int(number))
+    except ValueError:
+        raise NotFound(
+            f"model {reference!r} not found: use '{{dataset slug}}/{{version number}}' or a model id"
+        ) from None
+    if found is None:
+        raise NotFound(f"model {reference!r} not found in this workspace")
+    return found
+
+
+def names(session: Session, workspace_id: uuid.UUID) -> list[str]:
+    """The workspace's model names (Roboflow-style ids), oldest first, each once."""
+    return repository.names_oldest_first(session, workspace_id)
 
 
 def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> ModelOut:
@@ -78,6 +89,20 @@ def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: D
     )
 
 
+def servable(model: Model, version: DatasetVersion) -> Servable:
+    """A fine-tuned model for prediction, its files fetched from storage (and checked) the first time."""
+    model_id, prefix, sha256 = model.id, model.checkpoint_key, model.checkpoint_sha256
+    return Servable(
+        str(model_id), list(version.classes or []), lambda cache: cache.fetch(model_id, prefix, sha256)
+    )
+
+
+def base_servable(settings: Settings, name: str) -> Servable:
+    """A base model for zero-shot prediction; its default prompts are the classes its card lists, if any."""
+    base = base_models.resolve(settings, name)
+    return Servable(f"base:{base.name}", base_models.classes(base), lambda _cache: str(base.location))
+
+
 def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
     """The model directory (what Sam3Model.from_pretrained loads, with processor files and card), zipped
     while it is sent."""
@@ -91,77 +116,13 @@ def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
 def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspace_id: uuid.UUID,
            model_id: uuid.UUID) -> None:  # fmt: skip
     model, _, _, _ = get(session, workspace_id, model_id)
-    busy = session.scalar(
-        select(BatchPrediction.id).where(
-            BatchPrediction.model_id == model.id, BatchPrediction.status.in_(("queued", "running"))
-        )
-    )
+    busy = repository.active_batch(session, model.id)
     if busy is not None:
         raise Conflict(f"model {model.name} is in use by batch prediction {busy}; delete it once that ends")
     prefix = model.checkpoint_key.rstrip("/") + "/"
     session.delete(model)
     session.flush()
     after_commit(session, lambda: (storage.delete_prefix(prefix), cache.evict(str(model_id))))
-
-
-def predict(
-    cache: ModelCache, model: Model, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
-    max_detections: int, mask_format: str, classes: list[str], boxes: list | None = None,
-) -> PredictResponse:  # fmt: skip
-    """A fine-tuned model's prediction (blocking: call from a worker thread)."""
-    return predict_with(
-        cache, str(model.id), lambda: cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256), image,
-        prompts, confidence=confidence, max_detections=max_detections, mask_format=mask_format, classes=classes,
-        boxes=boxes,
-    )  # fmt: skip
-
-
-def predict_with(
-    cache: ModelCache, key: str, locate, image, prompts: list[str] | None, *, confidence: float,  # type: ignore[no-untyped-def]
-    max_detections: int, mask_format: str, classes: list[str], boxes: list | None = None,
-) -> PredictResponse:  # fmt: skip
-    """Blocking: call from a worker thread. One request per model at a time (the model's lock)."""
-    if mask_format not in MASK_FORMATS:
-        raise Unprocessable(f"mask_format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}",
-                            source="mask_format")  # fmt: skip
-    for i, box in enumerate(boxes or []):
-        if box[2] > image.width or box[3] > image.height:
-            raise Unprocessable(f"boxes: box {i} {list(box)} leaves the {image.width}x{image.height} image",
-                                source="boxes")  # fmt: skip
-    if prompts is None and boxes:
-        prompts = []  # exemplars alone: SAM 3's "visual" prompt
-    elif prompts is None:
-        prompts = classes  # Roboflow's habit: a model finds its own classes unless asked otherwise
-    else:
-        prompts = [p.strip() for p in prompts if p and p.strip()]
-        if not prompts:
-            raise Unprocessable("prompts is empty: send at least one non-blank text prompt", source="prompts")
-    if not prompts and not boxes:
-        raise Unprocessable("this model has no classes: send at least one text prompt", source="prompts")
-    started = time.perf_counter()
-    served = cache.get(key, locate)
-    with served.lock:
-        found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections,
-                                         boxes=[tuple(b) for b in boxes] if boxes else None)  # fmt: skip
-    predictions = []
-    for p in found:
-        x, y, w, h = p.bbox
-        out = PredictionOut(
-            x=x + w / 2, y=y + h / 2, width=w, height=h, confidence=round(p.score, 4), class_=p.prompt,
-            class_id=classes.index(p.prompt) if p.prompt in classes else p.prompt_index,
-            detection_id=str(uuid.uuid4()),
-        )  # fmt: skip
-        if mask_format == "rle":
-            out.rle = masks.rle_json(p.rle)
-        else:
-            out.points = [Point(x=px, y=py) for px, py in masks.polygon(p.rle)]
-        predictions.append(out)
-    return PredictResponse(
-        inference_id=str(uuid.uuid4()),
-        time=round(time.perf_counter() - started, 4),
-        image=ImageSize(width=image.width, height=image.height),
-        predictions=predictions,
-    )
 
 
 def model_prefix(model_id: uuid.UUID) -> str:
@@ -212,11 +173,27 @@ def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, mo
 
 
 def get_batch(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) -> BatchPrediction:
-    batch = session.scalars(
-        select(BatchPrediction).where(
-            BatchPrediction.id == batch_id, BatchPrediction.workspace_id == workspace_id
-        )
-    ).first()
+    batch = repository.get_batch(session, workspace_id, batch_id)
     if batch is None:
         raise NotFound(f"batch prediction {batch_id} not found in this workspace")
     return batch
+
+
+def describe_batch(batch: BatchPrediction, results_url: str) -> BatchPredictionOut:
+    """The batch as the API shows it; `results_url` only once there are results."""
+    return BatchPredictionOut(
+        id=batch.id, model_id=batch.model_id, version_id=batch.version_id, split=batch.split, status=batch.status,
+        num_images=batch.num_images, num_detections=batch.num_detections, error=batch.error,
+        results_url=results_url if batch.status == "succeeded" else None,
+        created_at=batch.created_at, finished_at=batch.finished_at,
+    )  # fmt: skip
+
+
+def batch_results_key(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) -> str:
+    """Where a finished batch's COCO results JSON is stored; Conflict until it has succeeded."""
+    batch = get_batch(session, workspace_id, batch_id)
+    if batch.status != "succeeded" or not batch.result_key:
+        raise Conflict(
+            f"batch prediction {batch_id} is {batch.status}" + (f": {batch.error}" if batch.error else "")
+        )
+    return batch.result_key

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, Uuid
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
 from app.core.lease import LeaseColumns
+
+if TYPE_CHECKING:
+    from app.jobs.tables import TrainingJob
 
 
 class Model(IdMixin, CreatedAtMixin, Base):
@@ -28,6 +31,10 @@ class Model(IdMixin, CreatedAtMixin, Base):
     # {"base": {...coco metrics...}, "fine_tuned": {...}} on the test split.
     eval_results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ready")
+
+    # For joins only (app/jobs/repository.lineage): loading it by touching the attribute raises, so a query
+    # that forgot it fails in tests instead of issuing one more SELECT per model.
+    job: Mapped[TrainingJob] = relationship(lazy="raise")
 
 
 class BatchPrediction(IdMixin, CreatedAtMixin, LeaseColumns, Base):

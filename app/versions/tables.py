@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
 from app.core.lease import LeaseColumns
+
+if TYPE_CHECKING:
+    from app.datasets.tables import Dataset
 
 
 class DatasetVersion(IdMixin, CreatedAtMixin, LeaseColumns, Base):
@@ -34,3 +37,6 @@ class DatasetVersion(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Liveness of the build is its lease (LeaseColumns): the reaper re-enqueues a build whose lease expired.
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+
+    # For joins only (app/jobs/repository.lineage); touching it unloaded raises rather than querying.
+    dataset: Mapped[Dataset] = relationship(lazy="raise")

@@ -1,0 +1,72 @@
+"""Every query the models package makes (batch predictions' lease is app/core/lease.py's, in batches.py).
+A model is always read with its lineage: the job that trained it, that job's data version and its dataset."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.datasets.tables import Dataset
+from app.jobs import repository as jobs
+from app.jobs.tables import TrainingJob
+from app.models.tables import BatchPrediction, Model
+from app.versions.tables import DatasetVersion
+
+Row = tuple[Model, TrainingJob, DatasetVersion, Dataset]
+
+
+def _lineage(workspace_id: uuid.UUID) -> Select[Any]:
+    return jobs.lineage(select(Model).join(Model.job)).where(Model.workspace_id == workspace_id)
+
+
+def _row(found: Any) -> Row:
+    return found[0], found[1], found[2], found[3]
+
+
+def get(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row | None:
+    found = session.execute(_lineage(workspace_id).where(Model.id == model_id)).one_or_none()
+    return _row(found) if found else None
+
+
+def list_newest_first(session: Session, workspace_id: uuid.UUID) -> list[Row]:
+    stmt = _lineage(workspace_id).order_by(Model.created_at.desc())
+    return [_row(found) for found in session.execute(stmt)]
+
+
+def newest_for_version(session: Session, workspace_id: uuid.UUID, slug: str, number: int) -> Row | None:
+    """The newest model trained on version `number` of the dataset `slug` (Roboflow's `slug/number` id)."""
+    stmt = (
+        _lineage(workspace_id)
+        .where(Dataset.slug == slug, DatasetVersion.number == number)
+        .order_by(Model.created_at.desc())
+        .limit(1)
+    )
+    found = session.execute(stmt).first()
+    return _row(found) if found else None
+
+
+def names_oldest_first(session: Session, workspace_id: uuid.UUID) -> list[str]:
+    """Each model name once, at the place of its first model. No join: every model has a job, a version and
+    a dataset (non-null foreign keys, deletes restricted), so the lineage would filter nothing out."""
+    stmt = select(Model.name).where(Model.workspace_id == workspace_id).order_by(Model.created_at)
+    return list(dict.fromkeys(session.scalars(stmt)))
+
+
+def active_batch(session: Session, model_id: uuid.UUID) -> uuid.UUID | None:
+    """A batch prediction of the model that is queued or running, if any."""
+    return session.scalar(
+        select(BatchPrediction.id).where(
+            BatchPrediction.model_id == model_id, BatchPrediction.status.in_(("queued", "running"))
+        )
+    )
+
+
+def get_batch(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) -> BatchPrediction | None:
+    return session.scalars(
+        select(BatchPrediction).where(
+            BatchPrediction.id == batch_id, BatchPrediction.workspace_id == workspace_id
+        )
+    ).first()
