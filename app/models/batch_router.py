@@ -1,0 +1,64 @@
+"""The routes of batch predictions: one asks for a model over a version's split (a worker on the `gpu` queue
+runs it: app/models/batches.py), the others poll it and fetch its COCO results."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import StreamingResponse
+
+from app.core.deps import CurrentPrincipal, SessionDep, StorageDep, TasksDep
+from app.core.storage import iter_object
+from app.models import service
+from app.models.schemas import BatchPredictionOut
+from app.models.tables import BatchPrediction
+
+router = APIRouter()  # tagged "models" by app/models/router.py, which includes it
+
+
+def _batch_out(request: Request, batch: BatchPrediction) -> BatchPredictionOut:
+    return service.describe_batch(batch, str(request.url_for("batch_prediction_results", batch_id=batch.id)))
+
+
+@router.post(
+    "/api/v1/models/{model_id}/predict-version/{version_id}",
+    response_model=BatchPredictionOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def predict_version(
+    model_id: uuid.UUID,
+    version_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    tasks: TasksDep,
+    principal: CurrentPrincipal,
+    split: Literal["train", "valid", "test"] = "test",
+) -> BatchPredictionOut:
+    """Predict every image of a version's split in the background (a worker on the `gpu` queue); poll the
+    batch, then download its COCO results JSON (every class asked of every image, best 100 per image)."""
+    batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split)
+    return _batch_out(request, batch)
+
+
+@router.get("/api/v1/batch-predictions/{batch_id}", response_model=BatchPredictionOut)
+def get_batch_prediction(
+    batch_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> BatchPredictionOut:
+    return _batch_out(request, service.get_batch(session, principal.workspace_id, batch_id))
+
+
+@router.get(
+    "/api/v1/batch-predictions/{batch_id}/results",
+    name="batch_prediction_results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/json": {}}}, 409: {"description": "Not finished"}},
+)
+def batch_prediction_results(
+    batch_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
+) -> StreamingResponse:
+    """COCO results JSON: [{image_id, category_id, bbox (xywh), score, segmentation (RLE)}], ids as in the
+    version's `_annotations.coco.json`, so pycocotools' COCOeval reads it as it is."""
+    key = service.batch_results_key(session, principal.workspace_id, batch_id)
+    return StreamingResponse(iter_object(storage, key), media_type="application/json")
