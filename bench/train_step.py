@@ -28,7 +28,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from transformers import Sam3Model  # noqa: E402
 
-from trainer.architecture import full_size_sam3_config  # noqa: E402
+from trainer.architecture import full_size_sam3_config, mask_size_for  # noqa: E402
 from trainer.forward import QueryModel, text_backbone, vision_backbone  # noqa: E402
 from trainer.losses import LossWeights, SetCriterion  # noqa: E402
 from trainer.matcher import HungarianMatcher  # noqa: E402
@@ -99,7 +99,7 @@ def bench(image_size: int, prompts: int, steps: int, warmup: int, device: torch.
     params = sum(p.numel() for p in model.parameters())
     qm = QueryModel(model)
     criterion = SetCriterion(HungarianMatcher(), LossWeights())
-    mask_size = image_size // 14 * 4
+    mask_size = mask_size_for(image_size)
     tgts = targets(prompts, mask_size, device)
     pixels = torch.randn(1, 3, image_size, image_size, device=device)
     ids = torch.randint(1, 49000, (prompts, 32), device=device)

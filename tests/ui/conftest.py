@@ -90,7 +90,8 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         **os.environ,
         "SAMTUNE_DATA_DIR": str(data_dir),
         "SAMTUNE_UI_VENDOR_DIR": str(ROOT / "node_modules"),
-        "SAMTUNE_LOG_LEVEL": "warning",
+        # info: the supervisor logs which pid runs the API ("started api (pid N)"), which the flow test kills.
+        "SAMTUNE_LOG_LEVEL": "info",
     }
     for name in ("SAMTUNE_DATABASE_URL", "SAMTUNE_STORAGE_URL", "SAMTUNE_BROKER_URL", "SAMTUNE_REDIS_URL"):
         env.pop(name, None)  # the embedded default: SQLite, a local folder, the server-less broker

@@ -11,6 +11,7 @@ Stop button once the reload has been seen; Stop keeps the best checkpoint, evalu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,16 @@ def shapes_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("ui-flow-data")
     folder = write_dataset(work / "shapes", CONCEPTS, SPLITS, size=SIZE, seed=8)
     return Path(shutil.make_archive(str(work / "shapes-ui"), "zip", folder))
+
+
+def image_showing(split: Path, name: str) -> Path:
+    """The first image of a split (by file name) with an object of concept `name`: "try it" asks for that
+    concept, and which file a directory listing yields first depends on the file system (ext4 orders names by
+    a per-file-system hash), so `next(glob())` could pick one of the two test images with no red shape."""
+    coco = json.loads((split / "_annotations.coco.json").read_text())
+    category = next(c["id"] for c in coco["categories"] if c["name"] == name)
+    shown = {a["image_id"] for a in coco["annotations"] if a["category_id"] == category}
+    return split / min(i["file_name"] for i in coco["images"] if i["id"] in shown)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0, every: float = 0.5) -> None:
@@ -326,7 +337,7 @@ def test_train_watch_reload_stop_try_compare(
     shot(page, "model")
 
     # --- try it: an image, prompts, confidence -> masks drawn, and the same request as curl ------------
-    image = next((shapes_zip.parent / "shapes" / "test").glob("*.jpg"))
+    image = image_showing(shapes_zip.parent / "shapes" / "test", CONCEPTS[0].name)
     page.locator("#try-image").set_input_files(str(image))
     page.get_by_label("Prompts").fill(CONCEPTS[0].name)
     page.locator("#try-confidence").fill("0.2")
