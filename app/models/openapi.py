@@ -1,4 +1,4 @@
-"""What the OpenAPI document says of the routes that read their bodies by hand (app/models/requests.py): FastAPI
+"""What the OpenAPI document says of the routes that read their bodies by hand (app/models/bodies.py): FastAPI
 sees no body parameter there, so without these the document showed none, and no client built from it could
 call them."""
 

@@ -16,7 +16,7 @@ from PIL.Image import Image
 from app.core.errors import Unprocessable
 from app.images.decode import load_rgb
 from app.models import draw, masks
-from app.models.requests import read_predict
+from app.models.bodies import read_predict
 from app.models.schemas import ImageSize, Point, PredictionOut, PredictOptions, PredictResponse
 from app.models.serving import ModelCache, Served
 from app.settings import Settings

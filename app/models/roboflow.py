@@ -19,7 +19,7 @@ from app.core.deps import SessionDep, presented_key
 from app.core.errors import AppError, Unprocessable
 from app.images.decode import load_rgb
 from app.keys import service as keys
-from app.models import requests, service
+from app.models import bodies, service
 from app.models.openapi import HOSTED_FORM
 from app.models.predict import Servable, predict
 from app.models.schemas import AddModel, InferRequest
@@ -55,7 +55,7 @@ def _infer(request: Request, servable: Servable, image_b64: str, *, confidence: 
            mask_format: str, prompts: list[str] | None) -> dict[str, Any]:  # fmt: skip
     """One image, on the inference thread: decode, predict, the answer as Roboflow's clients read it."""
     settings = request.app.state.settings
-    picture = load_rgb(requests.roboflow_image(image_b64, settings.max_predict_bytes),
+    picture = load_rgb(bodies.roboflow_image(image_b64, settings.max_predict_bytes),
                        max_pixels=settings.max_image_pixels)  # fmt: skip
     response = predict(request.app.state.model_cache, servable, picture, prompts, confidence=confidence,
                        max_detections=max_detections, mask_format=mask_format)  # fmt: skip
@@ -120,7 +120,7 @@ async def infer_v0(project: str, version: str, request: Request, session: Sessio
     raw = (await request.body()).decode("ascii", errors="replace").strip()
     if not raw:
         raise AppError("the request body must be the base64-encoded image", status_code=400, source="body")
-    options = requests.hosted_options(request.query_params)
+    options = bodies.hosted_options(request.query_params)
     servable = await run_in_threadpool(
         _look_up, request, session, request.query_params.get("api_key"), f"{project}/{version}"
     )
