@@ -29,7 +29,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK)
 	@echo ">> Installing the test tools ([dev] extra, pinned by $(LOCK))."
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	@# Roboflow's own client, in a venv of its own (it pins opencv-python, which would clash with ours):
-	@# tests/jobs/test_roboflow_compat.py drives samtune with it.
+	@# tests/models/test_roboflow_compat.py drives samtune with it.
 	@echo ">> Installing Roboflow's inference-sdk into .venv-sdk (pinned by $(SDK_LOCK))."
 	$(PYTHON) -m venv .venv-sdk
 	.venv-sdk/bin/pip install --quiet -r $(SDK_LOCK)
