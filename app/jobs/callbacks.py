@@ -152,6 +152,14 @@ class JobCallbacks:
         self._stop.set()
         self._thread.join(timeout=30)
         self.flush()
+        # The last progress (final step, best validation so far) goes in now: the heartbeat writes it at most
+        # once a period, and a run that ends within a period of its last validation would otherwise leave the
+        # job without its best metrics. Called from a `finally`: a failure here must not hide the run's own.
+        if not self.lost:
+            try:
+                self.renew()
+            except Exception:
+                logger.exception("final progress of job %s not written", self.job_id)
 
     def _beat(self) -> None:
         period = min(self.settings.job_heartbeat_seconds, self.settings.metrics_flush_seconds)
