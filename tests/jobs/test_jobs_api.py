@@ -281,20 +281,6 @@ def test_stop_or_cancel_a_queued_job_ends_it_at_once(jobs_kit: JobKit, verb: str
 # --- a job run to the end ----------------------------------------------------------------------------
 
 
-def test_best_metrics_are_kept_when_the_run_ends_between_heartbeats(jobs_kit: JobKit) -> None:
-    """The heartbeat writes progress once a period; a run shorter than one period still ends with its best
-    validation metrics on the job (the worker writes the last progress when training ends)."""
-    kit = jobs_kit
-    slow_heartbeat = kit.settings.model_copy(
-        update={"job_heartbeat_seconds": 3600.0, "job_lease_seconds": 7200}
-    )
-    created = kit.create()
-    assert kit.run(created["id"], slow_heartbeat) == "succeeded"
-    out = kit.get(created["id"])
-    assert {"segm_AP", "bbox_AP"} <= set(out["best_metrics"]), out["best_metrics"]
-    assert out["progress"]["step"] == out["progress"]["total_steps"]
-
-
 def test_finished_job_shows_its_model_metrics_logs_and_events(jobs_kit: JobKit, finished: Finished) -> None:
     kit = jobs_kit
     out = kit.get(finished.id)
@@ -624,3 +610,18 @@ def test_webhook_task_retries_by_itself_in_a_real_worker(
     assert [(e["data"]["delivered"], e["data"]["attempt"]) for e in recorded] == [
         (False, 1), (False, 2), (True, 3)
     ]  # fmt: skip
+
+
+def test_best_metrics_are_kept_when_the_run_ends_between_heartbeats(jobs_kit: JobKit) -> None:
+    """The heartbeat writes progress once a period; a run shorter than one period still ends with its best
+    validation metrics on the job (the worker writes the last progress when training ends). Last in this module:
+    its run fills the shared embedding cache, and the `finished` job checks that its own run filled it."""
+    kit = jobs_kit
+    slow_heartbeat = kit.settings.model_copy(
+        update={"job_heartbeat_seconds": 3600.0, "job_lease_seconds": 7200}
+    )
+    created = kit.create()
+    assert kit.run(created["id"], slow_heartbeat) == "succeeded"
+    out = kit.get(created["id"])
+    assert {"segm_AP", "bbox_AP"} <= set(out["best_metrics"]), out["best_metrics"]
+    assert out["progress"]["step"] == out["progress"]["total_steps"]
