@@ -22,6 +22,19 @@ def jpeg_bytes(width: int, height: int, seed: int = 0, fmt: str = "JPEG") -> byt
     return buf.getvalue()
 
 
+def jpeg_of(pixels: np.ndarray, orientation: int = 1, quality: int = 92) -> bytes:
+    """`pixels` (HxWx3 uint8) as a JPEG, with an EXIF orientation tag when `orientation` is not 1."""
+    img = Image.fromarray(pixels)
+    buf = io.BytesIO()
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        img.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
+    else:
+        img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 @dataclass
 class CocoBuilder:
     """Builds one COCO annotations file; `add_image` returns its id, `add_box_polygon` an instance."""

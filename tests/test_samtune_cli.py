@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -60,7 +62,9 @@ def test_bootstrap_creates_first_key_once(tmp_path: Path) -> None:
     assert (tmp_path / "samtune.db").exists()
 
 
-def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
+@contextmanager
+def _serving(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
+    """A bootstrapped `samtune serve` on a free port: (port, its first key, its log file); stopped by SIGINT."""
     env = _env(tmp_path)
     boot = subprocess.run([*SAMTUNE, "bootstrap"], env=env, check=True, capture_output=True, text=True)
     key = boot.stdout.strip().splitlines()[-1]
@@ -70,13 +74,18 @@ def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
         proc = subprocess.Popen([*SAMTUNE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield port, key, log
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
+    with _serving(tmp_path) as (port, key, log):
         r = httpx.get(f"http://127.0.0.1:{port}/api/v1/datasets", params={"api_key": key})
         assert r.status_code == 200
         r = httpx.get(f"http://127.0.0.1:{port}/api/v1/keys", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
     text = log.read_text()
     assert "/api/v1/datasets?api_key=[redacted]" in text
     assert key not in text
@@ -213,23 +222,12 @@ def test_worker_on_the_embedded_default_keeps_its_files_in_the_data_dir(tmp_path
 def test_serve_redacts_percent_encoded_key_names(tmp_path: Path) -> None:
     """Starlette decodes a parameter's name before the key is read: `?api%5Fkey=` signs in like `?api_key=`,
     and must be redacted like it, in `samtune serve`'s own log configuration."""
-    env = _env(tmp_path)
-    boot = subprocess.run([*SAMTUNE, "bootstrap"], env=env, check=True, capture_output=True, text=True)
-    key = boot.stdout.strip().splitlines()[-1]
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*SAMTUNE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}/api/v1/datasets"
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
+    with _serving(tmp_path) as (port, key, log):
+        base = f"http://127.0.0.1:{port}/api/v1/datasets"
         for name in ("api%5Fkey", "%61pi_key", "API%5fKEY", "api_key"):
             assert httpx.get(f"{base}?limit=5&{name}={key}").status_code in (200, 401), name
         assert httpx.get(f"{base}?api%5Fkey={key}").status_code == 200  # it does sign in
         assert httpx.get(f"{base}?to%6Ben={key}").status_code == 401
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
     text = log.read_text()
     assert key not in text and key[len("st_") + 8 :] not in text
     assert "/api/v1/datasets?api%5Fkey=[redacted] HTTP/1.1" in text

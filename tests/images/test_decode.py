@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from app.images.decode import load_rgb, load_rgb_for_resize, probe_image
 from app.images.errors import InvalidImage
+from tests.factories import jpeg_of
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -24,18 +25,6 @@ def _png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
-def jpeg(pixels: np.ndarray, orientation: int = 1, quality: int = 92) -> bytes:
-    img = Image.fromarray(pixels)
-    buf = io.BytesIO()
-    if orientation != 1:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        img.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
-    else:
-        img.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 # -------------------------------------------------------------------------------------------- load_rgb
@@ -96,7 +85,7 @@ def test_load_rgb_errors():
 
 def test_probe_image_reports_the_oriented_size_and_names_the_culprit(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
-    path.write_bytes(jpeg(np.zeros((30, 40, 3), dtype=np.uint8), orientation=6))
+    path.write_bytes(jpeg_of(np.zeros((30, 40, 3), dtype=np.uint8), orientation=6))
     info = probe_image(path, max_pixels=10_000, source="zip/a.jpg")
     assert (info.format, info.width, info.height) == ("JPEG", 30, 40)
     assert (info.raw_width, info.raw_height, info.orientation) == (40, 30, 6)
@@ -111,7 +100,7 @@ def test_probe_image_reports_the_oriented_size_and_names_the_culprit(tmp_path: P
 def test_load_rgb_for_resize_uses_draft_on_big_jpegs() -> None:
     pixels = np.zeros((3000, 4000, 3), dtype=np.uint8)
     pixels[:, 2000:] = 200
-    img, orientation = load_rgb_for_resize(jpeg(pixels), (1008, 1008))
+    img, orientation = load_rgb_for_resize(jpeg_of(pixels), (1008, 1008))
     assert orientation == 1
     assert img.mode == "RGB"
     assert img.width >= 1008 and img.height >= 1008
@@ -135,7 +124,7 @@ def test_load_rgb_for_resize_png_with_alpha_and_grayscale_become_rgb() -> None:
 
 def test_load_rgb_for_resize_exif_orientation() -> None:
     pixels = np.zeros((1200, 3000, 3), dtype=np.uint8)  # stored 3000 wide, 1200 high
-    data = jpeg(pixels, orientation=6)
+    data = jpeg_of(pixels, orientation=6)
     img, orientation = load_rgb_for_resize(data, (512, 1008), auto_orient=True)
     assert orientation == 6
     assert img.height > img.width  # displayed upright: 1200 wide, 3000 high, maybe at reduced scale
@@ -151,4 +140,4 @@ def test_load_rgb_for_resize_refuses_what_is_not_an_image() -> None:
     with pytest.raises(InvalidImage):
         load_rgb_for_resize(b"definitely not an image", (1008, 1008))
     with pytest.raises(InvalidImage):
-        load_rgb_for_resize(jpeg(np.zeros((100, 100, 3), dtype=np.uint8)), (1008, 1008), max_pixels=5000)
+        load_rgb_for_resize(jpeg_of(np.zeros((100, 100, 3), dtype=np.uint8)), (1008, 1008), max_pixels=5000)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +11,7 @@ from app.images.decode import SOURCE_BOX_KEY, load_rgb, load_rgb_for_resize
 from app.images.geometry import polygon_to_rle, rle_to_mask
 from app.versions.schemas import Resize
 from app.versions.transforms import Frame, Instance, frame_for, resize, transform_instances
+from tests.factories import jpeg_of
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -88,18 +87,6 @@ def make_instances(width: int, height: int, kind: str, seed: int = 0) -> list[In
     return out
 
 
-def jpeg(pixels: np.ndarray, orientation: int = 1, quality: int = 92) -> bytes:
-    img = Image.fromarray(pixels)
-    buf = io.BytesIO()
-    if orientation != 1:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        img.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
-    else:
-        img.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------ the key correctness test
 
 
@@ -173,7 +160,7 @@ def test_pixels_of_a_draft_decode_land_where_the_annotations_go(size: tuple[int,
         painted.append((inst, colour))
     assert len(painted) >= 3
     spec = Resize(mode=mode)
-    img, orientation = load_rgb_for_resize(jpeg(pixels), (spec.width, spec.height))
+    img, orientation = load_rgb_for_resize(jpeg_of(pixels), (spec.width, spec.height))
     assert orientation == 1
     out, frame = resize(img, spec)
     assert out.size == (spec.width, spec.height)
@@ -196,7 +183,7 @@ def test_resize_of_draft_decode_matches_full_decode() -> None:
     rng = np.random.default_rng(1)
     blocks = rng.integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
     pixels = np.kron(blocks, np.ones((100, 100, 1), dtype=np.uint8))[:2999, :3999]
-    data = jpeg(pixels)
+    data = jpeg_of(pixels)
     spec = Resize(mode="letterbox")
     drafted, _ = load_rgb_for_resize(data, (spec.width, spec.height))
     assert drafted.width < 3999
@@ -220,7 +207,7 @@ def test_resize_of_draft_decode_matches_full_decode() -> None:
 def test_resize_of_a_draft_decode_fills_the_output() -> None:
     pixels = np.zeros((3000, 4000, 3), dtype=np.uint8)
     pixels[:, 2000:] = 200
-    img, _ = load_rgb_for_resize(jpeg(pixels), (1008, 1008))
+    img, _ = load_rgb_for_resize(jpeg_of(pixels), (1008, 1008))
     assert img.width < 4000  # decoded at reduced scale (tests/images/test_decode.py)
     out, frame = resize(img, Resize())
     assert out.size == (1008, 1008)
@@ -239,7 +226,7 @@ def test_resize_of_a_draft_decode_fills_the_output() -> None:
 def test_unorient_puts_annotations_on_the_stored_pixels(orientation: int, mode: str) -> None:
     raw = np.full((300, 500, 3), 90, dtype=np.uint8)  # stored 500 wide, 300 high
     raw[40:120, 300:460] = (255, 0, 0)  # off-centre and not square, so every orientation differs
-    data = jpeg(raw, orientation=orientation, quality=95)
+    data = jpeg_of(raw, orientation=orientation, quality=95)
     # The annotation, as stored in the database: found on the displayed (oriented) image.
     displayed = np.asarray(load_rgb(data)).astype(int)
     red_shown = (displayed[..., 0] > 180) & (displayed[..., 1] < 80)
