@@ -61,8 +61,9 @@ class RedactSecrets(logging.Filter):
         # A secret inside a non-string argument (uvicorn's TRACE log passes the request's scope as a dict): the
         # message is then formatted here and redacted whole.
         message = record.getMessage()
-        if redact(message) != message:
-            record.msg, record.args = redact(message), ()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         return True
 
 
