@@ -38,13 +38,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK)
 ## make lock: resolve the lock files from pyproject.toml and requirements/*.in (Python 3.11, Linux x86_64)
 ## with pip-tools in a venv of its own, keeping current pins that still fit; `make lock UPGRADE=1` takes the
 ## newest releases. Commit the result; `make install` then brings a venv to it.
+# Exact pins only: no extras (pip refuses them in a constraints file), no index or mirror addresses.
+PIP_COMPILE = .venv-lock/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet 'pip-tools>=7.4'
-	.venv-lock/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --all-extras --strip-extras --allow-unsafe --no-emit-index-url \
-		--no-emit-find-links --no-emit-trusted-host -o $(LOCK) pyproject.toml requirements/pins.in
-	.venv-lock/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --strip-extras --allow-unsafe --no-emit-index-url \
-		--no-emit-find-links --no-emit-trusted-host -o $(SDK_LOCK) requirements/sdk.in
+	$(PIP_COMPILE) --all-extras -o $(LOCK) pyproject.toml requirements/pins.in
+	$(PIP_COMPILE) -o $(SDK_LOCK) requirements/sdk.in
 
 # tests/ui drive Debian's headless Chromium (Playwright's own browser download is never used).
 CHROMIUM := /usr/bin/chromium
