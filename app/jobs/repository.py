@@ -43,11 +43,6 @@ def get(
     return (row[0], row[1], row[2]) if row else None
 
 
-def get_any(session: Session, job_id: uuid.UUID) -> tuple[TrainingJob, DatasetVersion, Dataset] | None:
-    row = session.execute(lineage().where(TrainingJob.id == job_id)).one_or_none()
-    return (row[0], row[1], row[2]) if row else None
-
-
 def list_jobs(
     session: Session,
     workspace_id: uuid.UUID,
