@@ -117,7 +117,7 @@ def run_demo(
         job = _check(client.get(f"/api/v1/jobs/{job['id']}"), 200)
         if job["status"] != "succeeded":
             raise DemoFailed(f"job {job['status']}: {job.get('error')}")
-        base_m, tuned = job["test_metrics"]["base"], job["test_metrics"]["fine_tuned"]
+        base_m, tuned = job["test"]["base"]["summary"], job["test"]["fine_tuned"]["summary"]
         lift = tuned["segm_AP50"] / base_m["segm_AP50"] if base_m["segm_AP50"] > 0 else float("inf")
         say(
             f"\ntest split ({SPLITS['test']} images), {time.monotonic() - started:.0f} s of training and evaluation:"

@@ -58,7 +58,11 @@ def main() -> None:
         t0 = time.perf_counter()
         result = run(config(mode))
         rows.append(
-            (f"fine-tuned, {mode}", result.test["summary"] if result.test else {}, time.perf_counter() - t0)
+            (
+                f"fine-tuned, {mode}",
+                (result.test["fine_tuned"] or {}).get("summary", {}),
+                time.perf_counter() - t0,
+            )
         )
 
     print(f"domain {args.domain!r} ({', '.join(c.name for c in HELD_OUT_DOMAINS[args.domain])}), base {args.base}, "

@@ -19,6 +19,11 @@ class TrainConfig(BaseModel):
     base_model: str = Field(
         description="HF repo id, a local model directory, or a samtune fine-tuned model directory."
     )
+    base_model_name: str | None = Field(
+        default=None,
+        description="The base model's name for the model card when base_model is where it lies (a local "
+        "copy of a Hub repo, say); default: base_model.",
+    )
     data_dir: Path = Field(
         description="A version snapshot or Roboflow/ODinW export: {train,valid,test}/_annotations.coco.json"
     )

@@ -21,6 +21,9 @@ from trainer.types import QueryTargets
 
 SPLITS = ("train", "valid", "test")
 ANNOTATIONS = "_annotations.coco.json"
+# Written into a samtune version snapshot on the machine that trains on it: {"content_hash": ...}, the
+# version's identity, so a model card names exactly the version it learned from.
+SNAPSHOT_IDENTITY = "samtune_version.json"
 
 
 @dataclass
@@ -56,6 +59,15 @@ class SplitData:
     def __post_init__(self) -> None:
         cats = sorted(self.coco["categories"], key=lambda c: c["id"])
         self._category_ids = [c["id"] for c in cats if c["name"] in self.classes]
+
+
+def snapshot_content_hash(root: Path) -> str | None:
+    """The samtune version's content hash when `root` is a version snapshot, else None (any other export)."""
+    path = root / SNAPSHOT_IDENTITY
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("content_hash")
+    return value if isinstance(value, str) else None
 
 
 def find_split_file(root: Path, split: str) -> Path | None:

@@ -47,8 +47,7 @@ def run_process(cfg: TrainConfig, mode: str) -> dict[str, Any]:
                 "steps": result.steps,
                 "base_model": recipe.loaded.description,
                 "best_valid": result.best_valid,
-                "test": result.test and result.test.get("summary"),
-                "base_test": result.base_test and result.base_test.get("summary"),
+                "test": {name: r and r["summary"] for name, r in result.test.items()},
                 "model_dir": str(result.model_dir) if result.model_dir else None,
                 "events": result.events,
             }

@@ -118,7 +118,7 @@ def _train(out: Path, data: Path, base: Path, stage: Stage, deadline: Deadline, 
         "stage": stage.name,
         "steps": result.steps,
         "best_valid": result.best_valid,
-        "test": result.test and result.test["summary"],
+        "test": {name: r and r["summary"] for name, r in result.test.items()},
         "model": str(result.model_dir),
     }
     print(json.dumps(summary), flush=True)

@@ -59,9 +59,10 @@ class Cancelled(Exception):
 class RunResult:
     status: str  # "succeeded" | "stopped"
     steps: int
-    best_valid: dict[str, float] | None
-    test: dict[str, Any] | None
-    base_test: dict[str, Any] | None
+    best_valid: dict[str, float] | None  # the validation summary at the best checkpoint
+    # {"base": ..., "fine_tuned": ...}: each model's evaluation on the test split (summary and per class),
+    # or None where it was not evaluated. The same keys as the model card's and the API's `test`.
+    test: dict[str, dict[str, Any] | None]
     model_dir: Path | None
     resolved: dict[str, Resolved]
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -560,36 +561,39 @@ class FineTuneRecipe:
         best = self.out / "checkpoints" / "best" / "model.safetensors"
         if best.exists():
             self.model.load_state_dict(load_file(str(best)))
-        test = base_test = None
+        test: dict[str, dict[str, Any] | None] = {"base": None, "fine_tuned": None}
         model_dir = None
         if self.rank == 0:
             if "test" in self.splits and self.splits["test"].samples:
-                test = self.evaluate("test").to_dict()
+                test["fine_tuned"] = self.evaluate("test").to_dict()
                 if self.cfg.eval_base_model:
                     base = load_base_model(self.cfg.base_model, device=self.device).model
-                    base_test = self.evaluate("test", model=base, use_cache=self.mode == "decoder").to_dict()
+                    test["base"] = self.evaluate(
+                        "test", model=base, use_cache=self.mode == "decoder"
+                    ).to_dict()
                     del base
             model_dir = self.out / "model"
             if model_dir.exists():
                 shutil.rmtree(model_dir)
             card = {
-                "base_model": self.cfg.base_model,
+                "base_model": self.cfg.base_model_name or self.cfg.base_model,
+                "base_model_location": self.cfg.base_model,
                 "base_model_description": self.loaded.description,
                 "data": str(self.cfg.data_dir),
-                "data_version_hash": _data_hash(Path(self.cfg.data_dir)),
+                "content_hash": D.snapshot_content_hash(Path(self.cfg.data_dir)),
+                "annotations_sha256": _annotations_sha256(Path(self.cfg.data_dir)),
                 "classes": self.classes,
                 "prompts": [self.cfg.prompts.get(c, c) for c in self.classes],
-                "mode": self.mode,
+                "requested_mode": self.cfg.mode,
+                "resolved_mode": self.mode,
                 "steps": self.step,
                 "hyperparameters": explained(self.resolved),
-                "metrics": {"valid_best": self.best_valid, "test": test, "base_test": base_test},
+                "metrics": {"best_valid": self.best_valid, "test": test},
                 "events": self.events,
             }
             save_model(self.model, self.loaded.tokenizer, model_dir, image_size=self.image_size, card=card)
             self.callbacks.on_checkpoint(self.step, model_dir, True)
-        return RunResult(
-            status, self.step, self.best_valid, test, base_test, model_dir, self.resolved, self.events
-        )
+        return RunResult(status, self.step, self.best_valid, test, model_dir, self.resolved, self.events)
 
     # --- reporting -----------------------------------------------------------------------------------
 
@@ -641,7 +645,8 @@ def metrics_lr(optimizer: torch.optim.Optimizer) -> float:
     return max(g["lr"] for g in optimizer.param_groups)
 
 
-def _data_hash(root: Path) -> str:
+def _annotations_sha256(root: Path) -> str:
+    """The data's annotation files, hashed: identifies any data directory, a samtune snapshot or not."""
     h = hashlib.sha256()
     for split in D.SPLITS:
         path = D.find_split_file(root, split)

@@ -40,7 +40,8 @@ def payload(job: TrainingJob, model_id: uuid.UUID | None) -> dict[str, object]:
         "base_model": job.base_model,
         "model_id": str(model_id) if model_id else None,
         "error": job.error,
-        "best_metrics": (job.progress or {}).get("best_valid"),
+        "best_valid": (job.progress or {}).get("best_valid"),
+        "best_metrics": (job.progress or {}).get("best_valid"),  # deprecated name of best_valid (docs/api.md)
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
 

@@ -136,9 +136,7 @@ class _Attempt:
                 download_prefix(self.storage, f"{best}/best", self.run_dir / "checkpoints" / "best")
         elif self.run_dir.exists():
             shutil.rmtree(self.run_dir)  # leftovers of an attempt that never checkpointed
-        cfg = train_config(
-            base.location or base.name, mode, overrides, data_dir=data, output_dir=self.run_dir
-        )
+        cfg = train_config(base, mode, overrides, data_dir=data, output_dir=self.run_dir)
         return cfg.model_copy(
             update={"progress_bar": False, "cache_dir": self.settings.data_dir / "cache" / "embeddings"}
         )
@@ -156,12 +154,9 @@ class _Attempt:
             if job is None:
                 self.storage.delete_prefix(prefix)
                 return "lease lost"
-            eval_results = {
-                "base": result.base_test,
-                "fine_tuned": result.test,
-                "valid_best": result.best_valid,
-            }
-            register_model(session, job, model_id, sha, eval_results)
+            register_model(
+                session, job, model_id, sha, {"best_valid": result.best_valid, "test": result.test}
+            )
             job.progress = dict(job.progress or {}) | {"step": result.steps, "eta_seconds": 0}
             how = "stopped by request, best checkpoint kept" if result.status == "stopped" else "finished"
             set_status(session, self.publisher, job, "succeeded", f"succeeded ({how}): model {model_id}",

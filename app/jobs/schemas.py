@@ -56,11 +56,16 @@ class Estimate(BaseModel):
 class JobPreview(BaseModel):
     base_model: str
     base_model_description: str
-    version: str
-    mode: str
+    version_name: str = Field(description="'{dataset slug}/{number}' of the data version to train on.")
+    requested_mode: Mode
+    resolved_mode: str = Field(description="The mode it would train in on this installation's workers.")
     device: str
     hyperparameters: dict[str, ResolvedValue]
     estimate: Estimate
+
+    # Deprecated names, kept for one release (docs/api.md, "Deprecated fields").
+    version: str = Field(deprecated="use version_name", description="Deprecated: version_name.")
+    mode: str = Field(deprecated="use resolved_mode", description="Deprecated: resolved_mode.")
 
 
 class Progress(BaseModel):
@@ -80,29 +85,41 @@ class JobEventOut(BaseModel):
     created_at: datetime
 
 
+class BaseVsFineTuned(BaseModel):
+    """Each model's COCO evaluation on the test split (a summary and per-class AP), or null where not run."""
+
+    base: dict[str, Any] | None = Field(default=None, description="The base model, zero-shot.")
+    fine_tuned: dict[str, Any] | None = Field(default=None, description="The fine-tuned model.")
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     status: JobStatus
     version_id: uuid.UUID
-    version: str = Field(description="'{dataset slug}/{number}' of the data version trained on.")
+    version_name: str = Field(description="'{dataset slug}/{number}' of the data version trained on.")
     dataset_id: uuid.UUID
     base_model: str
     base_model_description: str
-    mode: str
+    mode: Mode = Field(description="The training mode asked for: auto, decoder or full.")
+    resolved_mode: str = Field(
+        description="The mode it trains in (decoder or full): the preview's until a worker resolves it."
+    )
     hyperparameters: dict[str, ResolvedValue]
     attempt: int
     max_restarts: int
     queue_position: int | None = Field(description="1 = next to run; None unless queued.")
     progress: Progress
     metrics: dict[str, float] = Field(description="The latest value of every metric.")
-    best_metrics: dict[str, float] = Field(description="The best validation metrics so far.")
+    best_valid: dict[str, float] | None = Field(
+        description="The validation summary at the best checkpoint so far; null before the first evaluation."
+    )
     events: list[JobEventOut] = Field(
         description="Status changes, restarts, rollbacks, stops; not log lines."
     )
-    test_metrics: dict[str, dict[str, float] | None] = Field(
-        default_factory=dict,
-        description="After success: COCO summary on the test split for the base model ('base', zero-shot) "
-        "and the fine-tuned one ('fine_tuned'), so the lift is plain.",
+    test: BaseVsFineTuned = Field(
+        default_factory=BaseVsFineTuned,
+        description="After success: the base model (zero-shot) and the fine-tuned one evaluated on the test "
+        "split, so the lift is plain.",
     )
     error: str | None
     stop_requested: bool
@@ -112,6 +129,17 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    # Deprecated names, kept for one release (docs/api.md, "Deprecated fields").
+    version: str = Field(deprecated="use version_name", description="Deprecated: version_name.")
+    best_metrics: dict[str, float] = Field(
+        deprecated="use best_valid", description="Deprecated: best_valid ({} where that is null)."
+    )
+    test_metrics: dict[str, dict[str, float] | None] = Field(
+        default_factory=dict,
+        deprecated="use test",
+        description="Deprecated: test, summaries only ({'base': summary, 'fine_tuned': summary}).",
+    )
 
 
 class JobCreated(JobOut):

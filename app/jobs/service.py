@@ -19,10 +19,12 @@ from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.tasks import SEND_WEBHOOK, TRAIN_JOB
 from app.datasets.tables import Dataset
 from app.jobs import base_models, repository
+from app.jobs.base_models import BaseModelInfo
 from app.jobs.estimate import estimate
 from app.jobs.feed import Publisher
 from app.jobs.schemas import (
     TERMINAL,
+    BaseVsFineTuned,
     JobCreate,
     JobEventOut,
     JobOut,
@@ -56,7 +58,7 @@ class JobNotFound(NotFound):
 
 
 def train_config(
-    base_location: str, mode: str, overrides: dict[str, Any], *, data_dir: Path, output_dir: Path
+    base: BaseModelInfo, mode: str, overrides: dict[str, Any], *, data_dir: Path, output_dir: Path
 ) -> TrainConfig:
     """The trainer's configuration for a job; a bad override is the user's to fix (422 naming it)."""
     unknown = sorted(set(overrides) - OVERRIDABLE)
@@ -67,8 +69,9 @@ def train_config(
         )
     try:
         return TrainConfig(
-            base_model=base_location, data_dir=data_dir, output_dir=output_dir, mode=mode, **overrides
-        )
+            base_model=base.location or base.name, base_model_name=base.name, data_dir=data_dir,
+            output_dir=output_dir, mode=mode, **overrides,
+        )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -90,8 +93,7 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
     """The hyperparameters a job would run with, each with its reason, and a rough duration."""
     version, dataset = versions.ready_version(session, workspace_id, req.version_id)
     base = base_models.resolve(settings, req.base_model)
-    cfg = train_config(base.location or base.name, req.mode, req.hyperparameters, data_dir=Path("."),
-                       output_dir=Path("."))  # fmt: skip
+    cfg = train_config(base, req.mode, req.hyperparameters, data_dir=Path("."), output_dir=Path("."))
     device = worker_device(settings)
     counts = version.split_counts or {}
     resolved = resolve(
@@ -101,17 +103,21 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
         recommended=base.recommended,
     )
     hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
+    name, resolved_mode = versions.version_name(dataset, version), str(hp["mode"].value)
     return JobPreview(
         base_model=base.name,
         base_model_description=base.description,
-        version=f"{dataset.slug}/{version.number}",
-        mode=str(hp["mode"].value),
+        version_name=name,
+        requested_mode=req.mode,
+        resolved_mode=resolved_mode,
+        version=name,
+        mode=resolved_mode,
         device=device,
         hyperparameters=hp,
         estimate=estimate(
             base.name,
             device,
-            str(hp["mode"].value),
+            resolved_mode,
             total_steps=int(hp["total_steps"].value),
             batch_size=int(hp["batch_size"].value),
             epochs=int(hp["epochs"].value),
@@ -146,7 +152,7 @@ def create(
     )
     session.add(job)
     session.flush()
-    record(session, publisher, job, "status", f"queued: {shown.base_model} on {shown.version}",
+    record(session, publisher, job, "status", f"queued: {shown.base_model} on {shown.version_name}",
            {"status": "queued"})  # fmt: skip
     enqueue_after_commit(session, tasks, TRAIN_JOB, [str(job.id)])
     return job, secret
@@ -230,26 +236,26 @@ def request_stop(session: Session, publisher: Publisher, workspace_id: uuid.UUID
 def describe(session: Session, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> JobOut:
     progress = dict(job.progress or {})
     model = repository.model_row(session, job.id)
-    results = (model.eval_results or {}) if model else {}
-    test_metrics = {
-        name: (results.get(name) or {}).get("summary") for name in ("base", "fine_tuned") if name in results
-    }
+    test = ((model.eval_results or {}).get("test") if model else None) or {}
+    best_valid = progress.get("best_valid")
+    name = versions.version_name(dataset, version)
     return JobOut(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
         version_id=version.id,
-        version=f"{dataset.slug}/{version.number}",
+        version_name=name,
         dataset_id=dataset.id,
         base_model=job.base_model,
         base_model_description=job.base_model_description or job.base_model,
-        mode=job.mode,
+        mode=job.mode,  # type: ignore[arg-type]
+        resolved_mode=str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode)),
         hyperparameters={k: ResolvedValue(**v) for k, v in (job.hyperparameters or {}).items()},
         attempt=job.attempt,
         max_restarts=job.max_restarts,
         queue_position=repository.queue_position(session, job),
         progress=Progress(**{k: progress[k] for k in Progress.model_fields if k in progress}),
         metrics=repository.latest_metrics(session, job.id),
-        best_metrics=progress.get("best_valid") or {},
+        best_valid=best_valid,
         events=[
             JobEventOut(
                 id=e.id,
@@ -261,7 +267,7 @@ def describe(session: Session, job: TrainingJob, version: DatasetVersion, datase
             )  # fmt: skip
             for e in repository.events(session, job.id)
         ],
-        test_metrics=test_metrics,
+        test=BaseVsFineTuned(base=test.get("base"), fine_tuned=test.get("fine_tuned")),
         error=job.error,
         stop_requested=job.stop_requested,
         cancel_requested=job.cancel_requested,
@@ -270,4 +276,7 @@ def describe(session: Session, job: TrainingJob, version: DatasetVersion, datase
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        version=name,
+        best_metrics=best_valid or {},
+        test_metrics={k: (test.get(k) or {}).get("summary") for k in ("base", "fine_tuned") if k in test},
     )

@@ -86,7 +86,7 @@ def _predict(
     the same way)."""
     try:
         cache = ModelCache(storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes)
-        directory = cache.fetch(model.id, model.checkpoint_key, model.checkpoint_sha256)
+        directory = cache.fetch(model.id, model.checkpoint_prefix, model.checkpoint_sha256)
         predictor = Predictor(load_base_model(str(directory)), serve_device())
         data = fetch_snapshot(storage, version, settings.data_dir / "cache" / "snapshots")
         coco = json.loads((data / split / "_annotations.coco.json").read_text())

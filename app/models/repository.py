@@ -48,10 +48,10 @@ def newest_for_version(session: Session, workspace_id: uuid.UUID, slug: str, num
     return _row(found) if found else None
 
 
-def names_oldest_first(session: Session, workspace_id: uuid.UUID) -> list[str]:
-    """Each model name once, at the place of its first model. No join: every model has a job, a version and
+def version_names_oldest_first(session: Session, workspace_id: uuid.UUID) -> list[str]:
+    """Each models' version name once, at the place of its first model. No join: every model has a job, a version and
     a dataset (non-null foreign keys, deletes restricted), so the lineage would filter nothing out."""
-    stmt = select(Model.name).where(Model.workspace_id == workspace_id).order_by(Model.created_at)
+    stmt = select(Model.version_name).where(Model.workspace_id == workspace_id).order_by(Model.created_at)
     return list(dict.fromkeys(session.scalars(stmt)))
 
 

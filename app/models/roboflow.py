@@ -36,7 +36,7 @@ def _workspace(request: Request, session: Session, body_key: str | None) -> uuid
 def _registry(session: Session, workspace_id: uuid.UUID) -> dict[str, Any]:
     listed = [
         {"model_id": name, "task_type": TASK, "batch_size": 1, "input_height": None, "input_width": None}
-        for name in service.names(session, workspace_id)
+        for name in service.version_names(session, workspace_id)
     ]
     return {"models": listed}
 

@@ -38,7 +38,7 @@ def download_model(
 ) -> StreamingResponse:
     """A zip of a directory that `transformers.Sam3Model.from_pretrained` loads, with processor files and card."""
     model, _, _, _ = service.get(session, principal.workspace_id, model_id)
-    filename = f"{model.name.replace('/', '-')}-{str(model.id)[:8]}.zip"
+    filename = f"{model.version_name.replace('/', '-')}-{str(model.id)[:8]}.zip"
     return StreamingResponse(
         service.download_stream(storage, model),
         media_type="application/zip",

@@ -9,24 +9,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.jobs.schemas import BaseVsFineTuned
+
 
 class ModelOut(BaseModel):
     id: uuid.UUID
-    name: str = Field(description="'{dataset slug}/{version number}' of the data it was trained on.")
+    version_name: str = Field(
+        description="'{dataset slug}/{number}' of the data version it learned from; also its Roboflow model id."
+    )
     job_id: uuid.UUID
     version_id: uuid.UUID
     base_model: str
     base_model_description: str
-    mode: str
+    requested_mode: str = Field(description="The training mode the job asked for: auto, decoder or full.")
+    resolved_mode: str = Field(description="The mode it trained in: decoder or full.")
     classes: list[str]
     hyperparameters: dict[str, Any]
-    test_metrics: dict[str, Any] = Field(
-        description="COCO results on the test split: 'base' (zero-shot) and 'fine_tuned', each with a summary "
-        "and per-class AP."
-    )
+    best_valid: dict[str, float] | None = Field(description="The validation summary at the kept checkpoint.")
+    test: BaseVsFineTuned
     checkpoint_sha256: str
     status: str
     created_at: datetime
+
+    # Deprecated names, kept for one release (docs/api.md, "Deprecated fields").
+    name: str = Field(deprecated="use version_name", description="Deprecated: version_name.")
+    mode: str = Field(deprecated="use resolved_mode", description="Deprecated: resolved_mode.")
+    test_metrics: dict[str, Any] = Field(deprecated="use test", description="Deprecated: test.")
 
 
 class Point(BaseModel):

@@ -17,6 +17,7 @@ from app.core.storage import ObjectStorage, iter_object
 from app.core.tasks import PREDICT_VERSION
 from app.datasets.tables import Dataset
 from app.jobs import base_models
+from app.jobs.schemas import BaseVsFineTuned
 from app.jobs.tables import TrainingJob
 from app.models import repository
 from app.models.predict import Servable
@@ -65,24 +66,31 @@ def by_reference(session: Session, workspace_id: uuid.UUID, reference: str) -> R
     return found
 
 
-def names(session: Session, workspace_id: uuid.UUID) -> list[str]:
-    """The workspace's model names (Roboflow-style ids), oldest first, each once."""
-    return repository.names_oldest_first(session, workspace_id)
+def version_names(session: Session, workspace_id: uuid.UUID) -> list[str]:
+    """The version names of the workspace's models (their Roboflow-style ids), oldest first, each once."""
+    return repository.version_names_oldest_first(session, workspace_id)
 
 
 def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> ModelOut:
     results = model.eval_results or {}
+    test = results.get("test") or {}
+    resolved_mode = str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode))
     return ModelOut(
         id=model.id,
-        name=model.name,
+        version_name=model.version_name,
         job_id=job.id,
         version_id=version.id,
         base_model=job.base_model,
         base_model_description=job.base_model_description or job.base_model,
-        mode=str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode)),
+        requested_mode=job.mode,
+        resolved_mode=resolved_mode,
         classes=list(version.classes or []),
         hyperparameters=job.hyperparameters or {},
-        test_metrics={k: results.get(k) for k in ("base", "fine_tuned")},
+        best_valid=results.get("best_valid"),
+        test=BaseVsFineTuned(base=test.get("base"), fine_tuned=test.get("fine_tuned")),
+        name=model.version_name,
+        mode=resolved_mode,
+        test_metrics={k: test.get(k) for k in ("base", "fine_tuned")},
         checkpoint_sha256=model.checkpoint_sha256,
         status=model.status,
         created_at=model.created_at,
@@ -91,7 +99,7 @@ def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: D
 
 def servable(model: Model, version: DatasetVersion) -> Servable:
     """A fine-tuned model for prediction, its files fetched from storage (and checked) the first time."""
-    model_id, prefix, sha256 = model.id, model.checkpoint_key, model.checkpoint_sha256
+    model_id, prefix, sha256 = model.id, model.checkpoint_prefix, model.checkpoint_sha256
     return Servable(
         str(model_id), list(version.classes or []), lambda cache: cache.fetch(model_id, prefix, sha256)
     )
@@ -106,7 +114,7 @@ def base_servable(settings: Settings, name: str) -> Servable:
 def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
     """The model directory (what Sam3Model.from_pretrained loads, with processor files and card), zipped
     while it is sent."""
-    prefix = model.checkpoint_key.rstrip("/") + "/"
+    prefix = model.checkpoint_prefix.rstrip("/") + "/"
     zs = ZipStream(compress_type=ZIP_DEFLATED)
     for key in storage.list(prefix):
         zs.add(iter_object(storage, key), key[len(prefix) :])
@@ -118,8 +126,10 @@ def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspac
     model, _, _, _ = get(session, workspace_id, model_id)
     busy = repository.active_batch(session, model.id)
     if busy is not None:
-        raise Conflict(f"model {model.name} is in use by batch prediction {busy}; delete it once that ends")
-    prefix = model.checkpoint_key.rstrip("/") + "/"
+        raise Conflict(
+            f"model {model.version_name} is in use by batch prediction {busy}; delete it once that ends"
+        )
+    prefix = model.checkpoint_prefix.rstrip("/") + "/"
     session.delete(model)
     session.flush()
     after_commit(session, lambda: (storage.delete_prefix(prefix), cache.evict(str(model_id))))
@@ -146,8 +156,8 @@ def register_model(
         id=model_id,
         workspace_id=job.workspace_id,
         job_id=job.id,
-        name=f"{dataset.slug}/{version.number}",
-        checkpoint_key=model_prefix(model_id),
+        version_name=versions.version_name(dataset, version),
+        checkpoint_prefix=model_prefix(model_id),
         checkpoint_sha256=checkpoint_sha256,
         eval_results=eval_results,
     )
@@ -162,7 +172,7 @@ def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, mo
     images = int(((version.split_counts or {}).get(split) or {}).get("images", 0))
     if not images:
         raise Unprocessable(
-            f"version {dataset.slug}/{version.number} has no {split!r} images", source="split"
+            f"version {versions.version_name(dataset, version)} has no {split!r} images", source="split"
         )
     batch = BatchPrediction(workspace_id=workspace_id, model_id=model.id, version_id=version.id, split=split,
                             status="queued")  # fmt: skip

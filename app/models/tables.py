@@ -25,10 +25,12 @@ class Model(IdMixin, CreatedAtMixin, Base):
     job_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("training_job.id", ondelete="RESTRICT"), unique=True, nullable=False
     )
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    checkpoint_key: Mapped[str] = mapped_column(String(500), nullable=False)
+    # '{dataset slug}/{number}' of the version it learned from: its Roboflow-style model id.
+    version_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    checkpoint_prefix: Mapped[str] = mapped_column(String(500), nullable=False)
     checkpoint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    # {"base": {...coco metrics...}, "fine_tuned": {...}} on the test split.
+    # {"best_valid": {metric: value}, "test": {"base": EvalResult, "fine_tuned": EvalResult}}: the run
+    # result's keys (EvalResult: trainer.evaluate's to_dict(), a summary and per-class AP).
     eval_results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ready")
 

@@ -53,7 +53,7 @@ def ready_version(
         ) from None
     if version.status != "ready":
         raise Unprocessable(
-            f"version {dataset.slug}/{version.number} is {version.status}, not ready: wait for its build"
+            f"version {version_name(dataset, version)} is {version.status}, not ready: wait for its build"
             + (f" (it failed: {version.error})" if version.status == "failed" else ""),
             source="version_id",
         )
@@ -95,7 +95,7 @@ def delete_version(
     job = repository.job_using(session, version.id)
     if job is not None:
         raise Conflict(
-            f"version {dataset.slug}/{version.number} is used by training job {job}; delete that first"
+            f"version {version_name(dataset, version)} is used by training job {job}; delete that first"
         )
     model = session.scalar(
         select(Model.id)
@@ -103,7 +103,9 @@ def delete_version(
         .where(TrainingJob.version_id == version.id)
     )
     if model is not None:
-        raise Conflict(f"version {dataset.slug}/{version.number} is used by model {model}; delete that first")
+        raise Conflict(
+            f"version {version_name(dataset, version)} is used by model {model}; delete that first"
+        )
     prefix = version.snapshot_prefix
     session.delete(version)
     session.flush()
@@ -112,12 +114,17 @@ def delete_version(
         after_commit(session, lambda: storage.delete_prefix(prefix))
 
 
+def version_name(dataset: Dataset, version: DatasetVersion) -> str:
+    """'{dataset slug}/{number}': how people, the API and Roboflow's clients (as a model id) name a version."""
+    return f"{dataset.slug}/{version.number}"
+
+
 def describe(version: DatasetVersion, dataset: Dataset) -> VersionOut:
     return VersionOut(
         id=version.id,
         dataset_id=version.dataset_id,
         number=version.number,
-        name=f"{dataset.slug}/{version.number}",
+        name=version_name(dataset, version),
         status=version.status,  # type: ignore[arg-type]
         progress=round(version.progress, 4),
         spec=VersionSpec.model_validate(version.spec),

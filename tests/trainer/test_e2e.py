@@ -60,10 +60,11 @@ def test_fine_tuning_learns_a_concept_the_base_lacks(tmp_path: Path) -> None:
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.75 * first, (first, last)
 
-    assert result.test is not None and result.base_test is not None
-    base, tuned = result.base_test["summary"]["segm_AP50"], result.test["summary"]["segm_AP50"]
-    assert base < 0.05, result.base_test["summary"]
-    assert tuned > 0.12, result.test["summary"]
+    base_test, tuned_test = result.test["base"], result.test["fine_tuned"]
+    assert base_test is not None and tuned_test is not None
+    base, tuned = base_test["summary"]["segm_AP50"], tuned_test["summary"]["segm_AP50"]
+    assert base < 0.05, base_test["summary"]
+    assert tuned > 0.12, tuned_test["summary"]
 
     # The best validation result is the evaluation with the best mask AP (AP50 breaking ties), all of it.
     evals = [m for m in lines if "valid_segm_AP" in m]

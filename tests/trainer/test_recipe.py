@@ -148,9 +148,12 @@ def test_run_directory_layout_and_model(small_config, tmp_path: Path) -> None:  
     assert resolved["mode"]["value"] == "decoder" and "no GPU" in resolved["mode"]["reason"]
     assert all("reason" in v for v in resolved.values())
     card = json.loads((out / "model" / "samtune_model_card.json").read_text())
-    assert card["base_model"] == cfg.base_model and len(card["data_version_hash"]) == 64
-    assert card["metrics"]["test"] is not None and card["metrics"]["base_test"] is not None
-    assert result.test is not None and result.base_test is not None
+    assert card["base_model"] == card["base_model_location"] == cfg.base_model
+    assert len(card["annotations_sha256"]) == 64 and card["content_hash"] is None  # not a samtune snapshot
+    assert card["requested_mode"] == "auto" and card["resolved_mode"] == "decoder"
+    assert card["metrics"]["test"]["fine_tuned"] is not None and card["metrics"]["test"]["base"] is not None
+    assert card["metrics"]["best_valid"] == result.best_valid and result.best_valid is not None
+    assert result.test["fine_tuned"] is not None and result.test["base"] is not None
     # The fine-tuned model is a directory Sam3Model loads.
     from transformers import Sam3Model
 

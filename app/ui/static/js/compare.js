@@ -30,7 +30,7 @@ let jobs = [];
 let selected = [];
 
 function label(job) {
-  return `${shortId(job.id)} · ${job.version}`;
+  return `${shortId(job.id)} · ${job.version_name}`;
 }
 
 function selectedFromUrl() {
@@ -65,13 +65,13 @@ function show(value) {
 function diffRows(runs) {
   const hpNames = [...new Set(runs.flatMap((r) => Object.keys(r.job.hyperparameters)))].sort();
   const rows = [
-    ["Data version", (j) => j.version],
+    ["Data version", (j) => j.version_name],
     ["Base model", (j) => j.base_model],
     ["Status", (j) => j.status],
     ["Steps run", (j) => (j.progress ? j.progress.step : undefined)],
     ...hpNames.map((n) => [n, (j) => (j.hyperparameters[n] ? j.hyperparameters[n].value : undefined)]),
-    ["Best validation mask AP", (j) => (j.best_metrics || {}).segm_AP],
-    ["Test mask AP50, fine-tuned", (j) => (j.test_metrics && j.test_metrics.fine_tuned ? j.test_metrics.fine_tuned.segm_AP50 : undefined)],
+    ["Best validation mask AP", (j) => (j.best_valid || {}).segm_AP],
+    ["Test mask AP50, fine-tuned", (j) => (j.test.fine_tuned ? j.test.fine_tuned.summary.segm_AP50 : undefined)],
   ];
   return rows.map(([name, get]) => {
     const values = runs.map((r) => get(r.job));
@@ -142,7 +142,7 @@ function renderPicks() {
       });
       return el("li", {}, el("label", {}, box,
         el("span", {}, el("span", { class: "mono" }, shortId(job.id)), " ", statusBadge(job.status),
-          el("br"), el("span", { class: "small" }, `${job.version} · ${job.base_model}`))));
+          el("br"), el("span", { class: "small" }, `${job.version_name} · ${job.base_model}`))));
     }),
   );
 }

@@ -86,15 +86,15 @@ function render() {
     ...fact("Status", job.status, job.queue_position ? ` · position ${job.queue_position} in the queue` : "",
       job.stop_requested && !TERMINAL.has(job.status) ? " · stop requested" : "",
       job.cancel_requested && !TERMINAL.has(job.status) ? " · cancel requested" : ""),
-    ...fact("Data version", el("a", { href: `/versions/${job.version_id}` }, job.version)),
-    ...fact("Mode", job.mode === "auto" && job.hyperparameters.mode ? `auto → ${job.hyperparameters.mode.value}` : job.mode),
+    ...fact("Data version", el("a", { href: `/versions/${job.version_id}` }, job.version_name)),
+    ...fact("Mode", job.mode === "auto" ? `auto → ${job.resolved_mode}` : job.mode),
     ...fact("Attempt", `${job.attempt} (restarts allowed: ${job.max_restarts})`),
     ...fact("Created", formatDate(job.created_at)),
   ];
   facts.push(...fact("Compare", el("a", { href: `/compare?jobs=${job.id}` }, "compare this run with others")));
   if (job.started_at) facts.push(...fact("Started", formatDate(job.started_at)));
   if (job.finished_at) facts.push(...fact("Finished", formatDate(job.finished_at)));
-  const best = Object.entries(job.best_metrics || {}).filter(([k]) => k.startsWith("segm_AP"));
+  const best = Object.entries(job.best_valid || {}).filter(([k]) => k.startsWith("segm_AP"));
   if (best.length) facts.push(...fact("Best validation", best.map(([k, v]) => `${k} ${formatValue(v)}`).join(" · ")));
   document.getElementById("job-facts").replaceChildren(...facts);
   showProgress(job.progress);
@@ -117,8 +117,8 @@ function render() {
   document.getElementById("stop-job").disabled = job.stop_requested || job.cancel_requested || job.status === "queued";
   document.getElementById("cancel-job").disabled = job.cancel_requested;
 
-  const tm = job.test_metrics || {};
-  const table = baseVsTuned(tm.base, tm.fine_tuned, job.base_model);
+  const { base, fine_tuned: tuned } = job.test;
+  const table = baseVsTuned(base && base.summary, tuned && tuned.summary, job.base_model);
   document.getElementById("test-section").hidden = !table;
   if (table) document.getElementById("test-metrics").replaceChildren(table);
 

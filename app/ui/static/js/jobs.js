@@ -38,7 +38,7 @@ function rowFor(job) {
     el("td", {}, box),
     el("td", {}, el("a", { href: `/jobs/${job.id}`, class: "mono" }, shortId(job.id))),
     el("td", {}, statusBadge(job.status)),
-    el("td", {}, el("a", { href: `/versions/${job.version_id}` }, job.version)),
+    el("td", {}, el("a", { href: `/versions/${job.version_id}` }, job.version_name)),
     el("td", { class: "mono small" }, job.base_model),
     el("td", {}, progressText(job)),
     el("td", {}, formatDate(job.created_at)),

@@ -77,24 +77,23 @@ function perClassTable(base, tuned) {
 function render() {
   document.getElementById("model-loading").hidden = true;
   document.getElementById("model-body").hidden = false;
-  document.getElementById("model-title").textContent = `Model ${model.name}`;
-  document.title = `Model ${model.name} · samtune`;
+  document.getElementById("model-title").textContent = `Model ${model.version_name}`;
+  document.title = `Model ${model.version_name} · samtune`;
   document.getElementById("model-base").replaceChildren(
     el("p", {}, "Fine-tuned from base model ", el("strong", { id: "base-model-name" }, model.base_model), " · ", model.base_model_description),
   );
   document.getElementById("model-facts").replaceChildren(
-    ...fact("Roboflow-style id", el("code", { id: "roboflow-id" }, model.name),
+    ...fact("Roboflow-style id", el("code", { id: "roboflow-id" }, model.version_name),
       el("span", { class: "muted small" }, " · model_id for Roboflow's clients; the newest model of this data version answers to it")),
     ...fact("Model id", el("code", {}, model.id)),
-    ...fact("Data version", el("a", { href: `/versions/${model.version_id}` }, model.name)),
+    ...fact("Data version", el("a", { href: `/versions/${model.version_id}` }, model.version_name)),
     ...fact("Training job", el("a", { href: `/jobs/${model.job_id}`, class: "mono" }, model.job_id.slice(0, 8))),
-    ...fact("Mode", model.mode),
+    ...fact("Mode", model.requested_mode === "auto" ? `auto → ${model.resolved_mode}` : model.resolved_mode),
     ...fact("Classes", model.classes.join(", ")),
     ...fact("Checkpoint sha256", el("code", { class: "small" }, model.checkpoint_sha256)),
     ...fact("Created", formatDate(model.created_at)),
   );
-  const base = model.test_metrics.base;
-  const tuned = model.test_metrics.fine_tuned;
+  const { base, fine_tuned: tuned } = model.test;
   const summary = baseVsTuned(base && base.summary, tuned && tuned.summary, model.base_model);
   document.getElementById("model-metrics").replaceChildren(summary || el("p", { class: "muted" }, "No test metrics were recorded (the version has no test split?)."));
   document.getElementById("model-classes").replaceChildren(perClassTable(base, tuned));

@@ -1,11 +1,11 @@
-// Models list: name (the Roboflow-style id), base model, classes, and the lift on the test split.
+// Models list: version name (the Roboflow-style id), base model, classes, and the lift on the test split.
 
 import { api, el, formatDate, showError } from "./api.js";
 import { fixed3 } from "./job-format.js";
 
 function lift(model) {
-  const base = model.test_metrics.base && model.test_metrics.base.summary;
-  const tuned = model.test_metrics.fine_tuned && model.test_metrics.fine_tuned.summary;
+  const base = model.test.base && model.test.base.summary;
+  const tuned = model.test.fine_tuned && model.test.fine_tuned.summary;
   if (!tuned) return "not evaluated";
   return `${base ? fixed3(base.segm_AP50) : "–"} → ${fixed3(tuned.segm_AP50)}`;
 }
@@ -21,7 +21,7 @@ async function load() {
         el(
           "tr",
           { "data-model": m.id },
-          el("td", {}, el("a", { href: `/models/${m.id}`, class: "mono" }, m.name), el("span", { class: "muted small" }, ` · ${m.id.slice(0, 8)}`)),
+          el("td", {}, el("a", { href: `/models/${m.id}`, class: "mono" }, m.version_name), el("span", { class: "muted small" }, ` · ${m.id.slice(0, 8)}`)),
           el("td", { class: "mono small" }, m.base_model),
           el("td", {}, m.classes.join(", ")),
           el("td", { class: "num" }, lift(m)),

@@ -194,7 +194,7 @@ function renderPlan(preview) {
   document.getElementById("reset-all").hidden = Object.keys(state.overrides).length === 0;
   const e = preview.estimate;
   document.getElementById("estimate").textContent =
-    `Plan: ${preview.base_model} on ${preview.version}, ${preview.mode} mode on ${preview.device}: ` +
+    `Plan: ${preview.base_model} on ${preview.version_name}, ${preview.resolved_mode} mode on ${preview.device}: ` +
     `${e.steps} steps, about ${Math.max(1, Math.round(e.seconds))} s of training (${e.basis}).`;
   document.getElementById("start-note").textContent = "";
 }
