@@ -5,7 +5,8 @@ of one message (or two workers), exactly one wins. While it works it *renews* th
 on the row's behalf is *fenced* by its token, so an attempt presumed dead (its lease taken over) changes
 nothing. Beat's reapers *reap* rows whose lease expired: the silent holder is fenced out (token cleared) and the
 row is retried or, past its attempts, failed. What retry and failure mean is each package's business; which
-rows, and whether another attempt may start, is decided here, once.
+rows, and whether another attempt may start, is decided here, once. So is the rule for a row whose message
+was lost before any worker took it (`forgotten`): it waits, unheld, long after its message was last sent.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, String, select, update
+from sqlalchemy import ColumnElement, String, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from app.core.db import UTCDateTime, transaction, utcnow
@@ -40,12 +41,14 @@ class LeaseColumns:
 @dataclass(frozen=True)
 class Leased(Generic[Row]):
     """How one table takes part: its mapped class, the status of a row waiting for a worker, the status while
-    a worker holds it (a build is `building` in both), and the column counting attempts."""
+    a worker holds it (a build is `building` in both), the column counting attempts, and the column saying
+    when the row's message was last sent (NULL: when the row was created)."""
 
     table: type[Row]
     waiting: str
     running: str
     attempt: Any
+    sent: Any
 
 
 def may_start(attempt: int, max_attempts: int) -> bool:
@@ -114,15 +117,37 @@ def reap(
     session: Session, leased: Leased[Row], now: datetime, max_attempts: Callable[[Row], int]
 ) -> list[Expired[Row]]:
     """Running rows whose lease expired, each fenced out (token cleared, in case its worker is only slow) and
-    judged by `may_start` for one more attempt. Rows another reaper has locked are skipped, not waited for."""
+    judged by `may_start` for one more attempt. Rows another reaper has locked are skipped, not waited for. A
+    row already fenced out holds no lease to expire: a build, `building` still while it waits, is judged once,
+    not at every pass until a worker claims it."""
     t: Any = leased.table
-    stmt = select(t).where(t.status == leased.running, t.lease_expires_at < now)
+    stmt = select(t).where(t.status == leased.running, t.lease_token.is_not(None), t.lease_expires_at < now)
     expired = []
     for row in session.scalars(stmt.with_for_update(skip_locked=True)):
         row.lease_token = None
         used = getattr(row, leased.attempt.key) or 0
         expired.append(Expired(row, may_start(used + 1, max_attempts(row))))
     return expired
+
+
+def forgotten(session: Session, leased: Leased[Row], older_than: datetime) -> list[Row]:
+    """Waiting rows nobody holds whose message was last sent (or, never re-sent, the row created) before
+    `older_than`: a worker would have claimed them by now, so the message must be lost (a broker restarted
+    without persistence, a reaper whose send failed after it committed). The reaper sends them again and
+    marks them with `sent` (a duplicate is harmless: only one claim wins). Rows another reaper has locked
+    are skipped, not waited for."""
+    t: Any = leased.table
+    stmt = select(t).where(
+        t.status == leased.waiting,
+        t.lease_token.is_(None),
+        func.coalesce(leased.sent, t.created_at) < older_than,
+    )
+    return list(session.scalars(stmt.with_for_update(skip_locked=True)))
+
+
+def sent(leased: Leased[Row], row: Row, now: datetime) -> None:
+    """Record that the row's message was (re-)sent at `now`: `forgotten` leaves it alone for a while."""
+    setattr(row, leased.sent.key, now)
 
 
 class Heartbeat:

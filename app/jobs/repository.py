@@ -133,7 +133,10 @@ def add_event(
 
 # --- the lease (app/core/lease.py: one protocol for jobs, builds and batch predictions) ------------
 
-LEASED = lease.Leased(TrainingJob, waiting="queued", running="running", attempt=TrainingJob.attempt)
+LEASED = lease.Leased(
+    TrainingJob, waiting="queued", running="running", attempt=TrainingJob.attempt,
+    sent=TrainingJob.enqueued_at,
+)  # fmt: skip
 
 
 def claim(session: Session, job_id: uuid.UUID, token: str, now: datetime, duration: timedelta) -> bool:
@@ -208,8 +211,5 @@ def expired_leases(session: Session, now: datetime) -> list[lease.Expired[Traini
 
 
 def forgotten_queued(session: Session, older_than: datetime) -> list[TrainingJob]:
-    stmt = select(TrainingJob).where(
-        TrainingJob.status == "queued",
-        func.coalesce(TrainingJob.enqueued_at, TrainingJob.created_at) < older_than,
-    )
-    return list(session.scalars(stmt.with_for_update(skip_locked=True)))
+    """Queued jobs last sent before `older_than`: their message must be lost (see lease.forgotten)."""
+    return lease.forgotten(session, LEASED, older_than)

@@ -36,8 +36,12 @@ def results_key(batch_id: uuid.UUID) -> str:
 
 
 # Claimed with a lease like a training job: a worker killed mid-batch leaves the row `running` only until its
-# lease expires; then the reaper sends it again, or fails it once MAX_ATTEMPTS workers were lost on it.
-LEASED = lease.Leased(BatchPrediction, waiting="queued", running="running", attempt=BatchPrediction.attempt)
+# lease expires; then the reaper sends it again, or fails it once MAX_ATTEMPTS workers were lost on it. A batch
+# whose message was lost before any worker took it is sent again once it sat queued job_requeue_after_seconds.
+LEASED = lease.Leased(
+    BatchPrediction, waiting="queued", running="running", attempt=BatchPrediction.attempt,
+    sent=BatchPrediction.enqueued_at,
+)  # fmt: skip
 MAX_ATTEMPTS = 3
 
 
@@ -121,17 +125,25 @@ def _gave_up(attempts: int) -> str:
 
 
 def reap_stale_batches(settings: Settings, tasks: TaskQueue) -> list[str]:
-    """Send again the batches whose worker went silent (lease expired); fail those out of attempts."""
+    """Send again the batches whose worker went silent (lease expired); fail those out of attempts. Send again
+    the batches that sat queued so long that their message must be lost (as the jobs reaper does)."""
     engine = make_engine(settings.database_url)
     sent: list[str] = []
     try:
         with transaction(make_sessionmaker(engine)) as session:
-            for expired in lease.reap(session, LEASED, utcnow(), max_attempts=lambda _: MAX_ATTEMPTS):
+            now = utcnow()
+            for expired in lease.reap(session, LEASED, now, max_attempts=lambda _: MAX_ATTEMPTS):
                 batch = expired.row
                 if not expired.retry:
                     _end(batch, {"status": "failed", "error": _gave_up(batch.attempt)})
                     continue
                 batch.status = "queued"
+                lease.sent(LEASED, batch, now)
+                enqueue_after_commit(session, tasks, PREDICT_VERSION, [str(batch.id)])
+                sent.append(str(batch.id))
+            older = now - timedelta(seconds=settings.job_requeue_after_seconds)
+            for batch in lease.forgotten(session, LEASED, older):
+                lease.sent(LEASED, batch, now)
                 enqueue_after_commit(session, tasks, PREDICT_VERSION, [str(batch.id)])
                 sent.append(str(batch.id))
     finally:

@@ -62,3 +62,6 @@ class BatchPrediction(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Claimed with a lease like a training job (app/core/lease.py): a worker killed mid-batch is noticed.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When its message was last sent (NULL: when it was created); the reaper sends again a batch that sat
+    # queued long after it (lease.forgotten: the message was lost).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,8 +1,10 @@
 """Build a version's snapshot: every image resized (and augmented for train), annotations moved with the
 pixels, written to storage as `{train,valid,test}/_annotations.coco.json` with the images beside them.
 
-Runs in a worker (Celery `cpu` queue), never inside a request. Safe to run twice: a build that finds its
-version no longer `building` leaves; equal input writes equal bytes to the same content-named prefix.
+Runs in a worker (Celery `cpu` queue), never inside a request. Safe to run twice: each build first claims the
+version's lease (app/core/lease.py, counting the attempt), and every write it makes on the version after that
+is fenced by its token, so a build presumed dead (its lease reaped and claimed by another) changes nothing and
+stops; equal input writes equal bytes to the same content-named prefix.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from PIL import Image
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import transaction, utcnow
+from app.core.lease import may_start
 from app.core.storage import ObjectStorage
 from app.datasets.tables import Dataset
 from app.images.decode import load_rgb_for_resize
@@ -30,6 +32,7 @@ from app.settings import Settings
 from app.versions import repository
 from app.versions.augment import augment
 from app.versions.plan import SPLITS, Plan, PlannedImage, plan_version
+from app.versions.repository import MAX_ATTEMPTS
 from app.versions.schemas import VersionSpec
 from app.versions.tables import DatasetVersion
 from app.versions.transforms import Instance, resize, transform_instances
@@ -38,6 +41,10 @@ logger = logging.getLogger("samtune.versions")
 
 JPEG_QUALITY = 95
 _PROGRESS_EVERY_S = 1.0
+
+
+class LeaseLost(Exception):
+    """Another attempt holds the build now (this one was presumed dead): stop without touching the version."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ def process_image(
 
 
 def coco_document(classes: list[str], outputs: list[OutputImage]) -> dict:
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for image_id, out in enumerate(sorted(outputs, key=lambda o: o.file_name), start=1):
         images.append({"id": image_id, "file_name": out.file_name, "width": out.width, "height": out.height})
         for inst in out.instances:
@@ -155,53 +163,65 @@ class VersionBuilder:
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
 
     def build(self, version_id: uuid.UUID) -> str:
-        """Returns the final status. Exceptions are recorded on the version, not raised."""
-        loaded = self._load(version_id)
-        if loaded is None:
-            return "gone"
-        version, dataset, spec, classes, sources = loaded
-        if version.status != "building":
-            return version.status
+        """Returns the final status ("lease lost" for a build presumed dead and taken over, its status for a
+        version that was not this build's to take). Exceptions are recorded on the version, not raised."""
+        token = uuid.uuid4().hex
+        loaded = self._claim(version_id, token)
+        if isinstance(loaded, str):
+            return loaded
+        dataset, spec, classes, sources = loaded
         prefix = None
         try:
             plan = plan_version(classes, sources, spec)
             prefix = snapshot_prefix(dataset, plan.content_hash)
-            if not self._reuse(version_id, dataset.id, plan, prefix):
-                self._write(version_id, spec, plan, prefix)
+            if not self._reuse(version_id, token, dataset.id, plan, prefix):
+                self._write(version_id, token, spec, plan, prefix)
             return "ready"
+        except LeaseLost as exc:
+            logger.warning("%s", exc)
+            self._abandon(version_id, prefix)
+            return "lease lost"
         except Exception as exc:
             logger.exception("version %s failed", version_id)
-            self._fail(version_id, prefix, exc)
-            return "failed"
+            return self._fail(version_id, token, prefix, exc)
 
-    def _load(self, version_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    def _claim(self, version_id: uuid.UUID, token: str):  # type: ignore[no-untyped-def]
+        """What the build needs, once this attempt holds the version's lease; else, in a word, why not."""
         with transaction(self.session_factory) as session:
+            if not repository.claim(session, version_id, token, utcnow()):
+                version = session.get(DatasetVersion, version_id)
+                state = version.status if version else "gone"
+                logger.info("build of version %s not claimed: it is %s (or another worker holds it)",
+                            version_id, state)  # fmt: skip
+                return state
             found = repository.get_any(session, version_id)
-            if found is None:
-                return None
+            assert found is not None
             version, dataset = found
-            version.attempts = (version.attempts or 0) + 1
-            version.heartbeat_at = utcnow()
+            session.refresh(version)
+            # Reached when a redelivered message claims a build whose lease expired before the reaper saw it.
+            if not may_start(version.attempts, MAX_ATTEMPTS):
+                self._end(version, "failed", error=repository.gave_up(version.attempts - 1))
+                return "failed"
             spec = VersionSpec.model_validate(version.spec)
             return (
-                version,
                 dataset,
                 spec,
                 repository.class_names(session, dataset.id),
                 repository.source_images(session, dataset.id),
             )
-        return None
 
-    def _reuse(self, version_id: uuid.UUID, dataset_id: uuid.UUID, plan: Plan, prefix: str) -> bool:
+    def _reuse(
+        self, version_id: uuid.UUID, token: str, dataset_id: uuid.UUID, plan: Plan, prefix: str
+    ) -> bool:
         """An identical snapshot already exists (same spec over the same content): point at it."""
         with transaction(self.session_factory) as session:
             twin = repository.ready_with_hash(session, dataset_id, plan.content_hash)
             if twin is None or twin.snapshot_prefix != prefix:
                 return False
-            self._finish(session, version_id, plan, prefix, twin.split_counts, twin.dropped)
+            self._finish(session, version_id, token, plan, prefix, twin.split_counts, twin.dropped)
             return True
 
-    def _write(self, version_id: uuid.UUID, spec: VersionSpec, plan: Plan, prefix: str) -> None:
+    def _write(self, version_id: uuid.UUID, token: str, spec: VersionSpec, plan: Plan, prefix: str) -> None:
         outputs: dict[str, list[OutputImage]] = defaultdict(list)
         vanished = 0
         total = len(plan.images)
@@ -219,8 +239,7 @@ class VersionBuilder:
                 outputs[out.split].append(out)
             if time.monotonic() - last_beat > _PROGRESS_EVERY_S:
                 last_beat = time.monotonic()
-                if not self._heartbeat(version_id, 0.95 * done / total):
-                    raise RuntimeError("the version was deleted or finished elsewhere while building")
+                self._renew(version_id, token, 0.95 * done / total)
 
         counts: dict[str, dict[str, int]] = {}
         # Annotation files last: a snapshot without them is not a snapshot, whatever images were written.
@@ -231,19 +250,21 @@ class VersionBuilder:
                 counts[split] = {"images": len(doc["images"]), "annotations": len(doc["annotations"])}
         dropped = {**plan.dropped, "instances_vanished_or_too_small": vanished}
         with transaction(self.session_factory) as session:
-            self._finish(session, version_id, plan, prefix, counts, dropped)
+            self._finish(session, version_id, token, plan, prefix, counts, dropped)
 
-    def _heartbeat(self, version_id: uuid.UUID, progress: float) -> bool:
+    def _renew(self, version_id: uuid.UUID, token: str, progress: float) -> None:
+        """Record progress and renew the lease; LeaseLost once it is no longer this build's."""
         with transaction(self.session_factory) as session:
-            return repository.touch(session, version_id, progress, utcnow()) > 0
+            if not repository.renew(session, version_id, token, progress, utcnow()):
+                raise LeaseLost(f"version {version_id}: the build's lease was lost (deleted, or taken over)")
 
     def _finish(
-        self, session: Session, version_id: uuid.UUID, plan: Plan, prefix: str, counts: dict, dropped: dict
-    ) -> None:
-        version = session.scalars(select(DatasetVersion).where(DatasetVersion.id == version_id)).one_or_none()
-        if version is None or version.status != "building":
-            return
-        version.status = "ready"
+        self, session: Session, version_id: uuid.UUID, token: str, plan: Plan, prefix: str, counts: dict,
+        dropped: dict,
+    ) -> None:  # fmt: skip
+        version = repository.fenced(session, version_id, token)
+        if version is None:
+            raise LeaseLost(f"version {version_id}: the build's lease was lost before it could finish")
         version.progress = 1.0
         version.split_counts = counts
         version.dropped = dropped
@@ -252,19 +273,40 @@ class VersionBuilder:
         version.snapshot_prefix = prefix
         version.ready_at = utcnow()
         version.heartbeat_at = version.ready_at
-        version.error = None
+        self._end(version, "ready", error=None)
 
-    def _fail(self, version_id: uuid.UUID, prefix: str | None, exc: Exception) -> None:
+    def _fail(self, version_id: uuid.UUID, token: str, prefix: str | None, exc: Exception) -> str:
         with transaction(self.session_factory) as session:
-            version = session.scalars(
-                select(DatasetVersion).where(DatasetVersion.id == version_id)
-            ).one_or_none()
-            if version is not None and version.status == "building":
-                version.status = "failed"
-                version.error = str(exc) or type(exc).__name__
+            version = repository.fenced(session, version_id, token)
+            if version is None:
+                logger.warning("version %s: lease lost; its failure is not recorded", version_id)
+                self._discard(session, version_id, prefix)
+                return "lease lost"
+            self._end(version, "failed", error=str(exc) or type(exc).__name__)
             # Remove what this build wrote, unless a ready version already owns that snapshot.
             if prefix is not None and not repository.prefix_users(session, prefix, excluding=version_id):
                 self.storage.delete_prefix(prefix)
+        return "failed"
+
+    def _abandon(self, version_id: uuid.UUID, prefix: str | None) -> None:
+        with transaction(self.session_factory) as session:
+            self._discard(session, version_id, prefix)
+
+    def _discard(self, session: Session, version_id: uuid.UUID, prefix: str | None) -> None:
+        """After the lease was lost: a version deleted while it was building leaves no files behind; one that
+        another attempt took over keeps them (that attempt writes the same content-named prefix)."""
+        if prefix is None or session.get(DatasetVersion, version_id) is not None:
+            return
+        if not repository.prefix_users(session, prefix, excluding=version_id):
+            self.storage.delete_prefix(prefix)
+
+    @staticmethod
+    def _end(version: DatasetVersion, status: str, *, error: str | None) -> None:
+        """The build is over: its outcome, and no lease held on the version any more."""
+        version.status = status
+        version.error = error
+        version.lease_token = None
+        version.lease_expires_at = None
 
 
 def build_version(

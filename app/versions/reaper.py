@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.core import lease
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.lease import may_start
 from app.core.queue import TaskQueue
@@ -12,6 +13,7 @@ from app.core.tasks import BUILD_VERSION, CPU_QUEUE
 from app.settings import Settings
 from app.versions import repository
 from app.versions.repository import BUILD_LEASE, MAX_ATTEMPTS
+from app.versions.tables import DatasetVersion
 
 __all__ = ["MAX_ATTEMPTS", "reap_stale_builds"]
 
@@ -26,19 +28,21 @@ def reap_stale_builds(
     try:
         with transaction(make_sessionmaker(engine)) as session:
             now = utcnow()
-            judged = [(e.row, e.retry) for e in repository.expired_builds(session, now)]
-            judged += [
-                (v, may_start((v.attempts or 0) + 1, MAX_ATTEMPTS))
-                for v in repository.unclaimed_builds(session, now - stale_after)
-            ]
-            for version, retry in judged:
+
+            def judge(version: DatasetVersion, retry: bool) -> None:
                 if not retry:
                     version.status = "failed"
-                    version.error = f"the build stopped responding {version.attempts} times (worker killed or out of memory)"
-                    continue
-                # Fresh heartbeat so the next reaper pass does not send it twice before a worker picks it up.
-                version.heartbeat_at = now
+                    version.error = repository.gave_up(version.attempts)
+                    return
+                # Marked sent, so the next reaper pass does not send it twice before a worker picks it up.
+                lease.sent(repository.LEASED, version, now)
                 requeued.append(str(version.id))
+
+            for expired in repository.expired_builds(session, now):
+                judge(expired.row, expired.retry)
+            # After the expired ones are marked sent: fenced out, they are unclaimed too, and not to send twice.
+            for version in repository.unclaimed_builds(session, now - stale_after):
+                judge(version, may_start((version.attempts or 0) + 1, MAX_ATTEMPTS))
         for version_id in requeued:
             tasks.send(BUILD_VERSION, [version_id], CPU_QUEUE)
     finally:

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core import lease
@@ -111,26 +111,35 @@ def job_using(session: Session, version_id: uuid.UUID) -> uuid.UUID | None:
 
 # --- the lease (app/core/lease.py: one protocol for jobs, builds and batch predictions) ------------
 
-# A build is `building` from the request until it ends, whether a worker holds it or not. Its builder counts
-# its own attempts (`attempts`, when it loads the version), so the claim does not.
-LEASED = lease.Leased(DatasetVersion, waiting="building", running="building", attempt=DatasetVersion.attempts)
+# A build is `building` from the request until it ends, whether a worker holds it or not; the claim counts its
+# attempts (`attempts`). Its message was last sent when it was last claimed, renewed or re-sent (`heartbeat_at`).
+LEASED = lease.Leased(
+    DatasetVersion, waiting="building", running="building", attempt=DatasetVersion.attempts,
+    sent=DatasetVersion.heartbeat_at,
+)  # fmt: skip
 # A build beats about once a second while it works; two minutes of silence mean its worker is gone.
 BUILD_LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 3
 
 
+def gave_up(lost: int) -> str:
+    """The error of a build given up on once `lost` workers were lost on it."""
+    return f"the build stopped responding {lost} times (worker killed or out of memory)"
+
+
 def claim(session: Session, version_id: uuid.UUID, token: str, now: datetime) -> bool:
-    return lease.claim(session, LEASED, version_id, token, now, BUILD_LEASE, count_attempt=False)
+    """Take the build for one attempt (see lease.claim), counting it."""
+    return lease.claim(session, LEASED, version_id, token, now, BUILD_LEASE)
 
 
-def touch(session: Session, version_id: uuid.UUID, progress: float, now: datetime) -> int:
-    """Record progress and renew the build's lease, only while the build is still running."""
-    stmt = (
-        update(DatasetVersion)
-        .where(DatasetVersion.id == version_id, DatasetVersion.status == "building")
-        .values(progress=progress, heartbeat_at=now, lease_expires_at=now + BUILD_LEASE)
-    )
-    return session.execute(stmt).rowcount  # type: ignore[attr-defined]
+def renew(session: Session, version_id: uuid.UUID, token: str, progress: float, now: datetime) -> bool:
+    """Record progress and renew the build's lease; False when the lease is no longer ours."""
+    return lease.renew(session, LEASED, version_id, token, now, BUILD_LEASE, {"progress": progress})
+
+
+def fenced(session: Session, version_id: uuid.UUID, token: str) -> DatasetVersion | None:
+    """The version, row-locked (PostgreSQL), if `token` still holds its build's lease; None for a stale one."""
+    return lease.fenced(session, LEASED, version_id, token)
 
 
 def expired_builds(session: Session, now: datetime) -> list[lease.Expired[DatasetVersion]]:
@@ -140,10 +149,5 @@ def expired_builds(session: Session, now: datetime) -> list[lease.Expired[Datase
 
 def unclaimed_builds(session: Session, older_than: datetime) -> list[DatasetVersion]:
     """Builds no worker holds that were last sent (or created) before `older_than`: their message was lost,
-    or a reaper fenced their worker out and the message it sent went missing too."""
-    stmt = select(DatasetVersion).where(
-        DatasetVersion.status == "building",
-        DatasetVersion.lease_token.is_(None),
-        func.coalesce(DatasetVersion.heartbeat_at, DatasetVersion.created_at) < older_than,
-    )
-    return list(session.scalars(stmt.with_for_update(skip_locked=True)))
+    or a reaper fenced their worker out and the message it sent went missing too (see lease.forgotten)."""
+    return lease.forgotten(session, LEASED, older_than)
