@@ -6,8 +6,11 @@ Everything here is transformers' own `Sam3Config`; nothing is re-implemented.
 
 from __future__ import annotations
 
+from typing import cast
+
+import torch
 from torch import nn
-from transformers import Sam3Config, Sam3Model
+from transformers import Sam3Config, Sam3Model, Sam3VisionConfig, Sam3ViTConfig
 
 from trainer.tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_LENGTH, PAD_TOKEN_ID, VOCAB_SIZE
 
@@ -118,16 +121,31 @@ def full_size_sam3_config(image_size: int = 1008) -> Sam3Config:
         raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
     config = Sam3Config()
     grid = image_size // PATCH_SIZE
-    backbone = config.vision_config.backbone_config
+    backbone = backbone_config(config)
     backbone.image_size = image_size
     if grid % backbone.window_size:
         backbone.window_size = _window_size(grid)
-    config.vision_config.backbone_feature_sizes = [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]
+    vision_config(config).backbone_feature_sizes = [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]
     return config
 
 
+# transformers declares the sub-configurations `dict | PreTrainedConfig | None` (what __init__ accepts); a
+# built Sam3Config always holds the classes themselves.
+def vision_config(config: Sam3Config) -> Sam3VisionConfig:
+    return cast(Sam3VisionConfig, config.vision_config)
+
+
+def backbone_config(config: Sam3Config) -> Sam3ViTConfig:
+    return cast(Sam3ViTConfig, vision_config(config).backbone_config)
+
+
+def to_device(model: Sam3Model, device: torch.device | str) -> Sam3Model:
+    """`model.to(device)`: transformers decorates `to` with functools.wraps, whose type drops the bound self."""
+    return model.to(device)  # type: ignore[arg-type]
+
+
 def model_image_size(model: Sam3Model) -> int:
-    size = model.config.vision_config.image_size
+    size = vision_config(model.config).image_size
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import Sam3Model
@@ -22,6 +22,7 @@ from trainer.architecture import (
     count_parameters,
     format_parameters,
     model_image_size,
+    to_device,
 )
 from trainer.tokenizer import load_tokenizer
 
@@ -135,7 +136,9 @@ def _normalisation(directory: Path) -> tuple[tuple[float, float, float], tuple[f
     for cfg in candidates:
         mean, std = cfg.get("image_mean"), cfg.get("image_std")
         if isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3:
-            return tuple(float(x) for x in mean), tuple(float(x) for x in std)  # type: ignore[return-value]
+            m0, m1, m2 = (float(x) for x in mean)
+            s0, s1, s2 = (float(x) for x in std)
+            return (m0, m1, m2), (s0, s1, s2)
     return SAM3_IMAGE_MEAN, SAM3_IMAGE_STD
 
 
@@ -173,11 +176,15 @@ def _load_from_directory(
             f"expected one of {SAM3_MODEL_TYPES})"
         )
     try:
-        model, info = Sam3Model.from_pretrained(
-            str(directory),
-            local_files_only=True,
-            dtype=dtype if dtype is not None else torch.float32,
-            output_loading_info=True,
+        # output_loading_info=True returns (model, info); transformers annotates the model alone
+        model, info = cast(
+            "tuple[Sam3Model, dict[str, Any]]",
+            Sam3Model.from_pretrained(
+                str(directory),
+                local_files_only=True,
+                dtype=dtype if dtype is not None else torch.float32,
+                output_loading_info=True,
+            ),
         )
     except (OSError, ValueError) as exc:
         raise BaseModelNotFound(f"{source}: {directory} could not be loaded as a SAM 3 model: {exc}") from exc
@@ -189,7 +196,7 @@ def _load_from_directory(
             len(keys),
             keys[:10],
         )
-    model.to(device)
+    to_device(model, device)
 
     card = _read_json(directory / CARD_FILE)
     n = format_parameters(count_parameters(model))

@@ -110,7 +110,7 @@ def load_split(root: Path, split: str, classes: list[str]) -> SplitData | None:
         if name not in index_of or ann.get("iscrowd", 0):
             continue
         by_image[ann["image_id"]].append(
-            Instance(index_of[name], tuple(ann["bbox"]), ann.get("segmentation") or None)  # type: ignore[arg-type]
+            Instance(index_of[name], tuple(ann["bbox"]), ann.get("segmentation") or None)
         )
     samples = [
         Sample(
@@ -137,7 +137,7 @@ def pixels_from_image(
     img: Image.Image, size: int, side: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
     """`load_pixels` for an image already open (the predict path gets bytes, not a file)."""
-    rgb = img.convert("RGB").resize((side, side), Image.BILINEAR, reducing_gap=2.0)
+    rgb = img.convert("RGB").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
     pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     if side == size:

@@ -135,7 +135,7 @@ def postprocess(
             image_id=int(image_id),
             category_id=int(category_id),
             score=float(score_list[i]),
-            bbox=tuple(float(v) for v in xywh[i]),
+            bbox=(float(xywh[i][0]), float(xywh[i][1]), float(xywh[i][2]), float(xywh[i][3])),
             rle=rles[i],
         )
         for i in order

@@ -158,7 +158,8 @@ class SetCriterion:
         """(focal, dice) of the final layer's matched masks, each summed over instances / num_boxes."""
         device = mask_logits.device
         pairs = _Pairs.from_matches(matches, device)
-        size = tuple(mask_logits.shape[-2:])
+        height, width = mask_logits.shape[-2:]
+        size = (height, width)
         src = mask_logits[pairs.batch, pairs.slot].float().flatten(1)  # [K, H*W]
         tgt_parts = [
             resize_target_masks(

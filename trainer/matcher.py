@@ -103,14 +103,14 @@ class HungarianMatcher:
 
         cost = self.cost_matrix(logits, boxes, tgt_boxes)
         cost = torch.nan_to_num(cost, nan=_BIG_COST, posinf=_BIG_COST, neginf=-_BIG_COST)
-        cost = cost.to("cpu", torch.float64).numpy()  # one device sync for the whole batch
+        costs = cost.to("cpu", torch.float64).numpy()  # one device sync for the whole batch
 
         matches = []
         for b, n in enumerate(counts.tolist()):
             if n == 0:
                 matches.append(_empty_match(device))
                 continue
-            rows, cols = linear_sum_assignment(cost[b, :, :n])
+            rows, cols = linear_sum_assignment(costs[b, :, :n])
             matches.append(
                 Match(
                     pred=torch.as_tensor(rows.astype(np.int64), device=device),

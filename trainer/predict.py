@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from trainer import data as D
+from trainer.architecture import to_device
 from trainer.base_model import LoadedModel
 from trainer.evaluate import postprocess
 from trainer.forward import QueryModel, ask, text_backbone
@@ -30,7 +31,7 @@ class Predictor:
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
         self.loaded = loaded
         self.device = torch.device(device)
-        self.model = loaded.model.to(self.device).eval()
+        self.model = to_device(loaded.model, self.device).eval()
         self.query_model = QueryModel(self.model)
         self.dtype = next(self.model.parameters()).dtype  # bf16 weights take bf16 pixels
         self._text: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}

@@ -95,12 +95,12 @@ def background(rng: np.random.Generator, size: int) -> Image.Image:
     kind = rng.integers(0, 3)
     if kind == 0:  # noise
         arr = rng.integers(60, 200, size=(size // 8 + 1, size // 8 + 1, 3)).astype(np.uint8)
-        return Image.fromarray(arr).resize((size, size), Image.BILINEAR)
+        return Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR)
     if kind == 1:  # gradient
         a, b = rng.integers(40, 215, size=3), rng.integers(40, 215, size=3)
         t = np.linspace(0, 1, size)[None, :, None]
-        arr = (a * (1 - t) + b * t).repeat(size, axis=0)
-        return Image.fromarray(arr.astype(np.uint8))
+        ramp = (a * (1 - t) + b * t).repeat(size, axis=0)
+        return Image.fromarray(ramp.astype(np.uint8))
     # stripes texture
     arr = np.zeros((size, size, 3), np.uint8) + rng.integers(80, 180, size=3).astype(np.uint8)
     period = int(rng.integers(6, 20))
@@ -143,7 +143,8 @@ def write_dataset(out: Path, concepts: list[Concept], counts: dict[str, int], *,
     for split, n in counts.items():
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
+        images: list[dict[str, object]] = []
+        annotations: list[dict[str, object]] = []
         for i in range(n):
             img, objects = scene(rng, size, concepts, max_objects)
             name = f"{split}_{i:05d}.jpg"

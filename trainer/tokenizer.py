@@ -68,10 +68,10 @@ def _read_merges() -> list[tuple[str, str]]:
     with gzip.open(MERGES_FILE, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     selected = lines[1 : NUM_MERGES + 1]  # line 0 is the "#version" header
-    merges = [tuple(line.split()) for line in selected]
-    if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
+    pairs = [line.split() for line in selected]
+    if len(pairs) != NUM_MERGES or any(len(p) != 2 for p in pairs):
         raise ValueError(f"unexpected content in {MERGES_FILE}")
-    return merges  # type: ignore[return-value]
+    return [(first, second) for first, second in pairs]
 
 
 def _build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
