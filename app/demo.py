@@ -28,7 +28,7 @@ class DemoFailed(Exception):
     pass
 
 
-def _check(response: httpx.Response, expected: int) -> dict[str, Any]:
+def _check(response: httpx.Response, expected: int) -> Any:  # the JSON body: an object or a list
     if response.status_code != expected:
         raise DemoFailed(f"{response.request.method} {response.request.url.path} answered "
                          f"{response.status_code}: {response.text[:500]}")  # fmt: skip

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, Uuid, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 logger = logging.getLogger("samtune.db")
 
@@ -67,7 +69,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
@@ -82,13 +84,13 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def on_rollback(session: Session, undo: Callable[[], None]) -> None:
+def on_rollback(session: Session, undo: Callable[[], object]) -> None:
     """Register work that undoes a side effect outside the database (objects written to storage)
     if the session's transaction does not commit, so a failed request leaves nothing half-written."""
     session.info.setdefault("on_rollback", []).append(undo)
 
 
-def after_commit(session: Session, action: Callable[[], None]) -> None:
+def after_commit(session: Session, action: Callable[[], object]) -> None:
     """Register work to run only once the transaction has committed (deleting objects of deleted rows)."""
     session.info.setdefault("after_commit", []).append(action)
 

@@ -11,11 +11,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 from urllib.parse import urlparse
 
 from app.core.errors import AppError
 from app.settings import Settings
+
+if TYPE_CHECKING:  # boto3-stubs' types, a dev dependency: never imported at run time
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 CHUNK = 1024 * 1024
 
@@ -124,7 +128,7 @@ class LocalStorage:
 
 
 class S3Storage:
-    def __init__(self, bucket: str, prefix: str, client: object) -> None:
+    def __init__(self, bucket: str, prefix: str, client: S3Client) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
@@ -137,12 +141,12 @@ class S3Storage:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
     def put_file(self, key: str, path: Path, *, move: bool = False) -> None:
-        self.client.upload_file(str(path), self.bucket, self._key(key))  # type: ignore[attr-defined]
+        self.client.upload_file(str(path), self.bucket, self._key(key))
         if move:
             path.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)  # type: ignore[attr-defined]
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as body:
@@ -152,12 +156,12 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[attr-defined]
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise ObjectNotFound(f"object {key} does not exist") from None
             raise
-        return obj["Body"]
+        return cast(BinaryIO, obj["Body"])  # a StreamingBody: read(), close() and `with`, as callers use it
 
     def download(self, key: str, path: Path) -> None:
         with self.open(key) as src, open(path, "wb") as out:
@@ -167,7 +171,7 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[attr-defined]
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
@@ -175,13 +179,13 @@ class S3Storage:
             raise
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[attr-defined]
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list(prefix))
         for start in range(0, len(keys), 1000):  # S3's DeleteObjects takes at most 1000 keys
-            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})  # type: ignore[attr-defined]
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -190,7 +194,7 @@ class S3Storage:
             if prefix.strip("/")
             else (self.prefix + "/" if self.prefix else "")
         )
-        paginator = self.client.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+        paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 yield self._strip(obj["Key"])

@@ -41,7 +41,7 @@ def _mask_at(
     if isinstance(rle.get("counts"), str):
         rle["counts"] = rle["counts"].encode()
     full = mask_utils.decode(rle)
-    return np.asarray(PILImage.fromarray(full * 255).resize((out_w, out_h), PILImage.NEAREST)) > 0
+    return np.asarray(PILImage.fromarray(full * 255).resize((out_w, out_h), PILImage.Resampling.NEAREST)) > 0
 
 
 def render_preview(
@@ -53,7 +53,7 @@ def render_preview(
     scale = min(1.0, max_side / max(width, height))
     out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
     if scale < 1.0:
-        img = img.resize((out_w, out_h), PILImage.BILINEAR, reducing_gap=2.0)
+        img = img.resize((out_w, out_h), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = np.asarray(img, dtype=np.float32).copy()
     for class_id, _bbox, segmentation in annotations:
         mask = _mask_at(segmentation, width, height, scale, out_w, out_h)

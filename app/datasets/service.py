@@ -9,9 +9,9 @@ import unicodedata
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app.core.db import after_commit, on_rollback
@@ -93,7 +93,9 @@ def delete_dataset(
         raise Conflict(
             f"dataset {dataset.name!r} has versions used by training job {in_use}; delete its models and jobs first"
         )
-    session.execute(DatasetVersion.__table__.delete().where(DatasetVersion.dataset_id == dataset.id))
+    # DeclarativeBase declares __table__ a FromClause; a class mapped to a table holds that Table
+    versions = cast(Table, DatasetVersion.__table__)
+    session.execute(versions.delete().where(DatasetVersion.dataset_id == dataset.id))
     prefix = dataset_prefix(dataset)
     repository.delete_dataset(session, dataset)
     # Objects go only once the rows are gone for good: a failed commit must not leave rows without files.
@@ -169,7 +171,12 @@ def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: P
         )
 
     written: list[str] = []
-    on_rollback(session, lambda: [storage.delete(k) for k in written])
+
+    def delete_written() -> None:
+        for k in written:
+            storage.delete(k)
+
+    on_rollback(session, delete_written)
     image_rows, annotation_rows = [], []
     added: Counter[tuple[str, str]] = Counter()
     prefix = dataset_prefix(dataset)

@@ -16,7 +16,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -230,7 +230,7 @@ class SafeZip:
         else:
             yield from _bunzip(self._raw_chunks(entry, _RAW_CHUNK), chunk)
 
-    def iter_chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Iterator[bytes]:
+    def iter_chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Generator[bytes, None, None]:
         """Yield the entry's bytes in pieces of at most `chunk`, enforcing every limit on the way
         and checking the CRC at the end."""
         produced = 0
