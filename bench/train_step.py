@@ -80,7 +80,7 @@ def targets(prompts: int, mask_size: int, device: torch.device) -> list[QueryTar
     return out
 
 
-def time_steps(step, n: int, warmup: int, device: torch.device) -> float:  # type: ignore[no-untyped-def]
+def time_steps(step, n: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         step()
     if device.type == "cuda":
@@ -124,7 +124,7 @@ def bench(image_size: int, prompts: int, steps: int, warmup: int, device: torch.
     results["cache_mb_per_image"] = cached.numel() * 2 / 2**20
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
-    def make_step(forward, optimizer):  # type: ignore[no-untyped-def]
+    def make_step(forward, optimizer):
         def step() -> None:
             with autocast():
                 loss, _ = criterion(ModelOutputs(*forward()), tgts)

@@ -43,7 +43,7 @@ def build_zip(path: Path, size_mb: int) -> int:
             zf.writestr(f"images/{n:05d}.jpg", buf.getvalue())
             n += 1
             if n % 100 == 0:
-                zf.fp.flush()  # type: ignore[union-attr]
+                zf.fp.flush()
     return n
 
 

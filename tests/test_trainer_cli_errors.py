@@ -22,8 +22,8 @@ def _config(tmp_path: Path) -> Path:
     return cfg
 
 
-def test_missing_base_model_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    def run_process(cfg, mode):  # type: ignore[no-untyped-def]
+def test_missing_base_model_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
+    def run_process(cfg, mode):
         raise BaseModelNotFound("base model 'facebook/sam3' not found: hf download facebook/sam3")
 
     monkeypatch.setattr(trainer_cli, "run_process", run_process)
@@ -33,7 +33,7 @@ def test_missing_base_model_is_one_line(monkeypatch, capsys, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("nodes", ["1", "2"])
-def test_cluster_without_slurm_is_refused(monkeypatch, capsys, tmp_path: Path, nodes: str) -> None:  # type: ignore[no-untyped-def]
+def test_cluster_without_slurm_is_refused(monkeypatch, capsys, tmp_path: Path, nodes: str) -> None:
     submitit = pytest.importorskip("submitit")
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1))  # no `srun` here
     argv = ["-c", str(_config(tmp_path)), "--use-cluster", "1", "--num-nodes", nodes, "--num-gpus", "8"]

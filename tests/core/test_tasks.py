@@ -41,7 +41,7 @@ def test_importing_the_api_builds_no_celery_app_and_reads_no_settings() -> None:
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr[-3000:]
 
 
-def test_celerys_command_line_finds_the_worker_app(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_celerys_command_line_finds_the_worker_app(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SAMTUNE_DATA_DIR", str(tmp_path))
     import worker.celery_app
 

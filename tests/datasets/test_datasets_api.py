@@ -20,7 +20,7 @@ def _create(client: TestClient, auth: dict[str, str], name: str = "Pets") -> dic
     return r.json()
 
 
-def _upload(client: TestClient, auth: dict[str, str], dataset_id: str, path: Path, **data: str):  # type: ignore[no-untyped-def]
+def _upload(client: TestClient, auth: dict[str, str], dataset_id: str, path: Path, **data: str):
     with open(path, "rb") as f:
         return client.post(
             f"/api/v1/datasets/{dataset_id}/uploads",
@@ -140,7 +140,7 @@ def test_images_list_filters_and_preview(client: TestClient, auth: dict[str, str
     assert max(abs(a - b) for a, b in zip(drawn.getpixel((60, 2)), plain.getpixel((60, 2)), strict=True)) <= 2
 
 
-def test_other_workspace_sees_404(client: TestClient, auth: dict[str, str], new_key, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_other_workspace_sees_404(client: TestClient, auth: dict[str, str], new_key, tmp_path: Path) -> None:
     ds = _create(client, auth)
     _upload(client, auth, ds["id"], simple_coco_zip(tmp_path / "c.zip"))
     image = client.get(f"/api/v1/datasets/{ds['id']}/images", headers=auth).json()["items"][0]
@@ -166,7 +166,7 @@ def test_other_workspace_sees_404(client: TestClient, auth: dict[str, str], new_
 
 def test_upload_and_delete_on_s3(
     make_client, settings: Settings, s3_settings: Settings, auth, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The same flow with images in a real S3 endpoint (moto's server, over HTTP)."""
     s3 = settings.model_copy(
         update={

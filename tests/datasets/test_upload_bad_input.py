@@ -34,7 +34,7 @@ def _zip_bytes(entries: dict[str, object]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():
-            zf.writestr(name, json.dumps(data) if isinstance(data, dict) else data)  # type: ignore[arg-type]
+            zf.writestr(name, json.dumps(data) if isinstance(data, dict) else data)
     return buf.getvalue()
 
 
@@ -121,7 +121,7 @@ def _state(client: TestClient, auth: dict[str, str], settings: Settings, dataset
     ("case", "payload", "status", "fragment", "overrides"), CASES, ids=[c[0] for c in CASES]
 )
 def test_bad_upload_changes_nothing(
-    make_client,  # type: ignore[no-untyped-def]
+    make_client,
     settings: Settings,
     auth: dict[str, str],
     tmp_path: Path,
@@ -158,7 +158,7 @@ def test_bad_upload_changes_nothing(
 
 def test_body_over_the_limit_is_413_before_reading(
     make_client, settings: Settings, auth: dict[str, str]
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = settings.model_copy(update={"max_upload_bytes": 50_000})
     client = make_client(settings)
     ds = client.post("/api/v1/datasets", json={"name": "d"}, headers=auth).json()
@@ -167,7 +167,7 @@ def test_body_over_the_limit_is_413_before_reading(
     assert r.status_code == 413 and "SAMTUNE_MAX_UPLOAD_BYTES" in r.json()["detail"]
 
     # No Content-Length (chunked): refused once the count passes the limit.
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks():
         yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.zip"\r\n\r\n'
         for _ in range(20):
             yield b"x" * 10_000
@@ -196,7 +196,7 @@ def test_storage_failure_midway_leaves_nothing(
     client: TestClient, auth: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
     """If storing fails after some images were written, those objects are removed and no row stays."""
-    storage = client.app.state.storage  # type: ignore[attr-defined]
+    storage = client.app.state.storage
     real_put = storage.put_file
     calls = {"n": 0}
 

@@ -49,7 +49,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-def assert_basic(response) -> None:  # type: ignore[no-untyped-def]
+def assert_basic(response) -> None:
     assert response.headers.get("x-content-type-options") == "nosniff", response.headers
     assert response.headers.get("referrer-policy") == "same-origin", response.headers
 

@@ -41,14 +41,14 @@ def test_create_list_revoke(client: TestClient, auth: dict[str, str]) -> None:
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
-def test_keys_of_another_workspace_are_404(client: TestClient, auth: dict[str, str], new_key) -> None:  # type: ignore[no-untyped-def]
+def test_keys_of_another_workspace_are_404(client: TestClient, auth: dict[str, str], new_key) -> None:
     other = {"Authorization": f"Bearer {new_key()}"}
     mine = client.post("/api/v1/keys", json={}, headers=auth).json()
     assert client.delete(f"/api/v1/keys/{mine['id']}", headers=other).status_code == 404
     assert mine["id"] not in {k["id"] for k in client.get("/api/v1/keys", headers=other).json()}
 
 
-def test_keys_never_reach_the_access_log(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_keys_never_reach_the_access_log(caplog) -> None:
     secret = "st_abcdef0123456789abcdef"
     assert secret not in redact(f"GET /api/v1/datasets?api_key={secret}&x=1")
     assert secret not in redact(f"Authorization: Bearer {secret}")

@@ -10,7 +10,7 @@ from trainer.base_model import EMBEDDED_BASE_DIR, load_base_model
 
 def test_cache_is_bounded_by_its_memory_budget(tmp_path: Path) -> None:
     size = load_base_model(str(EMBEDDED_BASE_DIR)).num_parameters * 4
-    cache = ModelCache(storage=None, cache_dir=tmp_path, budget_bytes=int(size * 1.5))  # type: ignore[arg-type]
+    cache = ModelCache(storage=None, cache_dir=tmp_path, budget_bytes=int(size * 1.5))
     first = cache.get("a", lambda: EMBEDDED_BASE_DIR)
     assert cache.get("a", lambda: EMBEDDED_BASE_DIR) is first, "loaded once"
     cache.get("b", lambda: EMBEDDED_BASE_DIR)

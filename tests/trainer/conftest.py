@@ -23,7 +23,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     return load_tokenizer(tmp_path_factory.getbasetemp() / "clip-bpe")
 
 
@@ -47,7 +47,7 @@ def shapes_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def small_config(tiny_base: Path, shapes_data: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_config(tiny_base: Path, shapes_data: Path, tmp_path: Path):
     def make(**overrides: object) -> TrainConfig:
         values: dict[str, object] = {
             "base_model": str(tiny_base),

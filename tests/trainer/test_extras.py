@@ -24,7 +24,7 @@ def test_require_names_the_extra() -> None:
 
 def test_tensorboard_asked_for_but_missing_fails_before_work(
     monkeypatch, small_config, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if the extra were not installed
     recipe = FineTuneRecipe(small_config(tensorboard=True))
     with pytest.raises(MissingExtra, match=r"samtune\[tensorboard\]"):
@@ -32,14 +32,14 @@ def test_tensorboard_asked_for_but_missing_fails_before_work(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_tensorboard_by_default_only_when_installed(monkeypatch, small_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tensorboard_by_default_only_when_installed(monkeypatch, small_config, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     recipe = FineTuneRecipe(small_config())
     recipe.setup()
     assert recipe.writer is None and not (tmp_path / "run" / "tensorboard").exists()
 
 
-def test_cluster_without_submitit_is_a_clear_error(monkeypatch, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cluster_without_submitit_is_a_clear_error(monkeypatch, capsys, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "submitit", None)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(

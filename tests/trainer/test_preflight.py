@@ -27,7 +27,7 @@ def test_nothing_fits() -> None:
         find_batch_size(step, start=4)
 
 
-def test_resolve_explains_every_choice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_resolve_explains_every_choice(tmp_path) -> None:
     cfg = TrainConfig(base_model="x", data_dir=tmp_path, output_dir=tmp_path)
     cpu = resolve(cfg, num_train_images=100, device_type="cpu")
     assert cpu["mode"].value == "decoder" and "no GPU" in cpu["mode"].reason

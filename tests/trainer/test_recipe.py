@@ -44,7 +44,7 @@ def _last_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("mode", ["full", "decoder"])
-def test_resume_equals_uninterrupted_run(small_config, tmp_path: Path, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_resume_equals_uninterrupted_run(small_config, tmp_path: Path, mode: str) -> None:
     straight = small_config(output_dir=tmp_path / "straight", mode=mode)
     run(straight)
 
@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted_run(small_config, tmp_path: Path, mode: str
 
 def test_resume_restores_the_cuda_rng_of_the_gpus_present(
     small_config, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """A CUDA run's checkpoint holds one RNG state per GPU; resuming restores those of the GPUs this machine
     has (here, faked: one), and a machine without CUDA leaves them alone."""
     cfg = small_config(device="cpu", epochs=1)
@@ -102,10 +102,10 @@ def test_resume_restores_the_cuda_rng_of_the_gpus_present(
 class NanAt:
     """Wraps the criterion: the loss is NaN on the given calls (1-based)."""
 
-    def __init__(self, criterion, calls: set[int] | None = None, after: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, criterion, calls: set[int] | None = None, after: int | None = None) -> None:
         self.criterion, self.calls, self.after, self.n = criterion, calls or set(), after, 0
 
-    def __call__(self, outputs, targets):  # type: ignore[no-untyped-def]
+    def __call__(self, outputs, targets):
         self.n += 1
         loss, parts = self.criterion(outputs, targets)
         if self.n in self.calls or (self.after is not None and self.n > self.after):
@@ -113,7 +113,7 @@ class NanAt:
         return loss, parts
 
 
-def test_divergence_rolls_back_with_half_the_lr(small_config) -> None:  # type: ignore[no-untyped-def]
+def test_divergence_rolls_back_with_half_the_lr(small_config) -> None:
     recipe = FineTuneRecipe(small_config())
     recipe.setup()
     recipe.criterion = NanAt(recipe.criterion, calls={7})  # the 7th step (step index 6)
@@ -126,7 +126,7 @@ def test_divergence_rolls_back_with_half_the_lr(small_config) -> None:  # type: 
     assert any(e["kind"] == "divergence_rollback" for e in events)
 
 
-def test_divergence_gives_up_after_max_rollbacks(small_config) -> None:  # type: ignore[no-untyped-def]
+def test_divergence_gives_up_after_max_rollbacks(small_config) -> None:
     recipe = FineTuneRecipe(small_config(max_rollbacks=3))
     recipe.setup()
     recipe.criterion = NanAt(recipe.criterion, after=5)
@@ -135,7 +135,7 @@ def test_divergence_gives_up_after_max_rollbacks(small_config) -> None:  # type:
     assert recipe.rollbacks == 3
 
 
-def test_run_directory_layout_and_model(small_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_directory_layout_and_model(small_config, tmp_path: Path) -> None:
     cfg = small_config(mode="auto", eval_base_model=True)
     result = run(cfg)
     out = tmp_path / "run"

@@ -19,7 +19,7 @@ CARD = {
 }
 
 
-def forward_prompts(model: Sam3Model, tokenizer, image_size: int, seed: int = 0):  # type: ignore[no-untyped-def]
+def forward_prompts(model: Sam3Model, tokenizer, image_size: int, seed: int = 0):
     """`Sam3Model.forward` on random pixels, one image per prompt of PROMPTS."""
     gen = torch.Generator().manual_seed(seed)
     pixels = torch.randn(len(PROMPTS), 3, image_size, image_size, generator=gen)

@@ -19,7 +19,7 @@ _META = re.compile(r'<meta name="csrf-token" content="([^"]*)"')
 
 def _sign_in(client: TestClient, key: str, next_path: str = "/") -> TestClient:
     form = client.get("/signin")
-    token = _TOKEN.search(form.text).group(1)  # type: ignore[union-attr]
+    token = _TOKEN.search(form.text).group(1)
     r = client.post(
         "/signin", data={"api_key": key, "csrf_token": token, "next": next_path}, follow_redirects=False
     )
@@ -28,7 +28,7 @@ def _sign_in(client: TestClient, key: str, next_path: str = "/") -> TestClient:
 
 
 def _csrf(client: TestClient) -> str:
-    return _META.search(client.get("/keys").text).group(1)  # type: ignore[union-attr]
+    return _META.search(client.get("/keys").text).group(1)
 
 
 def _set_session(client: TestClient, value: str) -> None:
@@ -36,7 +36,7 @@ def _set_session(client: TestClient, value: str) -> None:
     client.cookies.set(SESSION_COOKIE, value)
 
 
-def _problem(r, status: int, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def _problem(r, status: int, fragment: str) -> None:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert fragment in r.json()["detail"], r.json()
@@ -79,7 +79,7 @@ def test_cookie_posts_need_the_sessions_csrf_token(client: TestClient, api_key: 
     )
 
 
-def test_bearer_requests_are_unaffected(client: TestClient, api_key: str, new_key) -> None:  # type: ignore[no-untyped-def]
+def test_bearer_requests_are_unaffected(client: TestClient, api_key: str, new_key) -> None:
     other_key = new_key()
     _sign_in(client, api_key)
     # A presented key wins over the cookie: no CSRF token needed, and the key's workspace is used.
@@ -94,7 +94,7 @@ def test_bearer_requests_are_unaffected(client: TestClient, api_key: str, new_ke
     assert client.post(f"/api/v1/datasets?api_key={other_key}", json={"name": "c"}).status_code == 201
 
 
-def test_forged_expired_and_revoked_sessions_are_refused(client: TestClient, api_key: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_forged_expired_and_revoked_sessions_are_refused(client: TestClient, api_key: str, settings) -> None:
     _sign_in(client, api_key)
     key_id = client.get("/api/v1/keys").json()[0]["id"]
     real = client.cookies[SESSION_COOKIE]
@@ -118,11 +118,11 @@ def test_signin_and_signout_forms(client: TestClient, api_key: str) -> None:
     r = client.post("/signin", data={"api_key": api_key, "csrf_token": "x"}, follow_redirects=False)
     assert r.status_code == 200 and "had expired" in r.text and SESSION_COOKIE not in client.cookies
     form = client.get("/signin")
-    token = _TOKEN.search(form.text).group(1)  # type: ignore[union-attr]
+    token = _TOKEN.search(form.text).group(1)
     r = client.post("/signin", data={"api_key": "st_nope", "csrf_token": token}, follow_redirects=False)
     assert "the API key is not valid" in r.text and SESSION_COOKIE not in client.cookies
     # Only a path on this site is followed after signing in.
-    token = _TOKEN.search(r.text).group(1)  # type: ignore[union-attr]
+    token = _TOKEN.search(r.text).group(1)
     r = client.post(
         "/signin",
         data={"api_key": api_key, "csrf_token": token, "next": "//evil.example/x"},

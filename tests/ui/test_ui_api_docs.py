@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.ui.conftest import shot
 
 
-def test_api_reference_renders_every_operation_offline(page, ui_server) -> None:  # type: ignore[no-untyped-def]
+def test_api_reference_renders_every_operation_offline(page, ui_server) -> None:
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
     page.goto("/docs")

@@ -20,7 +20,7 @@ from tests.ui.conftest import DESKTOP, PHONE, ROOT, SCREENSHOTS, no_horizontal_s
 SHAPES = ROOT / "examples" / "shapes-coco.zip"
 
 
-def _drop(page, selector: str, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _drop(page, selector: str, path: Path) -> None:
     """Drop a file on an element the way a browser does: a drop event whose DataTransfer holds it."""
     data = base64.b64encode(path.read_bytes()).decode()
     transfer = page.evaluate_handle(
@@ -36,7 +36,7 @@ def _drop(page, selector: str, path: Path) -> None:  # type: ignore[no-untyped-d
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
-def at_phone_width(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def at_phone_width(page, name: str) -> None:
     """The page at 390 px: nothing sideways past the screen; docs/screenshots/<name>.png; back to desktop."""
     page.set_viewport_size(PHONE)
     assert no_horizontal_scroll(page), f"{page.url} is wider than a phone"
@@ -45,24 +45,24 @@ def at_phone_width(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def fresh_key(ui_server) -> str:  # type: ignore[no-untyped-def]
+def fresh_key(ui_server) -> str:
     """A workspace of its own, so the empty states are really empty."""
     return ui_server.new_key(f"ui-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
-def fresh_page(page, ui_server, fresh_key: str):  # type: ignore[no-untyped-def]
+def fresh_page(page, ui_server, fresh_key: str):
     sign_in(page, ui_server, fresh_key)
     return page
 
 
 @pytest.fixture
-def api(ui_server, fresh_key: str) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+def api(ui_server, fresh_key: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=ui_server.url, headers={"Authorization": f"Bearer {fresh_key}"}) as client:
         yield client
 
 
-def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tmp_path) -> None:
     page = fresh_page
     page.goto("/datasets")
     expect(page.locator("#datasets-empty")).to_contain_text("No datasets yet")
@@ -221,7 +221,7 @@ def test_datasets_upload_grid_filters_and_a_version(fresh_page, api, console, tm
     shot(page, "datasets")
 
 
-def _runs(mask) -> list[int]:  # type: ignore[no-untyped-def]
+def _runs(mask) -> list[int]:
     """Run lengths of a binary mask in COCO's order (down the columns), starting with zeros."""
     flat = mask.flatten(order="F")
     runs, current, count = [], 0, 0
@@ -235,7 +235,7 @@ def _runs(mask) -> list[int]:  # type: ignore[no-untyped-def]
     return runs
 
 
-def test_the_browser_decodes_coco_rle_as_pycocotools_encodes_it(signed_in_page) -> None:  # type: ignore[no-untyped-def]
+def test_the_browser_decodes_coco_rle_as_pycocotools_encodes_it(signed_in_page) -> None:
     import numpy as np
     from pycocotools import mask as mask_utils
 

@@ -7,7 +7,7 @@ import httpx
 from tests.ui.conftest import PHONE, no_horizontal_scroll, shot
 
 
-def test_create_copy_and_revoke_a_key(signed_in_page, ui_server) -> None:  # type: ignore[no-untyped-def]
+def test_create_copy_and_revoke_a_key(signed_in_page, ui_server) -> None:
     page = signed_in_page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_server.url)
     page.goto("/keys")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.ui.conftest import PHONE, no_horizontal_scroll, shot, sign_in
 
 
-def test_wrong_key_shows_the_error_in_place(page, ui_server) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_key_shows_the_error_in_place(page, ui_server) -> None:
     page.goto("/datasets")
     page.wait_for_url("**/signin?next=/datasets")
     page.get_by_label("API key").fill("st_0000000000000000000000")
@@ -16,7 +16,7 @@ def test_wrong_key_shows_the_error_in_place(page, ui_server) -> None:  # type: i
     shot(page, "signin")
 
 
-def test_right_key_lands_on_the_page_asked_for_then_signs_out(page, ui_server) -> None:  # type: ignore[no-untyped-def]
+def test_right_key_lands_on_the_page_asked_for_then_signs_out(page, ui_server) -> None:
     page.goto("/keys")
     page.wait_for_url("**/signin?next=/keys")
     page.get_by_label("API key").fill(ui_server.key)
@@ -33,7 +33,7 @@ def test_right_key_lands_on_the_page_asked_for_then_signs_out(page, ui_server) -
     page.wait_for_url("**/signin?next=/datasets")
 
 
-def test_signed_in_root_is_the_datasets_list_and_fits_a_phone(page, ui_server) -> None:  # type: ignore[no-untyped-def]
+def test_signed_in_root_is_the_datasets_list_and_fits_a_phone(page, ui_server) -> None:
     sign_in(page, ui_server)
     assert page.url == ui_server.url + "/"
     assert page.get_by_role("heading", level=1).inner_text() == "Datasets"

@@ -321,7 +321,7 @@ def test_thin_parts_survive_area_resampling() -> None:
     mask[200:400, 200:400] = 1
     mask[299, 400:900] = 1  # a one-pixel arm at an odd row: nearest sampling of even rows misses it
     kept, _ = transform_instances([Instance(0, (0, 0, 1, 1), encode(mask))], size, size, frame)
-    out = rle_to_mask(kept[0].segmentation)  # type: ignore[arg-type]
+    out = rle_to_mask(kept[0].segmentation)
     assert out[149, 200:450].all()
     assert kept[0].bbox == pytest.approx((100.0, 100.0, 350.0, 100.0))
 

@@ -63,7 +63,7 @@ def test_preview_without_augmentation_caps_and_remaps(kit: VersionKit, tmp_path:
     assert len(many["images"]) == 4  # the original and at most 3 copies, however many the build makes
 
 
-def test_preview_refuses_what_a_build_would(kit: VersionKit, tmp_path: Path, new_key) -> None:  # type: ignore[no-untyped-def]
+def test_preview_refuses_what_a_build_would(kit: VersionKit, tmp_path: Path, new_key) -> None:
     empty = kit.dataset(name="empty")
     r = kit.client.post(f"/api/v1/datasets/{empty}/versions/preview", json={}, headers=kit.auth)
     assert r.status_code == 422 and "no images" in r.json()["detail"]

@@ -213,7 +213,7 @@ def test_export_of_unready_version_is_409(kit: VersionKit, tmp_path: Path) -> No
     assert r.status_code == 409 and "building" in r.json()["detail"]
 
 
-def test_delete_version_used_by_a_job_is_409(kit: VersionKit, tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_delete_version_used_by_a_job_is_409(kit: VersionKit, tmp_path: Path, db) -> None:
     ds = kit.dataset(simple_coco_zip(tmp_path / "a.zip"))
     v = kit.version(ds)
     from app.datasets.tables import Dataset
@@ -244,7 +244,7 @@ def test_failed_build_records_reason_and_leaves_no_snapshot(kit: VersionKit, tmp
     assert r.status_code == 409
 
 
-def test_other_workspace_cannot_see_versions(kit: VersionKit, tmp_path: Path, new_key) -> None:  # type: ignore[no-untyped-def]
+def test_other_workspace_cannot_see_versions(kit: VersionKit, tmp_path: Path, new_key) -> None:
     ds = kit.dataset(simple_coco_zip(tmp_path / "a.zip"))
     v = kit.version(ds)
     other = {"Authorization": f"Bearer {new_key()}"}
