@@ -21,6 +21,7 @@ from app.datasets.schemas import (
     ImagePage,
     UploadResult,
 )
+from app.datasets.tables import Image
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
@@ -167,7 +168,9 @@ def list_images(
     return ImagePage(items=items, total=total, limit=limit, offset=offset)
 
 
-def _image(session: SessionDep, principal: CurrentPrincipal, dataset_id: uuid.UUID, image_id: uuid.UUID):  # type: ignore[no-untyped-def]
+def _image(
+    session: SessionDep, principal: CurrentPrincipal, dataset_id: uuid.UUID, image_id: uuid.UUID
+) -> Image:
     dataset = service.get_dataset(session, principal.workspace_id, dataset_id)
     image = repository.get_image(session, dataset.id, image_id)
     if image is None:
