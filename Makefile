@@ -77,9 +77,11 @@ test: install-dev
 test-long: install-dev
 	$(BIN)/python -m pytest -q -m slow
 
+## make lint: ruff's lint and format check, then mypy on what [tool.mypy] in pyproject.toml names.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install-dev
 	$(BIN)/ruff format .
