@@ -1,75 +1,39 @@
 """Shared fixtures: real PostgreSQL and SQLite (migrated by Alembic), a real S3 endpoint (moto's
-server over HTTP), and an app whose every request runs in a transaction rolled back after the test."""
+server over HTTP), and an app whose every request runs in a transaction rolled back after the test. The
+helpers they use live in tests/support."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-from app.core import migrate
-from app.core.db import make_engine, transaction
-from app.core.deps import get_session
-from app.keys.service import create_key_for_workspace
-from app.main import create_app
-from app.settings import Settings
+# Before tests.support is first imported: its helpers' asserts report like a test's own.
+pytest.register_assert_rewrite("tests.support")
 
-POSTGRES_URL = os.environ.get(
-    "SAMTUNE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/samtune_test"
-)
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy.engine import Connection, Engine  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
+from app.core import migrate  # noqa: E402
+from app.core.db import make_engine, transaction  # noqa: E402
+from app.core.deps import get_session  # noqa: E402
+from app.keys.service import create_key_for_workspace  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.support.databases import POSTGRES_URL, ensure_postgres_database, reset_postgres  # noqa: E402
+from tests.support.s3 import fresh_bucket, moto_server  # noqa: E402
 
-def _ensure_postgres_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    admin = make_engine(target.set(database="postgres").render_as_string(hide_password=False))
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
-
-
-def _reset_postgres(engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-
-
-def fresh_postgres_database(base_url: str, name: str) -> str:
-    """Drop and create database `name` next to `base_url`'s; returns its URL."""
-    admin = make_engine(base_url.rsplit("/", 1)[0] + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_postgres_database(url: str) -> None:
-    """Drop the database `url` names (the counterpart of fresh_postgres_database)."""
-    base, name = url.rsplit("/", 1)
-    admin = make_engine(base + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+# The jobs kit, shared by the jobs and the models tests.
+pytest_plugins = ["tests.support.jobs"]
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    _ensure_postgres_database(POSTGRES_URL)
+    ensure_postgres_database(POSTGRES_URL)
     return POSTGRES_URL
 
 
@@ -80,7 +44,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     else:
         url = request.getfixturevalue("postgres_url")
         engine = make_engine(url)
-        _reset_postgres(engine)
+        reset_postgres(engine)
         engine.dispose()
     migrate.upgrade(url)
     yield url
@@ -124,7 +88,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 
 @pytest.fixture
-def make_client(session_factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+def make_client(session_factory: sessionmaker[Session]):
     clients: list[TestClient] = []
 
     def _make(settings: Settings) -> TestClient:
@@ -146,12 +110,12 @@ def make_client(session_factory: sessionmaker[Session]):  # type: ignore[no-unty
 
 
 @pytest.fixture
-def client(make_client, settings: Settings) -> TestClient:  # type: ignore[no-untyped-def]
+def client(make_client, settings: Settings) -> TestClient:
     return make_client(settings)
 
 
 @pytest.fixture
-def new_key(session_factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+def new_key(session_factory: sessionmaker[Session]):
     def _new(workspace: str | None = None) -> str:
         with transaction(session_factory) as session:
             _, secret = create_key_for_workspace(session, workspace or f"ws-{uuid.uuid4().hex[:8]}")
@@ -161,7 +125,7 @@ def new_key(session_factory: sessionmaker[Session]):  # type: ignore[no-untyped-
 
 
 @pytest.fixture
-def api_key(new_key) -> str:  # type: ignore[no-untyped-def]
+def api_key(new_key) -> str:
     return new_key()
 
 
@@ -173,57 +137,16 @@ def auth(api_key: str) -> dict[str, str]:
 # --- S3: moto's standalone server, a real HTTP endpoint -------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     existing = os.environ.get("SAMTUNE_TEST_S3_ENDPOINT")
     if existing:
         yield existing
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto server did not start")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    """A boto3 client for the test S3 endpoint (moto takes any credentials)."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
-def fresh_bucket(endpoint: str, prefix: str = "samtune-test") -> str:
-    """A new, empty bucket on the test S3 endpoint; returns its name."""
-    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    s3_client(endpoint).create_bucket(Bucket=name)
-    return name
+    server = moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start(timeout=30, interval=0.1)
+    yield server.url
+    server.stop(grace=10)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_until
 
 SAMTUNE = [sys.executable, "-m", "app.cli"]
 
@@ -25,18 +27,6 @@ def _env(data_dir: Path) -> dict[str, str]:
     env["SAMTUNE_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
 def test_keys_create_prints_key_last(tmp_path: Path) -> None:
@@ -70,14 +60,20 @@ def _serving(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
     key = boot.stdout.strip().splitlines()[-1]
     port = free_port()
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*SAMTUNE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out)
+    server = ServerProcess(
+        [*SAMTUNE, "serve", "--port", str(port)],
+        port=port,
+        env=env,
+        log_path=log,
+        cwd=Path.cwd(),
+        stop_signal=signal.SIGINT,
+        name="samtune serve",
+    )
+    server.start(timeout=60)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
         yield port, key, log
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        server.stop(grace=30, strict=True)
 
 
 def test_serve_keeps_query_keys_out_of_the_log(tmp_path: Path) -> None:
@@ -96,13 +92,17 @@ def test_up_supervises_and_restarts_a_dead_worker(tmp_path: Path) -> None:
     env = _env(tmp_path)
     port = free_port()
     log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*SAMTUNE, "up", "--port", str(port)], env=env, stdout=out, stderr=out, start_new_session=True
-        )
+    server = ServerProcess(
+        [*SAMTUNE, "up", "--port", str(port)],
+        port=port,
+        env=env,
+        log_path=log,
+        cwd=Path.cwd(),
+        name="samtune up",
+    )
+    server.start(timeout=90)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90)
-        parent = psutil.Process(proc.pid)
+        parent = psutil.Process(server.pid)
 
         def worker_pids() -> list[int]:
             pids = []
@@ -115,25 +115,18 @@ def test_up_supervises_and_restarts_a_dead_worker(tmp_path: Path) -> None:
                     pids.append(child.pid)
             return pids
 
-        deadline = time.monotonic() + 60
-        while not worker_pids() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(worker_pids, timeout=60, message="the supervisor's worker child")
         (old,) = worker_pids()
         os.kill(old, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pids = worker_pids()
-            if pids and pids != [old]:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the worker was not restarted:\n" + log.read_text())
+        try:
+            wait_until(lambda: (pids := worker_pids()) and pids != [old], timeout=60, message="a new worker")
+        except AssertionError:
+            raise AssertionError("the worker was not restarted:\n" + log.read_text()) from None
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         assert "restarting" in log.read_text()
         children = parent.children(recursive=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        server.stop(grace=60, strict=True)
     # Stopping `up` stops the whole group: no API, worker or beat process outlives it.
     _, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []

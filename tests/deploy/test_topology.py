@@ -28,7 +28,6 @@ import redis
 
 from app.core.tasks import CPU_QUEUE, GPU_QUEUE
 from app.jobs.feed import stream_key
-from tests.conftest import drop_postgres_database, free_port, fresh_bucket, fresh_postgres_database, s3_client
 from tests.deploy.files import make_recipe
 from tests.deploy.topology import (
     BIN,
@@ -40,8 +39,11 @@ from tests.deploy.topology import (
     check_flow,
     drive_flow,
 )
-from tests.jobs.test_job_faults import Proc, wait_for
-from tests.test_samtune_cli import _wait_http
+from tests.support.databases import drop_postgres_database, fresh_postgres_database
+from tests.support.ports import free_port
+from tests.support.s3 import fresh_bucket, s3_client
+from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_until
 from trainer.base_model import EMBEDDED_BASE
 
 pytestmark = pytest.mark.timeout(420)
@@ -150,11 +152,10 @@ def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Pa
     assert key.startswith("st_"), boot.stdout
     logs = tmp_path / "logs"
     logs.mkdir()
-    up = Proc("up", argvs[1], env, logs)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{url}/healthz", timeout=120)
-        supervisor = psutil.Process(up.popen.pid)
+    up = ServerProcess(argvs[1], port=port, env=env, log_path=logs / "up.log", name="samtune up")
+    url = up.url
+    with up.start(timeout=120):
+        supervisor = psutil.Process(up.pid)
 
         def worker_pids() -> list[int]:
             pids = []
@@ -167,12 +168,12 @@ def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Pa
                     pids.append(child.pid)
             return pids
 
-        (first,) = wait_for("the supervisor's worker child", worker_pids, timeout=60)
+        (first,) = wait_until(worker_pids, timeout=60, message="the supervisor's worker child")
         os.kill(first, signal.SIGKILL)
-        (second,) = wait_for(
-            "a new worker child", lambda: [p for p in worker_pids() if p != first], timeout=60
+        (second,) = wait_until(
+            lambda: [p for p in worker_pids() if p != first], timeout=60, message="a new worker child"
         )
-        assert re.search(r"worker exited with -9; restarting", up.log()), up.log()[-2000:]
+        assert re.search(r"worker exited with -9; restarting", up.logs()), up.logs()[-2000:]
 
         # The whole flow, with the version built and the job trained by the restarted worker.
         result = drive_flow(url, key, tmp_path)
@@ -183,14 +184,6 @@ def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Pa
         assert (data / "objects" / "models" / result.model["id"] / "model.safetensors").is_file()
         assert httpx.get(f"{url}/healthz").status_code == 200
         children = supervisor.children(recursive=True)
-    except BaseException:
-        print(f"===== samtune up ({up.log_path}) =====\n{up.log()[-5000:]}")
-        raise
-    finally:
-        up.popen.send_signal(signal.SIGTERM)  # `make run`'s Ctrl-C: the supervisor stops its children
-        try:
-            up.popen.wait(timeout=60)
-        finally:
-            up.stop()
+        up.stop(grace=60, strict=True)  # `make run`'s Ctrl-C (SIGTERM): the supervisor stops its children
     _, alive = psutil.wait_procs(children, timeout=30)
     assert alive == [], alive

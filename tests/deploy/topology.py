@@ -37,8 +37,12 @@ from tests.deploy.files import (
     samtune_services,
     service_environment,
 )
-from tests.jobs.conftest import FAST_HYPERPARAMETERS, SMALL_VERSION, SseEvent, free_port, parse_block
-from tests.jobs.test_job_faults import Proc, stop_together, wait_for
+from tests.support.jobs import FAST_HYPERPARAMETERS, SMALL_VERSION
+from tests.support.ports import free_port
+from tests.support.processes import Proc, stop_together
+from tests.support.servers import answers
+from tests.support.sse import SseEvent, parse_block
+from tests.support.waiting import wait_until
 from trainer.base_model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
@@ -168,14 +172,11 @@ class ProductionTopology:
     def wait_healthy(self, timeout: float = 120) -> None:
         api = self.procs["api"]
 
-        def answers() -> bool:
+        def healthy() -> bool:
             assert api.alive(), api.log()[-3000:]
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers(f"{self.url}/healthz")
 
-        wait_for("the API to answer /healthz", answers, timeout=timeout, interval=0.25)
+        wait_until(healthy, timeout=timeout, interval=0.25, message="the API to answer /healthz")
 
     def stop(self) -> None:
         stop_together(*self.procs.values())
@@ -279,7 +280,7 @@ def drive_flow(url: str, key: str, root: Path, job_timeout: float = 240) -> Flow
             assert v["status"] != "failed", v
             return v if v["status"] == "ready" else None
 
-        version = wait_for("the version to be built by a worker", built, timeout=120, interval=0.5)
+        version = wait_until(built, timeout=120, interval=0.5, message="the version to be built by a worker")
 
         body = {"version_id": version_id, "base_model": EMBEDDED_BASE, "mode": "decoder",
                 "hyperparameters": dict(FAST_HYPERPARAMETERS)}  # fmt: skip
@@ -320,7 +321,7 @@ def check_flow(result: FlowResult) -> None:
     ids = [e.id for e in result.events if e.id is not None]
     assert len(set(ids)) == len(ids), "event ids repeat"
     assert {e.kind for e in result.events if e.id is None} <= {"progress"}, result.events
-    assert result.job["progress"]["step"] >= 1 and result.job["test_metrics"], result.job
+    assert result.job["progress"]["step"] >= 1 and result.job["test"]["fine_tuned"], result.job
     assert result.model["id"] == result.job["model_id"]
     prediction = result.prediction
     assert prediction["image"] == {"width": 112, "height": 112}, prediction["image"]

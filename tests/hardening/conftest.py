@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.hardening.seed import Seeded, start_seeded
+from tests.support.databases import drop_postgres_database, fresh_postgres_database
 
 
 @pytest.fixture(scope="session")

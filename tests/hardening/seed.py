@@ -25,9 +25,10 @@ from app.keys.service import create_key_for_workspace
 from app.models.batches import run_batch
 from app.settings import Settings
 from app.versions.builder import build_version
-from tests.conftest import fresh_bucket
 from tests.factories import simple_coco_zip
-from tests.hardening.live import ServerProcess, samtune_env
+from tests.hardening.live import samtune_env, uvicorn_server
+from tests.support.s3 import fresh_bucket
+from tests.support.servers import ServerProcess
 from trainer.base_model import EMBEDDED_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
@@ -96,7 +97,7 @@ def start_seeded(root: Path, database_url: str, s3_endpoint: str) -> Seeded:
         _, other_key = create_key_for_workspace(session, "workspace-b", "other")
         revoked_row, revoked_key = create_key_for_workspace(session, "workspace-a", "revoked")
         spare_row, _ = create_key_for_workspace(session, "workspace-a", "expendable")
-    server = ServerProcess(samtune_env(values), root / "server.log").start()
+    server = uvicorn_server(samtune_env(values), root / "server.log").start()
     seeded = Seeded(server, settings, key, key_id, other_key, revoked_key)
     seeded.expendable["key_id"] = str(spare_row.id)
     try:

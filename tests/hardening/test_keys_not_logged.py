@@ -13,14 +13,10 @@ from pathlib import Path
 import httpx
 
 from app.core import migrate
-from tests.conftest import drop_postgres_database, fresh_bucket, fresh_postgres_database
 from tests.factories import jpeg_bytes
-from tests.hardening.live import (
-    REPO,
-    ServerProcess,
-    debug_logging_config,
-    samtune_env,
-)
+from tests.hardening.live import REPO, debug_logging_config, samtune_env, uvicorn_server
+from tests.support.databases import drop_postgres_database, fresh_postgres_database
+from tests.support.s3 import fresh_bucket
 
 
 def _cli_key(env: dict[str, str], workspace: str) -> tuple[str, str]:
@@ -65,7 +61,7 @@ def test_keys_never_appear_in_the_logs(tmp_path: Path, postgres_url: str, s3_end
     cli_key, cli_stderr = _cli_key(env, "logs")
     assert cli_key.startswith("st_")
 
-    server = ServerProcess(
+    server = uvicorn_server(
         env,
         tmp_path / "server.log",
         log_config=debug_logging_config(tmp_path / "log.json"),
@@ -137,7 +133,7 @@ def test_keys_never_appear_in_uvicorns_own_trace_log(tmp_path: Path) -> None:
     migrate.upgrade(url)
     env = samtune_env({"data_dir": tmp_path / "data", "database_url": url, "log_level": "trace"})
     key, _ = _cli_key(env, "trace")
-    server = ServerProcess(env, tmp_path / "server.log", log_level="trace")
+    server = uvicorn_server(env, tmp_path / "server.log", log_level="trace")
     with server, httpx.Client(base_url=server.url, timeout=60) as client:
         assert client.get(f"/api/v1/datasets?api_key={key}").status_code == 200
         assert client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +19,9 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -44,13 +43,16 @@ from app.models.batches import reap_stale_batches
 from app.models.tables import BatchPrediction
 from app.settings import Settings
 from app.versions.builder import build_version
-from tests.conftest import free_port, fresh_postgres_database
+from tests.support.databases import fresh_postgres_database
+from tests.support.ports import free_port
+from tests.support.processes import Proc, stop_together
+from tests.support.servers import answers
+from tests.support.waiting import wait_until
 from trainer.base_model import EMBEDDED_BASE, META_BASE
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset
 
 pytestmark = pytest.mark.timeout(420)
 
-REPO = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 DB_SHARED, DB_KILL, DB_PARKED, DB_FEED = 10, 11, 12, 13
@@ -69,86 +71,9 @@ LOG_EVERY = 10  # the trainer's log_every_steps: loss points at multiples of 10 
 # Fast and deterministic: no early stopping, no zero-shot evaluation of the base model at the end.
 HP = {"batch_size": BATCH, "early_stopping_patience": 0, "eval_base_model": False}
 
-T = TypeVar("T")
-
 
 def redis_url(db: int, port: int = REDIS_PORT) -> str:
     return f"redis://{REDIS_HOST}:{port}/{db}"
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-# --- processes ----------------------------------------------------------------------------------------------
-
-
-class Proc:
-    """A child process in its own process group (so that a kill reaches the Celery prefork children too),
-    its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.done = False
-        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()/kill()
-        self.popen = subprocess.Popen(
-            argv, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait_log(self, pattern: str, timeout: float) -> re.Match[str]:
-        def seen() -> re.Match[str] | None:
-            assert self.alive() or re.search(pattern, self.log()), (
-                f"{self.name} exited ({self.popen.returncode}):\n{self.log()[-3000:]}"
-            )
-            return re.search(pattern, self.log())
-
-        return wait_for(f"{self.name} to log {pattern!r}", seen, timeout, interval=0.25)
-
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL to the whole group: the parent and every child at once, no cleanup anywhere."""
-        self.signal_group(signal.SIGKILL)
-        self.popen.wait(timeout=30)
-        self._log.close()
-        self.done = True
-
-    def stop(self, grace: float = 15) -> None:
-        """SIGTERM (a Celery worker's warm shutdown), then SIGKILL to what is left of the group."""
-        if self.done:
-            return
-        self.signal_group(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=grace)
-        self.signal_group(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-        self._log.close()
-        self.done = True
-
-
-def stop_together(*procs: Proc) -> None:
-    for proc in procs:
-        if not proc.done:
-            proc.signal_group(signal.SIGTERM)
-    for proc in procs:
-        proc.stop()
 
 
 class Deployment:
@@ -349,7 +274,9 @@ class Api:
             return job if job["status"] in statuses else None
 
         try:
-            return wait_for(f"job {job_id} to be {'/'.join(sorted(statuses))}", reached, timeout)
+            return wait_until(
+                reached, timeout=timeout, message=f"job {job_id} to be {'/'.join(sorted(statuses))}"
+            )
         except AssertionError as exc:
             job = self.job(job_id)
             raise AssertionError(f"{exc}; it is {job['status']}: {events_summary(job)}") from None
@@ -424,7 +351,7 @@ def test_sigkilled_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoi
             step, seen = observed_step(api, job_id)
             return (step, seen) if step >= LOG_EVERY else None
 
-        reached, before = wait_for("the job to pass step 10", far_enough, timeout=120, interval=0.1)
+        reached, before = wait_until(far_enough, timeout=120, interval=0.1, message="the job to pass step 10")
         loss_before = {p["step"]: p["value"] for p in api.metrics(job_id) if p["name"] == "loss"}
         assert before["status"] == "running" and reached < total, events_summary(before)
         first.kill()
@@ -500,7 +427,7 @@ class PrivateRedis:
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT)
         client = redis.Redis(host="127.0.0.1", port=self.port)
-        wait_for("redis-server to answer", lambda: _pings(client), timeout=20, interval=0.05)
+        wait_until(lambda: _pings(client), timeout=20, interval=0.05, message="redis-server to answer")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -535,11 +462,11 @@ def test_redis_restart_loses_no_job(dep: Deployment, tmp_path: Path) -> None:
             # The second waits in the broker behind the first (the worker has one process).
             queued = api.create(dep.version_id, epochs=1)
             api.wait_status(long["id"], {"running"}, timeout=120)
-            step_before, _ = wait_for(
-                "the first job's first metrics",
+            step_before, _ = wait_until(
                 lambda: (s := observed_step(api, long["id"]))[0] > 0 and s,
                 timeout=90,
                 interval=0.1,
+                message="the first job's first metrics",
             )
 
             server.stop()
@@ -565,7 +492,9 @@ def test_redis_restart_loses_no_job(dep: Deployment, tmp_path: Path) -> None:
             def kinds() -> list[bytes]:
                 return [f[b"kind"] for _, f in feed.xrange(stream_key(queued["id"]))]
 
-            wait_for("the final status in the live feed", lambda: kinds()[-1:] == [b"status"], timeout=10)
+            wait_until(
+                lambda: kinds()[-1:] == [b"status"], timeout=10, message="the final status in the live feed"
+            )
             assert b"metrics" in kinds(), kinds()
             worker.stop()
     finally:
@@ -584,12 +513,9 @@ def test_api_restart_changes_nothing_for_running_jobs(dep: Deployment, shared: P
 
         def healthy() -> bool:
             assert proc.alive(), proc.log()[-3000:]
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers(f"{base}/healthz", timeout=1)
 
-        wait_for("the API to answer", healthy, timeout=90, interval=0.25)
+        wait_until(healthy, timeout=90, interval=0.25, message="the API to answer")
         return proc
 
     with dep.logs_on_failure():
@@ -640,13 +566,15 @@ def test_cancel_queued_and_running_and_stop_running(dep: Deployment, shared: Pro
         def checkpointed() -> bool:
             return bool(list(dep.storage.list(f"jobs/{to_cancel['id']}/")))
 
-        wait_for("a checkpoint of the job to cancel", checkpointed, timeout=120)
+        wait_until(checkpointed, timeout=120, message="a checkpoint of the job to cancel")
         assert api.post(to_cancel["id"], "cancel")["cancel_requested"] is True
 
         # Stop while running, once a validation has given a best checkpoint.
         api.wait_status(to_stop["id"], {"running"}, timeout=60)
-        wait_for(
-            "a validation of the job to stop", lambda: api.job(to_stop["id"])["best_metrics"], timeout=120
+        wait_until(
+            lambda: api.job(to_stop["id"])["best_valid"],
+            timeout=120,
+            message="a validation of the job to stop",
         )
         assert api.post(to_stop["id"], "stop")["stop_requested"] is True
 
@@ -678,7 +606,7 @@ def test_a_cancel_that_its_dead_worker_never_read_is_carried_out_by_the_reaper(d
         api = Api(c, dep.auth)
         doomed = dep.worker("worker-doomed", settings=settings)
         job = api.create(dep.version_id, epochs=40, checkpoint_every_steps=2)
-        wait_for("a checkpoint", lambda: list(dep.storage.list(f"jobs/{job['id']}/")), timeout=120)
+        wait_until(lambda: list(dep.storage.list(f"jobs/{job['id']}/")), timeout=120, message="a checkpoint")
         doomed.kill()
         # The flag is set, but no worker is left to read it; the lease has not expired yet.
         out = api.post(job["id"], "cancel")
@@ -691,7 +619,7 @@ def test_a_cancel_that_its_dead_worker_never_read_is_carried_out_by_the_reaper(d
             seen = api.job(job["id"])
             return seen if seen["status"] != "running" else None
 
-        done = wait_for("the reaper to act on the expired lease", reaped, timeout=60, interval=0.5)
+        done = wait_until(reaped, timeout=60, interval=0.5, message="the reaper to act on the expired lease")
         summary = events_summary(done)
         # Cancelled, not resumed (a new attempt would never claim a cancelled job: it would stay queued).
         assert done["status"] == "cancelled" and done["attempt"] == 1, summary
@@ -768,7 +696,7 @@ def test_a_batch_prediction_whose_worker_was_killed_is_retried_by_the_reaper(
                 == "running"
             )
 
-        wait_for("the batch to be claimed", running, timeout=120, interval=0.02)
+        wait_until(running, timeout=120, interval=0.02, message="the batch to be claimed")
         doomed.kill()
         assert doomed.popen.returncode == -signal.SIGKILL
         # Killed mid-batch: the row says running, and the model it uses cannot be deleted.
@@ -779,15 +707,15 @@ def test_a_batch_prediction_whose_worker_was_killed_is_retried_by_the_reaper(
         tasks = CeleryQueue(make_celery(settings))
         assert reap_stale_batches(settings, tasks) == []
         dep.worker("worker-batch-b", settings=settings)
-        sent = wait_for("the reaper to send the batch again", lambda: reap_stale_batches(settings, tasks),
-                        timeout=60, interval=0.5)  # fmt: skip
+        sent = wait_until(lambda: reap_stale_batches(settings, tasks), timeout=60, interval=0.5,
+                          message="the reaper to send the batch again")  # fmt: skip
         assert sent == [batch_id]
 
         def finished() -> dict | None:
             out = kc.get(f"/api/v1/batch-predictions/{batch_id}", headers=dep.auth).json()
             return out if out["status"] not in ("queued", "running") else None
 
-        done = wait_for("the batch to finish on the second worker", finished, timeout=120)
+        done = wait_until(finished, timeout=120, message="the batch to finish on the second worker")
         assert done["status"] == "succeeded" and done["num_images"] == TRAIN_IMAGES, done
         row = batch_row(dep, batch_id)
         assert row.attempt == 2 and row.lease_token is None

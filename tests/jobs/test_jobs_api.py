@@ -32,21 +32,15 @@ from app.jobs import runner as job_runner
 from app.jobs import tokens
 from app.jobs.service import OVERRIDABLE
 from app.jobs.tables import TrainingJob
+from app.jobs.webhooks import SIGNATURE_HEADER, WebhookRejected, deliver
 from app.versions.tables import DatasetVersion
-from tests.jobs.conftest import (
-    BROKER_REDIS_URL,
-    FAST_HYPERPARAMETERS,
-    JobKit,
-    LiveServer,
-    SseEvent,
-    WebhookReceiver,
-    free_port,
-    parse_block,
-    parse_sse,
-)
+from tests.support.jobs import BROKER_REDIS_URL, FAST_HYPERPARAMETERS, JobKit
+from tests.support.ports import free_port
+from tests.support.servers import LiveServer
+from tests.support.sse import SseEvent, parse_block, parse_sse
+from tests.support.webhooks import WebhookReceiver
 from trainer.base_model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR
 from trainer.config import TrainConfig, resolve
-from worker.webhooks import SIGNATURE_HEADER, WebhookRejected, deliver
 
 TRAIN_TASK, WEBHOOK_TASK = "samtune.train_job", "samtune.send_webhook"
 
@@ -127,7 +121,12 @@ def test_base_models_and_preview_creates_nothing(jobs_kit: JobKit) -> None:
     assert p["hyperparameters"]["epochs"] == {"value": 2, "reason": "set in the configuration"}
     assert p["hyperparameters"]["total_steps"]["value"] == 2  # 2 train images, batch 2, 2 epochs
     assert p["base_model"] == EMBEDDED_BASE and "tiny SAM 3" in p["base_model_description"]
-    assert p["version"] == kit.version["name"] and p["mode"] == "decoder" and p["device"] == "cpu"
+    assert (
+        p["version_name"] == kit.version["name"] and p["resolved_mode"] == "decoder" and p["device"] == "cpu"
+    )
+    assert p["requested_mode"] == kit.job_body()["mode"]
+    # The names of 0.1.0, kept for one release with the same values (docs/api.md, "Deprecated fields").
+    assert (p["version"], p["mode"]) == (p["version_name"], p["resolved_mode"])
     assert p["estimate"]["steps"] == 2 and p["estimate"]["seconds"] > 0 and p["estimate"]["basis"]
     # Auto mode on a CPU worker explains itself too.
     auto = kit.client.post(
@@ -149,6 +148,8 @@ def test_create_enqueues_on_the_gpu_queue(jobs_kit: JobKit) -> None:
     assert kit.tasks.for_job(job["id"]) == [(TRAIN_TASK, [job["id"]], "gpu")]
     assert job["version_id"] == kit.version["id"] and job["dataset_id"] == kit.dataset_id
     assert job["hyperparameters"]["epochs"]["value"] == 2 and job["mode"] == "decoder"
+    assert job["resolved_mode"] == "decoder" and job["best_valid"] is None and job["best_metrics"] == {}
+    assert job["test"] == {"base": None, "fine_tuned": None} and job["test_metrics"] == {}
     assert [(e["kind"], e["data"]) for e in job["events"]] == [("status", {"status": "queued"})]
     assert job["progress"]["total_steps"] == 2 and job["model_id"] is None
 
@@ -237,7 +238,7 @@ def test_list_filters_by_status_and_dataset(jobs_kit: JobKit) -> None:
     assert ids(dataset_id=str(uuid.uuid4())) == []
     assert kit.client.get("/api/v1/jobs", params={"status": "paused"}, headers=auth).status_code == 422
     listed = kit.client.get("/api/v1/jobs", params={"dataset_id": second}, headers=auth).json()[0]
-    assert listed["version"] == "second/1" and listed["dataset_id"] == second
+    assert listed["version_name"] == listed["version"] == "second/1" and listed["dataset_id"] == second
 
 
 def test_queue_positions_and_the_base_model_named(jobs_kit: JobKit) -> None:
@@ -288,7 +289,11 @@ def test_finished_job_shows_its_model_metrics_logs_and_events(jobs_kit: JobKit, 
     assert out["model_id"] and out["queue_position"] is None and out["finished_at"] and out["started_at"]
     assert out["progress"]["step"] == out["progress"]["total_steps"] == 2
     assert out["progress"]["eta_seconds"] == 0
-    assert {"segm_AP", "bbox_AP"} <= set(out["best_metrics"])
+    assert {"segm_AP", "bbox_AP"} <= set(out["best_valid"]) and out["best_metrics"] == out["best_valid"]
+    # The test split, both models, as the model's API shows it; the deprecated test_metrics holds summaries.
+    model = kit.client.get(f"/api/v1/models/{out['model_id']}", headers=kit.auth).json()
+    assert out["test"] == model["test"] and out["test"]["fine_tuned"]["summary"]["segm_AP"] >= 0
+    assert out["test_metrics"] == {k: result and result["summary"] for k, result in out["test"].items()}
     assert out["hyperparameters"]["total_steps"]["value"] == 2
     assert "loss" in out["metrics"] and "valid_segm_AP" in out["metrics"]
     statuses = [e["data"]["status"] for e in out["events"] if e["kind"] == "status"]
@@ -549,7 +554,7 @@ def test_webhook_is_signed_and_retried_until_accepted(
     assert (
         body["model_id"] == job["model_id"] and body["base_model"] == EMBEDDED_BASE and body["error"] is None
     )
-    assert body["best_metrics"] == job["best_metrics"] and body["finished_at"]
+    assert body["best_valid"] == body["best_metrics"] == job["best_valid"] and body["finished_at"]
     recorded = _webhook_events(kit, finished.id)[before:]
     assert [(e["data"]["delivered"], e["data"]["attempt"]) for e in recorded] == [(False, 1), (True, 2)]
     assert "HTTP 500" in recorded[0]["message"] and "delivered (HTTP 200)" in recorded[1]["message"]
@@ -612,7 +617,7 @@ def test_webhook_task_retries_by_itself_in_a_real_worker(
     ]  # fmt: skip
 
 
-def test_best_metrics_are_kept_when_the_run_ends_between_heartbeats(jobs_kit: JobKit) -> None:
+def test_best_valid_is_kept_when_the_run_ends_between_heartbeats(jobs_kit: JobKit) -> None:
     """The heartbeat writes progress once a period; a run shorter than one period still ends with its best
     validation metrics on the job (the worker writes the last progress when training ends). Last in this module:
     its run fills the shared embedding cache, and the `finished` job checks that its own run filled it."""
@@ -623,5 +628,5 @@ def test_best_metrics_are_kept_when_the_run_ends_between_heartbeats(jobs_kit: Jo
     created = kit.create()
     assert kit.run(created["id"], slow_heartbeat) == "succeeded"
     out = kit.get(created["id"])
-    assert {"segm_AP", "bbox_AP"} <= set(out["best_metrics"]), out["best_metrics"]
+    assert {"segm_AP", "bbox_AP"} <= set(out["best_valid"]), out["best_valid"]
     assert out["progress"]["step"] == out["progress"]["total_steps"]

@@ -1,14 +1,12 @@
 """Fixtures for models. A model is what a training job leaves behind, so these tests stand on the jobs kit
-(tests/jobs/conftest.py: a committed database per module and backend, a ready 112 px version, jobs run
-in-process with the real worker code), imported here so that this folder uses it as its own."""
+(`jobs_kit` of tests/support/jobs.py, a plugin of the root conftest: a committed database per module and
+backend, a ready 112 px version, jobs run in-process with the real worker code)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.jobs.conftest import JobKit, jobs_kit
-
-__all__ = ["jobs_kit", "model_id", "test_image"]
+from tests.support.jobs import JobKit
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.conftest import JobKit
+from tests.support.jobs import JobKit
 
 
 def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: str, tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: st
     ev.accumulate()
     ev.summarize()
     model = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()
-    assert ev.stats[0] == pytest.approx(model["test_metrics"]["fine_tuned"]["summary"]["segm_AP"], abs=1e-6)
+    assert ev.stats[0] == pytest.approx(model["test"]["fine_tuned"]["summary"]["segm_AP"], abs=1e-6)
     assert json.dumps(results[0]["segmentation"])  # RLE as JSON
     # bad requests
     other_auth = kit.new_auth()
@@ -93,3 +93,45 @@ def test_batch_lease_reaped_retried_then_given_up(jobs_kit: JobKit, model_id: st
         assert (
             row is not None and row.attempt == 2 and row.lease_token is None and row.lease_expires_at is None
         )
+
+
+def test_a_batch_whose_message_was_lost_is_sent_again(jobs_kit: JobKit, model_id: str) -> None:
+    """A batch that sat queued long after its message was sent lost that message (lease.forgotten, the rule
+    the jobs reaper follows too): the reaper sends it again, through the real broker, and marks it sent."""
+    import json
+    from datetime import timedelta
+
+    import redis
+
+    from app.core.db import utcnow
+    from app.core.queue import CeleryQueue
+    from app.core.tasks import make_celery
+    from app.models.batches import reap_stale_batches, run_batch
+    from app.models.tables import BatchPrediction
+    from tests.support.jobs import BROKER_REDIS_URL
+
+    kit = jobs_kit
+    url = f"/api/v1/models/{model_id}/predict-version/{kit.version['id']}?split=test"
+    lost, fresh = (kit.client.post(url, headers=kit.auth).json()["id"] for _ in range(2))
+    # Sent when it was created, long ago; no worker ever took it.
+    long_ago = utcnow() - 2 * timedelta(seconds=kit.settings.job_requeue_after_seconds)
+    kit.update(BatchPrediction, lost, created_at=long_ago)
+    broker = redis.Redis.from_url(BROKER_REDIS_URL)
+    broker.flushdb()
+    settings = kit.make_settings(broker_url=BROKER_REDIS_URL)
+    tasks = CeleryQueue(make_celery(settings))
+    before = utcnow()
+    assert reap_stale_batches(settings, tasks) == [lost], "the fresh batch's message may still be on its way"
+    messages = [json.loads(m) for m in broker.lrange("gpu", 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("samtune.predict_version", repr([lost]))
+    ]
+    with kit.factory() as session:
+        row = session.get(BatchPrediction, uuid.UUID(lost))
+        assert row is not None and row.status == "queued" and row.attempt == 0 and row.lease_token is None
+        assert row.enqueued_at is not None and row.enqueued_at >= before
+    assert reap_stale_batches(settings, tasks) == [], "just sent again: not sent a third time"
+    broker.flushdb()
+    # The message, delivered, runs the batch as its first attempt.
+    for batch_id in (lost, fresh):
+        assert run_batch(kit.settings, uuid.UUID(batch_id)) == "succeeded"

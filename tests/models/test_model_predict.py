@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.jobs.conftest import JobKit
+from tests.support.jobs import JobKit
 from trainer.base_model import EMBEDDED_BASE_DIR, load_base_model
 from trainer.predict import Predictor
 
@@ -89,7 +89,7 @@ def test_predict_polygons_and_prompts(jobs_kit: JobKit, model_id: str, test_imag
 )
 def test_predict_bad_input(
     jobs_kit: JobKit, model_id: str, test_image: bytes, files, data, status, words
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     if files == "IMAGE":
         files = {"image": ("x.jpg", test_image)}
     r = jobs_kit.client.post(
@@ -199,7 +199,7 @@ def test_healthz_stays_fast_while_predicting(jobs_kit: JobKit, model_id: str, te
 
     import httpx
 
-    from tests.jobs.conftest import LiveServer
+    from tests.support.servers import LiveServer
 
     with LiveServer(jobs_kit.make_app(jobs_kit.settings)) as server:
         stop = threading.Event()

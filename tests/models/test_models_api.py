@@ -4,13 +4,15 @@ to predict is tests/models/test_model_predict.py's."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 from pathlib import Path
 
 from transformers import Sam3Model
 
-from tests.jobs.conftest import JobKit
+from tests.support.jobs import JobKit
+from trainer.base_model import EMBEDDED_BASE
 
 
 def test_list_and_get(jobs_kit: JobKit, model_id: str) -> None:
@@ -22,8 +24,12 @@ def test_list_and_get(jobs_kit: JobKit, model_id: str) -> None:
     # The version's classes, in the version's order (a prediction's class_id is an index into this list).
     assert sorted(m["classes"]) == ["orange shape", "purple shape"]
     assert m["classes"] == kit.version["classes"]
-    assert set(m["test_metrics"]) == {"base", "fine_tuned"} and "summary" in m["test_metrics"]["fine_tuned"]
-    assert m["hyperparameters"]["mode"]["value"] == "decoder"
+    assert set(m["test"]) == {"base", "fine_tuned"} and "summary" in m["test"]["fine_tuned"]
+    assert {"segm_AP", "bbox_AP"} <= set(m["best_valid"])
+    assert m["hyperparameters"]["mode"]["value"] == m["resolved_mode"] == "decoder"
+    assert m["version_name"] == kit.version["name"] and m["requested_mode"] in ("auto", "decoder", "full")
+    # The names of 0.1.0, kept for one release with the same values (docs/api.md, "Deprecated fields").
+    assert (m["name"], m["mode"], m["test_metrics"]) == (m["version_name"], m["resolved_mode"], m["test"])
     other = kit.new_auth()
     assert kit.client.get(f"/api/v1/models/{model_id}", headers=other).status_code == 404
     assert kit.client.get(f"/api/v1/models/{uuid.uuid4()}", headers=kit.auth).status_code == 404
@@ -36,6 +42,13 @@ def test_download_loads_with_from_pretrained(jobs_kit: JobKit, model_id: str, tm
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "README.md"):
         assert (tmp_path / name).exists(), name
     assert isinstance(Sam3Model.from_pretrained(tmp_path), Sam3Model)
+    # The card names the base model as the API does (not where it lies) and the version by its content hash.
+    card = json.loads((tmp_path / "samtune_model_card.json").read_text())
+    assert card["base_model"] == EMBEDDED_BASE and Path(card["base_model_location"]).is_dir()
+    assert card["content_hash"] == jobs_kit.version["content_hash"] and len(card["annotations_sha256"]) == 64
+    model = jobs_kit.client.get(f"/api/v1/models/{model_id}", headers=jobs_kit.auth).json()
+    assert card["metrics"] == {"best_valid": model["best_valid"], "test": model["test"]}
+    assert card["resolved_mode"] == model["resolved_mode"] and card["requested_mode"] == model["requested_mode"]
 
 
 def test_delete(jobs_kit: JobKit) -> None:

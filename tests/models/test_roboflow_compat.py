@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.jobs.conftest import JobKit, LiveServer
+from tests.support.jobs import JobKit
+from tests.support.servers import LiveServer
 
 SDK_PYTHON = Path(__file__).resolve().parents[2] / ".venv-sdk" / "bin" / "python"
 
@@ -41,7 +42,7 @@ def served(jobs_kit: JobKit) -> tuple[str, str, bytes]:
     ).json()
     jobs_kit.dataset_zip()
     image = sorted((jobs_kit.root / "synth" / "test").glob("*.jpg"))[0].read_bytes()
-    return model["name"], model["id"], image
+    return model["version_name"], model["id"], image
 
 
 def _key(kit: JobKit) -> str:

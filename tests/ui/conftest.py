@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -68,20 +68,6 @@ class UiServer:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"samtune up exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"samtune did not answer /healthz in {timeout}s:\n{log_path.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     base = tmp_path_factory.mktemp("ui-samtune")
@@ -96,19 +82,18 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     for name in ("SAMTUNE_DATABASE_URL", "SAMTUNE_STORAGE_URL", "SAMTUNE_BROKER_URL", "SAMTUNE_REDIS_URL"):
         env.pop(name, None)  # the embedded default: SQLite, a local folder, the server-less broker
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = base / "samtune.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [SAMTUNE, "up", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=base,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_healthy(url, proc, log_path)
+    server = ServerProcess(
+        [SAMTUNE, "up", "--host", "127.0.0.1", "--port", str(port)],
+        port=port,
+        env=env,
+        log_path=log_path,
+        cwd=base,
+        name="samtune up",
+    )
+    url = server.url
+    # The supervisor stops its children on SIGTERM, the stop signal.
+    with server.start(timeout=90, interval=0.3):
         # After `up` has migrated the database; the key is the command's last line, as for a user.
         made = subprocess.run(
             [SAMTUNE, "keys", "create", "--workspace", "ui"],
@@ -120,13 +105,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         key = made.stdout.decode().strip().splitlines()[-1]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
             yield UiServer(url=url, key=key, data_dir=data_dir, log_path=log_path, api=api, env=env)
-    finally:
-        proc.terminate()  # the supervisor stops its children on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +140,7 @@ def console() -> ConsoleWatch:
 
 
 @pytest.fixture
-def page(browser, console: ConsoleWatch, ui_server: UiServer) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def page(browser, console: ConsoleWatch, ui_server: UiServer) -> Iterator[object]:
     context = browser.new_context(viewport=DESKTOP, base_url=ui_server.url)
     context.set_default_timeout(15_000)
     pg = context.new_page()
@@ -180,7 +158,7 @@ def page(browser, console: ConsoleWatch, ui_server: UiServer) -> Iterator[object
     assert not console.errors, "the browser reported errors:\n" + "\n".join(console.errors)
 
 
-def sign_in(page, server: UiServer, key: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page, server: UiServer, key: str | None = None) -> None:
     page.goto("/signin")
     page.get_by_label("API key").fill(key or server.key)
     page.get_by_role("button", name="Sign in").click()
@@ -188,12 +166,12 @@ def sign_in(page, server: UiServer, key: str | None = None) -> None:  # type: ig
 
 
 @pytest.fixture
-def signed_in_page(page, ui_server: UiServer):  # type: ignore[no-untyped-def]
+def signed_in_page(page, ui_server: UiServer):
     sign_in(page, ui_server)
     return page
 
 
-def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+def shot(page, name: str) -> Path:
     """Save docs/screenshots/<name>.png of the page at 1280x800 (the viewport is restored afterwards)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     before = page.viewport_size
@@ -206,7 +184,7 @@ def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-def no_horizontal_scroll(page) -> bool:  # type: ignore[no-untyped-def]
+def no_horizontal_scroll(page) -> bool:
     """True when nothing makes the page wider than its viewport (the phone-width check)."""
     page.wait_for_timeout(300)  # charts resize on a ResizeObserver callback, a frame or two later
     wide = page.evaluate(

@@ -17,12 +17,12 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, Route, expect
 
+from tests.support.waiting import wait_until
 from tests.ui.conftest import PHONE, SCREENSHOTS, ConsoleWatch, UiServer, no_horizontal_scroll, shot
 from trainer.synth import HELD_OUT_DOMAINS, PRETRAIN_CONCEPTS, write_dataset
 
@@ -50,15 +50,6 @@ def image_showing(split: Path, name: str) -> Path:
     category = next(c["id"] for c in coco["categories"] if c["name"] == name)
     shown = {a["image_id"] for a in coco["annotations"] if a["category_id"] == category}
     return split / min(i["file_name"] for i in coco["images"] if i["id"] in shown)
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def attr_number(page: Page, selector: str, name: str) -> float:
@@ -183,8 +174,18 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#base-model-name")).to_have_text("samtune/sam3-tiny-shapes")
     expect(page.locator("#job-status [data-status='running']")).to_be_visible(timeout=90_000)
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
-    wait_until(lambda: attr_number(page, "#chart-loss", "data-points") > 0, "the first loss points", 120)
-    wait_until(lambda: attr_number(page, "#chart-ap", "data-points") > 0, "the first validation AP", 120)
+    wait_until(
+        lambda: attr_number(page, "#chart-loss", "data-points") > 0,
+        timeout=120,
+        interval=0.5,
+        message="the first loss points",
+    )
+    wait_until(
+        lambda: attr_number(page, "#chart-ap", "data-points") > 0,
+        timeout=120,
+        interval=0.5,
+        message="the first validation AP",
+    )
 
     # --- reload mid-training: what was drawn is drawn again at once, and new points keep coming -------
     before_first = attr_number(page, "#chart-loss", "data-first-x")
@@ -192,15 +193,19 @@ def test_train_watch_reload_stop_try_compare(
     before_ap = attr_number(page, "#chart-ap", "data-points")
     page.reload()
     wait_until(
-        lambda: attr_number(page, "#chart-loss", "data-last-x") >= before_last, "the history after reload", 30
+        lambda: attr_number(page, "#chart-loss", "data-last-x") >= before_last,
+        timeout=30,
+        interval=0.5,
+        message="the history after reload",
     )
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first
     assert attr_number(page, "#chart-ap", "data-points") >= before_ap
     expect(page.locator("#job-status [data-status='running']")).to_be_visible()
     wait_until(
         lambda: attr_number(page, "#chart-loss", "data-last-x") > before_last,
-        "new loss points after reload",
-        120,
+        timeout=120,
+        interval=0.5,
+        message="new loss points after reload",
     )
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first, (
         "points from before the reload went"
@@ -232,8 +237,9 @@ def test_train_watch_reload_stop_try_compare(
     after_refusal = attr_number(page, "#chart-loss", "data-last-x")
     wait_until(
         lambda: attr_number(page, "#chart-loss", "data-last-x") > after_refusal,
-        "points on the new stream",
-        120,
+        timeout=120,
+        interval=0.5,
+        message="points on the new stream",
     )
 
     # --- a dropped connection: the API process dies (the supervisor restarts it); the page's EventSource
@@ -251,8 +257,9 @@ def test_train_watch_reload_stop_try_compare(
     expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=120_000)
     wait_until(
         lambda: attr_number(page, "#chart-loss", "data-last-x") > before_drop,
-        "new points after reconnecting",
-        120,
+        timeout=120,
+        interval=0.5,
+        message="new points after reconnecting",
     )
     assert attr_number(page, "#chart-loss", "data-first-x") == before_first
     expect(page.locator("#job-error")).to_be_hidden()  # the outage's message went with it
@@ -283,7 +290,10 @@ def test_train_watch_reload_stop_try_compare(
     page.goto(f"/jobs/{second_job}")
     expect(page.locator("#job-status [data-status='running']")).to_be_visible(timeout=120_000)
     wait_until(
-        lambda: attr_number(page, "#chart-loss", "data-points") > 0, "the second job's first points", 120
+        lambda: attr_number(page, "#chart-loss", "data-points") > 0,
+        timeout=120,
+        interval=0.5,
+        message="the second job's first points",
     )
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator("#job-status [data-status='cancelled']")).to_be_visible(timeout=60_000)
@@ -306,7 +316,12 @@ def test_train_watch_reload_stop_try_compare(
     page.get_by_role("button", name="Compare selected (2)").click()
     page.wait_for_url(re.compile(r"/compare\?jobs="))
     expect(page.locator("#compare-result")).to_be_visible()
-    wait_until(lambda: attr_number(page, "#cmp-loss", "data-points") > 0, "compared curves", 30)
+    wait_until(
+        lambda: attr_number(page, "#cmp-loss", "data-points") > 0,
+        timeout=30,
+        interval=0.5,
+        message="compared curves",
+    )
     expect(page.locator("tr[data-row='lr_heads']")).to_have_attribute("data-differs", "true")
     expect(page.locator("tr[data-row='Data version']")).to_have_attribute("data-differs", "false")
     expect(page.locator("tr[data-row='Status']")).to_have_attribute("data-differs", "true")

@@ -25,8 +25,9 @@ from app.main import create_app
 from app.settings import Settings
 from app.versions.reaper import reap_stale_builds
 from app.versions.tables import DatasetVersion
-from tests.conftest import fresh_postgres_database
 from tests.factories import roboflow_zip
+from tests.support.databases import fresh_postgres_database
+from tests.support.waiting import wait_until
 
 REDIS_DB = 14
 
@@ -73,13 +74,11 @@ def _key(settings: Settings) -> dict[str, str]:
 
 
 def _wait_ready(client: TestClient, auth: dict[str, str], version_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def built() -> dict | None:
         v = client.get(f"/api/v1/versions/{version_id}", headers=auth).json()
-        if v["status"] != "building":
-            return v
-        time.sleep(0.3)
-    raise AssertionError(f"version {version_id} still building after {timeout}s")
+        return v if v["status"] != "building" else None
+
+    return wait_until(built, timeout=timeout, interval=0.3, message=f"version {version_id} to stop building")
 
 
 @pytest.mark.timeout(300)
