@@ -5,8 +5,8 @@ of one message (or two workers), exactly one wins. While it works it *renews* th
 on the row's behalf is *fenced* by its token, so an attempt presumed dead (its lease taken over) changes
 nothing. Beat's reapers *reap* rows whose lease expired: the silent holder is fenced out (token cleared) and the
 row is retried or, past its attempts, failed. What retry and failure mean is each package's business; which
-rows, and whether another attempt may start, is decided here, once. So is the rule for a row whose message
-was lost before any worker took it (`forgotten`): it waits, unheld, long after its message was last sent.
+rows, and whether another attempt may start, is decided here, once. So is the rule for a row whose
+message was lost before any worker took it (`forgotten`): it waits, unheld, long after it was last sent.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def may_start(attempt: int, max_attempts: int) -> bool:
 def claim(
     session: Session, leased: Leased[Any], row_id: uuid.UUID, token: str, now: datetime, lease: timedelta,
     *, where: tuple[ColumnElement[bool], ...] = (), values: Mapping[str, Any] | None = None,
-    count_attempt: bool = True,
 ) -> bool:  # fmt: skip
-    """Take the row for one attempt: one conditional UPDATE, so exactly one claimant wins. A waiting row is
-    claimable while nobody holds it; a running one only once its lease has expired (its worker is gone)."""
+    """Take the row for one attempt, and count it: one conditional UPDATE, so exactly one claimant wins. A
+    waiting row is claimable while nobody holds it; a running one only once its lease has expired (its worker
+    is gone)."""
     t: Any = leased.table
     claimable = ((t.status == leased.waiting) & t.lease_token.is_(None)) | (
         (t.status == leased.running) & (t.lease_expires_at < now)
@@ -75,10 +75,9 @@ def claim(
         "lease_token": token,
         "lease_expires_at": now + lease,
         "heartbeat_at": now,
+        leased.attempt.key: leased.attempt + 1,
         **(values or {}),
     }
-    if count_attempt:
-        changes[leased.attempt.key] = leased.attempt + 1
     stmt = update(t).where(t.id == row_id, claimable, *where).values(**changes)
     return session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
 
