@@ -63,7 +63,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often a worker renews its lease."
     )
     job_requeue_after_seconds: float = Field(
-        default=600.0, gt=0, description="A job still queued this long after its last enqueue is sent again."
+        default=600.0,
+        gt=0,
+        description="A job or batch prediction still queued this long after its last enqueue is sent again.",
     )
     reaper_interval_seconds: float = Field(default=30.0, gt=0, description="How often beat runs the reapers.")
     metrics_flush_seconds: float = Field(

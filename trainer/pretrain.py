@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import Sam3Model
 
 from trainer.architecture import tiny_sam3_config
-from trainer.callbacks import NullCallbacks
+from trainer.callbacks import NullCallbacks, StopRequest
 from trainer.config import TrainConfig
 from trainer.recipe import run
 from trainer.save import save_model
@@ -38,7 +39,7 @@ class Deadline(NullCallbacks):
     def __init__(self, minutes: float) -> None:
         self.until = time.monotonic() + minutes * 60
 
-    def should_stop(self):  # type: ignore[no-untyped-def]
+    def should_stop(self) -> StopRequest:
         return "stop" if time.monotonic() > self.until else None
 
 
@@ -186,7 +187,7 @@ def curve_points(metrics_files: list[Path], name: str = "valid_segm_AP50") -> li
 
 
 def draw_curve(
-    points: list[tuple[int, float]], path: Path, *, title: str, boundaries: list[int] = ()
+    points: list[tuple[int, float]], path: Path, *, title: str, boundaries: Sequence[int] = ()
 ) -> None:
     """A plain line chart (PNG) with Pillow: no plotting library needed for one curve."""
     from PIL import Image, ImageDraw

@@ -17,19 +17,20 @@ import random
 import shutil
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
 from safetensors.torch import load_file, save_file
+from transformers import Sam3Model
 
 from trainer import data as D
-from trainer.architecture import mask_size_for
+from trainer.architecture import mask_size_for, to_device
 from trainer.base_model import LoadedModel, load_base_model
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, explained, resolve, values
@@ -43,6 +44,10 @@ from trainer.save import save_model
 from trainer.tokenizer import tokenize
 from trainer.types import ModelOutputs
 from trainer.vision_cache import VisionCache, backbone_fingerprint
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
 
 logger = logging.getLogger("samtune.trainer")
 
@@ -113,7 +118,7 @@ class FineTuneRecipe:
         self._resolve_hyperparameters()
         self.mode = self.hp["mode"]
 
-        self.model = self.loaded.model.to(self.device)
+        self.model = to_device(self.loaded.model, self.device)
         prompts = [cfg.prompts.get(c, c) for c in self.classes]
         self.text = tokenize(self.loaded.tokenizer, prompts)
         self.text = {k: v.to(self.device) for k, v in self.text.items()}
@@ -267,7 +272,7 @@ class FineTuneRecipe:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def _autocast(self):  # type: ignore[no-untyped-def]
+    def _autocast(self) -> AbstractContextManager[object]:
         if self.device.type == "cuda" and self.hp["precision"] == "bf16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
@@ -424,16 +429,14 @@ class FineTuneRecipe:
 
     # --- evaluation --------------------------------------------------------------------------------
 
-    def evaluate(
-        self, split: str, *, model: torch.nn.Module | None = None, use_cache: bool = True
-    ) -> EvalResult:
+    def evaluate(self, split: str, *, model: Sam3Model | None = None, use_cache: bool = True) -> EvalResult:
         """COCO bbox and segm AP on a split: every image asked about every class."""
         detections = self.predict_split(split, model=model, use_cache=use_cache)
         return coco_evaluate(self.splits[split].coco, limit_per_image(detections))
 
     @torch.no_grad()
     def predict_split(
-        self, split: str, *, model: torch.nn.Module | None = None, use_cache: bool = True
+        self, split: str, *, model: Sam3Model | None = None, use_cache: bool = True
     ) -> list[Detection]:
         """Every detection (top 100 slots per image and class, any score) on a split, as evaluation sees them."""
         data = self.splits[split]
@@ -617,7 +620,7 @@ class FineTuneRecipe:
         logger.info("%s: %s", kind, message)
         self.callbacks.on_event(kind, message, data)
 
-    def _tensorboard(self):  # type: ignore[no-untyped-def]
+    def _tensorboard(self) -> SummaryWriter | None:
         wanted = self.cfg.tensorboard
         if wanted is None:
             wanted = installed("tensorboard")
@@ -629,7 +632,7 @@ class FineTuneRecipe:
 
         return SummaryWriter(str(self.out / "tensorboard"))
 
-    def _progress_bar(self, total: int):  # type: ignore[no-untyped-def]
+    def _progress_bar(self, total: int) -> tqdm[NoReturn] | None:
         if not self.cfg.progress_bar or self.rank != 0:
             return None
         from tqdm import tqdm
@@ -637,8 +640,8 @@ class FineTuneRecipe:
         return tqdm(total=total, initial=self.step, desc="fine-tuning", unit="step", dynamic_ncols=True)
 
     def cleanup(self) -> None:
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
+        if (writer := getattr(self, "writer", None)) is not None:
+            writer.close()
 
 
 def metrics_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -17,6 +17,7 @@ from transformers import Sam3Model
 from trainer.architecture import (
     SAM3_IMAGE_MEAN,
     SAM3_IMAGE_STD,
+    backbone_config,
     count_parameters,
     format_parameters,
     mask_size_for,
@@ -170,7 +171,7 @@ def save_model(
         raise ValueError(
             f"image_size {image_size} differs from the model's configured image size {configured}"
         )
-    patch = model.config.vision_config.backbone_config.patch_size
+    patch = backbone_config(model.config).patch_size
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
     card_json = (
         json.dumps(card, indent=2, default=str, ensure_ascii=False) + "\n"

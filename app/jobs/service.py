@@ -68,9 +68,9 @@ def train_config(
             source=f"hyperparameters.{unknown[0]}",
         )
     try:
-        return TrainConfig(
-            base_model=base.location or base.name, base_model_name=base.name, data_dir=data_dir,
-            output_dir=output_dir, mode=mode, **overrides,
+        return TrainConfig.model_validate(
+            {"base_model": base.location or base.name, "base_model_name": base.name, "data_dir": data_dir,
+             "output_dir": output_dir, "mode": mode, **overrides}
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -26,6 +26,10 @@ logger = logging.getLogger("samtune.jobs.stream")
 KEEPALIVE_SECONDS = 15.0
 # After the row says the job ended, wait this long for its final event before writing one from the row.
 FINAL_GRACE_SECONDS = 3.0
+# XRANGE's and XREAD's answers from a RESP2 client without decode_responses, as this module's are (redis-py
+# types them for every protocol and decoding at once).
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+_Streams = list[tuple[bytes, _Entries]]
 
 
 def format_event(event: FeedEvent) -> str:
@@ -68,7 +72,7 @@ async def finished_for(
         return not any(_is_final(e) for e in await run_in_threadpool(rest))
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
     try:
-        later = await client.xrange(stream_key(job_id), min=f"({last_event_id}", count=10_000)
+        later = cast(_Entries, await client.xrange(stream_key(job_id), min=f"({last_event_id}", count=10_000))
     except redis.RedisError:
         return False  # cannot tell: stream what there is
     finally:
@@ -88,14 +92,14 @@ async def events(
     yield "retry: 2000\n\n"
     client = None
     if redis_url and not (last_event_id or "").startswith(DB_PREFIX):
-        client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        client = live = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
         try:
-            if not await client.exists(stream_key(job_id)):
+            if not await live.exists(stream_key(job_id)):
                 # A job from before Redis, or its stream expired or was lost: the rows still have it all.
-                await client.aclose()
+                await live.aclose()
                 client = None
         except redis.RedisError:
-            await client.aclose()
+            await live.aclose()
             client = None
     source = (
         _redis_events(client, factory, job_id, last_event_id, is_disconnected)
@@ -150,7 +154,7 @@ async def _redis_events(
     quiet_since = time.monotonic()
     while not await is_disconnected():
         try:
-            reply = await client.xread({key: cursor}, block=1000, count=500)
+            reply = cast(_Streams, await client.xread({key: cursor}, block=1000, count=500))
         except redis.RedisError as exc:
             logger.warning("reading job %s's live events from Redis failed: %s", job_id, exc)
             reply = []

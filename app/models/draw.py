@@ -19,9 +19,9 @@ def overlay(image: Image.Image, result: PredictResponse, classes: list[str]) -> 
     for p in result.predictions:
         if p.rle is None:
             continue
-        colour = np.array(PALETTE[p.class_id % len(PALETTE)], dtype=np.float32)
+        tint = np.array(PALETTE[p.class_id % len(PALETTE)], dtype=np.float32)
         m = mask_utils.decode(p.rle | {"counts": p.rle["counts"].encode()}).astype(bool)
-        base[m] = base[m] * 0.5 + colour * 0.5
+        base[m] = base[m] * 0.5 + tint * 0.5
     out = Image.fromarray(base.clip(0, 255).astype(np.uint8))
     pen = ImageDraw.Draw(out)
     for p in result.predictions:

@@ -132,7 +132,12 @@ def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspac
     prefix = model.checkpoint_prefix.rstrip("/") + "/"
     session.delete(model)
     session.flush()
-    after_commit(session, lambda: (storage.delete_prefix(prefix), cache.evict(str(model_id))))
+
+    def drop_files() -> None:
+        storage.delete_prefix(prefix)
+        cache.evict(str(model_id))
+
+    after_commit(session, drop_files)
 
 
 def model_prefix(model_id: uuid.UUID) -> str:

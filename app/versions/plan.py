@@ -137,12 +137,12 @@ def plan_version(dataset_classes: Sequence[str], images: Sequence[SourceImage], 
     assigned = _assign_splits([im for im, _ in mapped], spec)
     aug = spec.augmentation
     planned = []
-    for position, (im, inst) in enumerate(mapped):
+    for position, (im, instances) in enumerate(mapped):
         split = assigned[im.sha256]
         seeds: tuple[int, ...] = ()
         if split == "train" and aug.enabled:
             seeds = tuple(preview_seeds(aug.seed, position, aug.outputs_per_image - 1))
-        planned.append(PlannedImage(im, split, im.sha256[:20], inst, seeds))
+        planned.append(PlannedImage(im, split, im.sha256[:20], instances, seeds))
 
     return Plan(classes, planned, _content_hash(classes, planned, spec), dropped)
 

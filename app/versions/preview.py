@@ -71,7 +71,7 @@ class _ReadThrough:
 
 def _thumbnail_url(jpeg: bytes) -> str:
     img = Image.open(io.BytesIO(jpeg))
-    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.BILINEAR)
+    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

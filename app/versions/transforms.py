@@ -136,7 +136,7 @@ def resize(
     if source_box is None:
         source_box = img.info.get(SOURCE_BOX_KEY, (0.0, 0.0, float(img.width), float(img.height)))
     layout = _layout(source_size[0], source_size[1], spec)
-    box = tuple(float(v) for v in source_box)
+    box = (float(source_box[0]), float(source_box[1]), float(source_box[2]), float(source_box[3]))
     full = box == (0.0, 0.0, float(img.width), float(img.height))
     if full and (layout.width, layout.height) == img.size:
         content = img.copy()
