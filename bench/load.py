@@ -207,8 +207,10 @@ def main() -> int:
 
     import redis
 
-    from tests.conftest import drop_postgres_database, free_port, fresh_bucket, fresh_postgres_database
     from tests.deploy.topology import BROKER_DB, FEED_DB, LocalServices, ProductionTopology, drive_flow
+    from tests.support.databases import drop_postgres_database, fresh_postgres_database
+    from tests.support.ports import free_port
+    from tests.support.s3 import fresh_bucket
 
     root = Path(tempfile.mkdtemp(prefix="samtune-load-"))
     database_url = fresh_postgres_database(args.postgres, "samtune_bench_load")

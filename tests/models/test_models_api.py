@@ -48,7 +48,9 @@ def test_download_loads_with_from_pretrained(jobs_kit: JobKit, model_id: str, tm
     assert card["content_hash"] == jobs_kit.version["content_hash"] and len(card["annotations_sha256"]) == 64
     model = jobs_kit.client.get(f"/api/v1/models/{model_id}", headers=jobs_kit.auth).json()
     assert card["metrics"] == {"best_valid": model["best_valid"], "test": model["test"]}
-    assert card["resolved_mode"] == model["resolved_mode"] and card["requested_mode"] == model["requested_mode"]
+    assert (
+        card["resolved_mode"] == model["resolved_mode"] and card["requested_mode"] == model["requested_mode"]
+    )
 
 
 def test_delete(jobs_kit: JobKit) -> None:
