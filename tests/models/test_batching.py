@@ -1,0 +1,103 @@
+"""The dynamic batcher: concurrent requests for one model share a call, up to max_batch; each gets its own
+result or its own error; requests for different models never share a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.models.batching import DynamicBatcher
+
+
+class Recorder:
+    """A batch function that doubles numbers, records each batch with the thread that ran it, and fails
+    the items that are negative (their own error) or every item of a batch holding 13 (the batch's)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[Hashable, list[int], str]] = []
+
+    def __call__(self, key: Hashable, items: list[int]) -> Sequence[int | BaseException]:
+        self.batches.append((key, list(items), threading.current_thread().name))
+        if 13 in items:
+            raise RuntimeError("the whole batch failed")
+        return [ValueError(f"{i} is negative") if i < 0 else i * 2 for i in items]
+
+
+def _batcher(
+    max_batch: int, max_wait_s: float
+) -> tuple[DynamicBatcher[int, int], Recorder, ThreadPoolExecutor]:
+    recorder = Recorder()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    return DynamicBatcher(recorder, executor, max_batch=max_batch, max_wait_s=max_wait_s), recorder, executor
+
+
+def test_concurrent_requests_share_one_batch_and_get_their_own_results() -> None:
+    batcher, recorder, executor = _batcher(max_batch=8, max_wait_s=5.0)
+
+    async def main() -> list[int]:
+        # A full batch does not wait out max_wait_s: this returns long before 5 s.
+        return await asyncio.wait_for(asyncio.gather(*(batcher.submit("m", i) for i in range(8))), 4.0)
+
+    assert asyncio.run(main()) == [i * 2 for i in range(8)]
+    assert [(k, items) for k, items, _ in recorder.batches] == [("m", list(range(8)))]
+    assert recorder.batches[0][2].startswith("inference")
+    executor.shutdown()
+
+
+def test_a_lone_request_waits_at_most_max_wait() -> None:
+    batcher, recorder, executor = _batcher(max_batch=8, max_wait_s=0.05)
+    assert asyncio.run(asyncio.wait_for(batcher.submit("m", 21), 4.0)) == 42
+    assert batcher.batch_sizes == [1]
+    executor.shutdown()
+
+
+def test_batches_hold_at_most_max_batch_and_models_never_mix() -> None:
+    batcher, recorder, executor = _batcher(max_batch=4, max_wait_s=0.2)
+
+    async def main() -> list[int]:
+        asks = [batcher.submit("a" if i % 2 else "b", i) for i in range(100, 120)]
+        return await asyncio.gather(*asks)
+
+    assert asyncio.run(main()) == [i * 2 for i in range(100, 120)]
+    assert all(len(items) <= 4 for _, items, _ in recorder.batches)
+    for key, items, _ in recorder.batches:
+        assert all(("a" if i % 2 else "b") == key for i in items), (key, items)
+    assert sorted(i for _, items, _ in recorder.batches for i in items) == list(range(100, 120))
+    assert len(recorder.batches) == 6  # 10 per model in batches of at most 4: 4 + 4 + 2, twice
+
+
+def test_an_item_error_fails_only_its_request_and_a_batch_error_fails_its_batch() -> None:
+    batcher, recorder, executor = _batcher(max_batch=3, max_wait_s=1.0)
+
+    async def main() -> list[int | BaseException]:
+        first = await asyncio.gather(*(batcher.submit("m", i) for i in (1, -2, 3)), return_exceptions=True)
+        second = await asyncio.gather(*(batcher.submit("m", i) for i in (13, 4, 5)), return_exceptions=True)
+        third = await batcher.submit("m", 6)
+        return [*first, *second, third]
+
+    out = asyncio.run(main())
+    assert out[0] == 2 and out[2] == 6 and isinstance(out[1], ValueError) and "-2 is negative" in str(out[1])
+    assert all(isinstance(e, RuntimeError) and "whole batch" in str(e) for e in out[3:6])
+    assert out[6] == 12, "the batcher goes on after a failed batch"
+    executor.shutdown()
+
+
+def test_a_result_count_that_does_not_match_fails_the_batch() -> None:
+    executor = ThreadPoolExecutor(max_workers=1)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(lambda key, items: [1], executor, max_batch=2)
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(batcher.submit("m", 1), batcher.submit("m", 2), return_exceptions=True)
+
+    assert all(isinstance(e, RuntimeError) and "2" in str(e) for e in asyncio.run(main()))
+    executor.shutdown()
+
+
+@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_wait_s": -1.0}])
+def test_settings_out_of_range_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        DynamicBatcher(lambda key, items: items, ThreadPoolExecutor(max_workers=1), **bad)  # type: ignore[arg-type]
