@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -77,6 +78,28 @@ class LoadedModel:
     @property
     def num_parameters(self) -> int:
         return count_parameters(self.model)
+
+    def class_prompts(self, classes: Sequence[str]) -> list[str]:
+        """The prompts this model was trained to answer `classes` with (`class_prompts` of its card)."""
+        return class_prompts(classes, self.card)
+
+
+def class_prompts(classes: Sequence[str], card: Mapping[str, Any] | None) -> list[str]:
+    """The text each class is asked with: the prompt the model was trained with, else the class name.
+
+    `card` is a samtune model card (`prompts` a list aligned with its `classes`, as training writes it) or,
+    while training, `{"prompts": TrainConfig.prompts}` (class -> text). Training, evaluation, prediction and
+    batch prediction all ask through this, so a model is asked what it learned to answer ("violet blob"),
+    never the bare class name it was trained to report ("purple shape").
+    """
+    info: Mapping[str, Any] = card or {}
+    prompts, named = info.get("prompts"), info.get("classes")
+    trained: dict[str, str] = {}
+    if isinstance(prompts, Mapping):
+        trained = {str(k): str(v) for k, v in prompts.items()}
+    elif isinstance(prompts, list) and isinstance(named, list):
+        trained = {str(c): str(p) for c, p in zip(named, prompts, strict=False)}
+    return [trained.get(c) or c for c in classes]
 
 
 def _hub_cache_dir() -> Path:

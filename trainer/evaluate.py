@@ -66,16 +66,31 @@ def _encode_masks(mask_logits: Tensor, size: tuple[int, int], threshold: float) 
     return rles
 
 
-def _mask_nms(rles: list[dict], iou_threshold: float) -> list[int]:
-    """Greedy NMS over masks already sorted by descending score; returns the indices kept."""
-    if len(rles) <= 1:
-        return list(range(len(rles)))
-    ious = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)))
+def mask_nms(rles: Sequence[dict], iou_threshold: float, groups: Sequence[int] | None = None) -> list[int]:
+    """Greedy mask NMS over masks already sorted by descending score: a mask is dropped when its mask IoU with
+    a kept, higher-scored mask of the same group exceeds `iou_threshold` (so 1.0 keeps everything). `groups`
+    (one label per mask, e.g. its prompt) confines suppression to masks of one group; None: all compete
+    (class-agnostic). Returns the indices kept, in input order. The IoUs are pycocotools' on the compressed
+    RLEs, so no mask is decoded. Evaluation (`postprocess`) and serving (`trainer.predict`) both use this."""
+    labels = list(groups) if groups is not None else [0] * len(rles)
+    if len(labels) != len(rles):
+        raise ValueError(f"{len(rles)} masks but {len(labels)} group labels")
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        members.setdefault(label, []).append(i)
     kept: list[int] = []
-    for i in range(len(rles)):
-        if not kept or ious[i, kept].max() <= iou_threshold:
-            kept.append(i)
-    return kept
+    for indices in members.values():
+        if len(indices) == 1:
+            kept += indices
+            continue
+        subset = [rles[i] for i in indices]
+        ious = np.asarray(mask_utils.iou(subset, subset, [0] * len(subset)))
+        chosen: list[int] = []
+        for j in range(len(indices)):
+            if not chosen or ious[j, chosen].max() <= iou_threshold:
+                chosen.append(j)
+        kept += [indices[j] for j in chosen]
+    return sorted(kept)
 
 
 @torch.no_grad()
@@ -104,8 +119,9 @@ def postprocess(
     image stretched to a square, so this also undoes the stretch) and thresholded at mask_threshold (logit 0 =
     probability 0.5). A slot whose mask is empty is still returned (its box may be fine).
 
-    nms_iou (inference option, off by default): greedy mask NMS, dropping a mask whose mask IoU with a
-    higher-scored kept one exceeds nms_iou. NMS runs on the top_k slots, so fewer than top_k may remain.
+    nms_iou (off by default at evaluation, `TrainConfig.eval_nms_iou`): `mask_nms`, dropping a mask whose mask
+    IoU with a higher-scored kept one exceeds nms_iou. NMS runs on the top_k slots, so fewer than top_k may
+    remain.
     """
     height, width = int(orig_size[0]), int(orig_size[1])
     logits = logits.reshape(-1)
@@ -128,7 +144,7 @@ def postprocess(
     xywh = torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1).cpu().tolist()
 
     rles = _encode_masks(masks.detach()[top_idx], (height, width), mask_threshold)
-    order = _mask_nms(rles, nms_iou) if nms_iou is not None else range(len(rles))
+    order = mask_nms(rles, nms_iou) if nms_iou is not None else range(len(rles))
     score_list = top_scores.cpu().tolist()
     return [
         Detection(

@@ -1,5 +1,7 @@
 """Prediction on one image with text prompts, by the same forward pass and post-processing as evaluation,
-so a served model answers exactly what its evaluation measured."""
+so a served model answers what its evaluation measured. One difference by default: overlapping masks of one
+prompt are merged by mask NMS (`DEFAULT_IOU_THRESHOLD`), since SAM 3 often finds one object in several slots;
+evaluation keeps every slot unless `TrainConfig.eval_nms_iou` asks otherwise (`nms_iou=None` here matches)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from PIL import Image
 from trainer import data as D
 from trainer.architecture import to_device
 from trainer.base_model import LoadedModel
-from trainer.evaluate import postprocess
+from trainer.evaluate import mask_nms, postprocess
 from trainer.forward import QueryModel, ask, text_backbone
 from trainer.tokenizer import tokenize
+
+# Roboflow's default `iou_threshold`: a mask overlapping a better one of its prompt by more is a duplicate.
+DEFAULT_IOU_THRESHOLD = 0.5
 
 
 @dataclass
@@ -46,6 +51,10 @@ class Predictor:
             self._text[prompts] = (ids, mask, text_backbone(self.model, ids, mask))
         return self._text[prompts]
 
+    def class_prompts(self, classes: list[str]) -> list[str]:
+        """What to ask for `classes`: the prompts the model was trained with (its card), else the names."""
+        return self.loaded.class_prompts(classes)
+
     @torch.inference_mode()
     def predict(
         self,
@@ -54,11 +63,15 @@ class Predictor:
         *,
         confidence: float = 0.5,
         max_detections: int = 100,
-        nms_iou: float | None = None,
+        nms_iou: float | None = DEFAULT_IOU_THRESHOLD,
+        class_agnostic_nms: bool = False,
         boxes: list[tuple[float, float, float, float]] | None = None,
     ) -> list[Prediction]:
         """`boxes`: exemplars (xyxy, original pixels) of what to find, shown with every prompt: SAM 3 finds
-        things like them. With boxes and no text, the prompt is SAM 3's own "visual"."""
+        things like them. With boxes and no text, the prompt is SAM 3's own "visual".
+
+        `nms_iou`: drop a mask whose IoU with a higher-scored one exceeds it (`mask_nms`), among the masks of
+        its own prompt, or among all of them with `class_agnostic_nms`; None keeps every mask."""
         if not prompts and boxes:
             prompts = ["visual"]
         if not prompts:
@@ -84,14 +97,19 @@ class Predictor:
             input_boxes=exemplars,
             input_boxes_labels=labels,
         )
+        # NMS before the cap: a prompt's duplicates must not take the places of its next distinct masks.
+        candidates = found.logits.shape[-1] if nms_iou is not None else max_detections
         out: list[Prediction] = []
         for c, prompt in enumerate(prompts):
             for det in postprocess(
                 found.logits[-1, c].float(), found.presence[-1, c].float(), found.boxes[-1, c].float(),
                 found.masks[c].float(),
                 image_id=0, category_id=c, orig_size=(height, width), score_threshold=confidence,
-                top_k=max_detections, nms_iou=nms_iou,
+                top_k=candidates,
             ):  # fmt: skip
                 out.append(Prediction(c, prompt, det.score, det.bbox, det.rle))
         out.sort(key=lambda p: -p.score)
+        if nms_iou is not None:
+            groups = None if class_agnostic_nms else [p.prompt_index for p in out]
+            out = [out[i] for i in mask_nms([p.rle for p in out], nms_iou, groups)]
         return out[:max_detections]

@@ -31,7 +31,7 @@ from transformers import Sam3Model
 
 from trainer import data as D
 from trainer.architecture import mask_size_for, to_device
-from trainer.base_model import LoadedModel, load_base_model
+from trainer.base_model import LoadedModel, class_prompts, load_base_model
 from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, explained, resolve, values
 from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
@@ -119,8 +119,8 @@ class FineTuneRecipe:
         self.mode = self.hp["mode"]
 
         self.model = to_device(self.loaded.model, self.device)
-        prompts = [cfg.prompts.get(c, c) for c in self.classes]
-        self.text = tokenize(self.loaded.tokenizer, prompts)
+        self.prompts = class_prompts(self.classes, {"prompts": cfg.prompts})
+        self.text = tokenize(self.loaded.tokenizer, self.prompts)
         self.text = {k: v.to(self.device) for k, v in self.text.items()}
 
         # The mode decides what trains: `decoder` freezes both encoders and caches their outputs.
@@ -586,7 +586,7 @@ class FineTuneRecipe:
                 "content_hash": D.snapshot_content_hash(Path(self.cfg.data_dir)),
                 "annotations_sha256": _annotations_sha256(Path(self.cfg.data_dir)),
                 "classes": self.classes,
-                "prompts": [self.cfg.prompts.get(c, c) for c in self.classes],
+                "prompts": self.prompts,
                 "requested_mode": self.cfg.mode,
                 "resolved_mode": self.mode,
                 "steps": self.step,
