@@ -4,9 +4,9 @@ runs it: app/models/batches.py), the others poll it and fetch its COCO results."
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, StorageDep, TasksDep
@@ -14,6 +14,7 @@ from app.core.storage import iter_object
 from app.models import service
 from app.models.schemas import BatchPredictionOut
 from app.models.tables import BatchPrediction
+from trainer.predict import DEFAULT_IOU_THRESHOLD
 
 router = APIRouter()  # tagged "models" by app/models/router.py, which includes it
 
@@ -35,10 +36,14 @@ def predict_version(
     tasks: TasksDep,
     principal: CurrentPrincipal,
     split: Literal["train", "valid", "test"] = "test",
+    iou_threshold: Annotated[float, Query(gt=0, le=1)] = DEFAULT_IOU_THRESHOLD,
+    class_agnostic_nms: bool = False,
 ) -> BatchPredictionOut:
     """Predict every image of a version's split in the background (a worker on the `gpu` queue); poll the
-    batch, then download its COCO results JSON (every class asked of every image, best 100 per image)."""
-    batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split)
+    batch, then download its COCO results JSON (every class asked of every image, best 100 per image).
+    Duplicate masks are merged as on the predict routes (`iou_threshold`; 1 keeps every mask)."""
+    batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split,
+                                 iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms)  # fmt: skip
     return _batch_out(request, batch)
 
 

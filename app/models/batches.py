@@ -27,7 +27,7 @@ from trainer.predict import Predictor
 
 logger = logging.getLogger("samtune.worker.predictions")
 
-# What COCO evaluation looks at: every detection, best 100 per image.
+# What COCO evaluation looks at: every detection (duplicate masks merged as the batch asked), best 100 per image.
 PER_IMAGE = 100
 
 
@@ -66,11 +66,12 @@ def run_batch(settings: Settings, batch_id: uuid.UUID) -> str:
             version = session.get(DatasetVersion, batch.version_id)
             assert model is not None and version is not None
             split, classes = batch.split, list(version.classes or [])
+            nms = (batch.iou_threshold, batch.class_agnostic_nms)
         heartbeat = lease.Heartbeat(
             factory, LEASED, batch_id, token, duration, settings.job_heartbeat_seconds
         )
         with heartbeat:
-            values = _predict(settings, storage, batch_id, model, version, split, classes)
+            values = _predict(settings, storage, batch_id, model, version, split, classes, nms)
         with transaction(factory) as session:
             batch = lease.fenced(session, LEASED, batch_id, token)
             if batch is None:  # presumed dead and handed on: the newer attempt writes the outcome
@@ -84,7 +85,7 @@ def run_batch(settings: Settings, batch_id: uuid.UUID) -> str:
 
 def _predict(
     settings: Settings, storage: ObjectStorage, batch_id: uuid.UUID, model: Model, version: DatasetVersion,
-    split: str, classes: list[str],
+    split: str, classes: list[str], nms: tuple[float, bool],
 ) -> dict[str, Any]:  # fmt: skip
     """The batch's outcome as column values; an error is reported, not retried (the same input would fail
     the same way)."""
@@ -92,13 +93,15 @@ def _predict(
         cache = ModelCache(storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes)
         directory = cache.fetch(model.id, model.checkpoint_prefix, model.checkpoint_sha256)
         predictor = Predictor(load_base_model(str(directory)), serve_device())
+        prompts = predictor.class_prompts(classes)  # what it was trained to answer; results keep the classes
         data = fetch_snapshot(storage, version, settings.data_dir / "cache" / "snapshots")
         coco = json.loads((data / split / "_annotations.coco.json").read_text())
         results = []
         for img in coco["images"]:
             with Image.open(data / split / img["file_name"]) as picture:
-                found = predictor.predict(picture.convert("RGB"), classes, confidence=0.0,
-                                          max_detections=PER_IMAGE)  # fmt: skip
+                found = predictor.predict(picture.convert("RGB"), prompts, confidence=0.0,
+                                          max_detections=PER_IMAGE, nms_iou=nms[0],
+                                          class_agnostic_nms=nms[1])  # fmt: skip
             results += [
                 {"image_id": img["id"], "category_id": p.prompt_index + 1, "bbox": [round(v, 2) for v in p.bbox],
                  "score": round(p.score, 5), "segmentation": rle_json(p.rle)}

@@ -14,7 +14,10 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]  # fmt: skip
 
 
-def overlay(image: Image.Image, result: PredictResponse, classes: list[str]) -> bytes:
+def overlay(
+    image: Image.Image, result: PredictResponse, classes: list[str], image_format: str = "PNG"
+) -> bytes:
+    """The image with `result`'s masks (RLE) and boxes drawn, encoded as `image_format` (PNG or JPEG)."""
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     for p in result.predictions:
         if p.rle is None:
@@ -30,5 +33,5 @@ def overlay(image: Image.Image, result: PredictResponse, classes: list[str]) -> 
         pen.rectangle([x0, y0, x0 + p.width, y0 + p.height], outline=colour, width=2)
         pen.text((x0 + 2, y0 + 2), f"{p.class_} {p.confidence:.2f}", fill=colour)
     buf = io.BytesIO()
-    out.save(buf, format="PNG")
+    out.save(buf, format=image_format)
     return buf.getvalue()

@@ -28,6 +28,7 @@ from app.models.tables import BatchPrediction, Model
 from app.settings import Settings
 from app.versions import service as versions
 from app.versions.tables import DatasetVersion
+from trainer.predict import DEFAULT_IOU_THRESHOLD
 
 
 class ModelNotFound(NotFound):
@@ -171,7 +172,8 @@ def register_model(
 
 
 def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, model_id: uuid.UUID,
-                 version_id: uuid.UUID, split: str) -> BatchPrediction:  # fmt: skip
+                 version_id: uuid.UUID, split: str, *, iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                 class_agnostic_nms: bool = False) -> BatchPrediction:  # fmt: skip
     model, _, _, _ = get(session, workspace_id, model_id)
     version, dataset = versions.ready_version(session, workspace_id, version_id)
     images = int(((version.split_counts or {}).get(split) or {}).get("images", 0))
@@ -180,7 +182,8 @@ def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, mo
             f"version {versions.version_name(dataset, version)} has no {split!r} images", source="split"
         )
     batch = BatchPrediction(workspace_id=workspace_id, model_id=model.id, version_id=version.id, split=split,
-                            status="queued")  # fmt: skip
+                            status="queued", iou_threshold=iou_threshold,
+                            class_agnostic_nms=class_agnostic_nms)  # fmt: skip
     session.add(batch)
     session.flush()
     enqueue_after_commit(session, tasks, PREDICT_VERSION, [str(batch.id)])
@@ -199,6 +202,7 @@ def describe_batch(batch: BatchPrediction, results_url: str) -> BatchPredictionO
     return BatchPredictionOut(
         id=batch.id, model_id=batch.model_id, version_id=batch.version_id, split=batch.split, status=batch.status,
         num_images=batch.num_images, num_detections=batch.num_detections, error=batch.error,
+        iou_threshold=batch.iou_threshold, class_agnostic_nms=batch.class_agnostic_nms,
         results_url=results_url if batch.status == "succeeded" else None,
         created_at=batch.created_at, finished_at=batch.finished_at,
     )  # fmt: skip

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, CreatedAtMixin, IdMixin, UTCDateTime
@@ -60,6 +60,12 @@ class BatchPrediction(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     result_key: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Mask NMS as the predict routes apply it (trainer.evaluate.mask_nms); kept here because the reaper sends
+    # a batch again with its id alone.
+    iou_threshold: Mapped[float] = mapped_column(Float, nullable=False, default=0.5, server_default="0.5")
+    class_agnostic_nms: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     # Claimed with a lease like a training job (app/core/lease.py): a worker killed mid-batch is noticed.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # When its message was last sent (NULL: when it was created); the reaper sends again a batch that sat

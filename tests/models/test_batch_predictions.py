@@ -22,8 +22,9 @@ def test_predict_version_batch_gives_coco_results(jobs_kit: JobKit, model_id: st
 
     kit = jobs_kit
     version_id = kit.version["id"]
+    # iou_threshold=1 keeps every mask, as the job's evaluation did (eval_nms_iou is off): the same AP below.
     r = kit.client.post(
-        f"/api/v1/models/{model_id}/predict-version/{version_id}?split=test", headers=kit.auth
+        f"/api/v1/models/{model_id}/predict-version/{version_id}?split=test&iou_threshold=1", headers=kit.auth
     )
     assert r.status_code == 202, r.text
     batch = r.json()
