@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI
 
 from app.core.db import make_engine, make_sessionmaker
+from app.core.deps import authenticate_key, presented_key
 from app.core.errors import PROBLEM_RESPONSES, install_error_handlers
-from app.core.limits import BodySizeLimit
+from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody
 from app.core.logging import install_redaction
 from app.core.queue import CeleryQueue
 from app.core.security_headers import SecurityHeaders
@@ -35,6 +37,26 @@ def _version() -> str:
         return version("samtune")
     except PackageNotFoundError:  # run from a checkout that was never installed
         return "0+unknown"
+
+
+def body_limits(settings: Settings) -> dict[str, Any]:
+    """BodySizeLimit's rules: multi-gigabyte bodies only where a dataset zip is uploaded, tens of megabytes where
+    an image is predicted on (native, Roboflow v1 and its hosted form `/{project}/{version}`), a little elsewhere."""
+    predict = settings.max_predict_bytes, "SAMTUNE_MAX_PREDICT_BYTES"
+    return {
+        "default": BodyLimit(".*", settings.max_request_bytes, "SAMTUNE_MAX_REQUEST_BYTES"),
+        "routes": [
+            BodyLimit(
+                r"/api/v1/datasets/[^/]+/uploads", settings.max_upload_bytes, "SAMTUNE_MAX_UPLOAD_BYTES"
+            ),
+            BodyLimit(r"/api/v1/models/[^/]+/predict", *predict),
+            BodyLimit(r"/api/v1/base-models/[^/]+/[^/]+/predict", *predict),
+            BodyLimit(r"/infer/instance_segmentation", *predict),
+            BodyLimit(r"/model/add", settings.max_request_bytes, "SAMTUNE_MAX_REQUEST_BYTES"),
+            # Roboflow's hosted form; the route is registered last, so any other two-segment path is its too.
+            BodyLimit(r"/[^/]+/[^/]+", *predict),
+        ],
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, **body_limits(settings))
+    # Outside BodySizeLimit: a wrong key is told so (401) before the size of what it sends matters.
+    app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router)
     app.include_router(keys_router)

@@ -33,12 +33,21 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis for live metrics; None = database only.")
 
     max_upload_bytes: int = Field(
-        default=4 * 2**30, description="Largest request body accepted for an upload."
+        default=4 * 2**30,
+        gt=0,
+        description="Largest request body of a dataset upload (the only route this large).",
+    )
+    max_request_bytes: int = Field(
+        default=2**20,
+        gt=0,
+        description="Largest request body of every route that is neither a dataset upload nor a prediction.",
     )
     max_zip_entries: int = 100_000
     max_zip_uncompressed_bytes: int = 20 * 2**30
     max_zip_ratio: float = 200.0
-    max_image_pixels: int = 64_000_000
+    max_image_pixels: int = Field(
+        default=64_000_000, gt=0, description="Largest image (width x height, read from its header) decoded."
+    )
 
     log_level: str = "info"
 
@@ -76,7 +85,24 @@ class Settings(BaseSettings):
         default=8 * 2**30, gt=0, description="Memory budget of the models kept loaded for prediction (LRU)."
     )
     max_predict_bytes: int = Field(
-        default=32 * 2**20, gt=0, description="Largest image a predict request may send."
+        default=32 * 2**20,
+        gt=0,
+        description="Largest request body of a prediction route (the image, base64 or not, and its options).",
+    )
+    # Each bounds the work one prediction request can ask of the one inference thread every prediction shares.
+    max_prompts: int = Field(
+        default=64, gt=0, description="Most text prompts (or class_filter names) per request."
+    )
+    max_prompt_chars: int = Field(default=256, gt=0, description="Longest text prompt, in characters.")
+    max_boxes: int = Field(default=64, gt=0, description="Most exemplar boxes per predict request.")
+    max_detections: int = Field(
+        default=1000, gt=0, description="Largest max_detections a request may ask for."
+    )
+    max_infer_images: int = Field(default=16, gt=0, description="Most images per Roboflow /infer request.")
+    max_visualize_pixels: int = Field(
+        default=4_000_000,
+        gt=0,
+        description="Largest image (width x height) a ?visualize=true prediction draws on; larger ones are refused.",
     )
     ui_vendor_dir: Path = Field(
         default=Path(__file__).resolve().parent.parent / "node_modules",

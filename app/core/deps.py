@@ -3,13 +3,16 @@ object storage and the authenticated workspace (API key, or the web UI's session
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
-from typing import Annotated
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.core.db import transaction
+from app.core.limits import PRINCIPAL_STATE
 from app.core.queue import TaskQueue
 from app.core.storage import ObjectStorage
 from app.keys import service as keys
@@ -56,10 +59,23 @@ def presented_key(request: Request) -> str | None:
     return request.query_params.get("api_key")
 
 
+def authenticate_key(request: Request, key: str) -> Principal:
+    """Blocking: the key checked in a transaction of its own, for app.core.limits.KeyBeforeBody, which runs
+    before any route (and its session) does. The session comes from `get_session` as the routes get it, an
+    override of it included (a test's database, say), so the key is looked up where the routes would."""
+    provider: Any = request.app.dependency_overrides.get(get_session, get_session)
+    args = (request,) if inspect.signature(provider).parameters else ()
+    with contextmanager(provider)(*args) as session:
+        return keys.authenticate(session, key)
+
+
 def get_principal(request: Request, session: SessionDep) -> Principal:
     """The caller: an API key (Bearer header or ?api_key=) or, failing that, the web UI's session cookie.
     A presented key wins, so API clients never need the UI's CSRF header even if a cookie is around."""
     key = presented_key(request)
+    checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if key is not None and checked is not None and checked[0] == key:
+        return checked[1]  # KeyBeforeBody checked this very key moments ago
     cookie = request.cookies.get(ui_session.SESSION_COOKIE)
     if key is None and cookie:
         return ui_session.authenticate_cookie(

@@ -66,6 +66,13 @@ def probe_image(path: Path, *, max_pixels: int, source: str) -> ImageInfo:
     return ImageInfo(fmt, width, height, raw_width, raw_height, orientation)
 
 
+def image_size(data: bytes, *, max_pixels: int, source: str = "image") -> tuple[int, int]:
+    """(width, height) as stored, read from the header alone: no pixel is decoded, so a request can be
+    refused for its size (over `max_pixels`, or a caller's own limit) before it costs a decode."""
+    with _open(io.BytesIO(data), source, max_pixels) as img:
+        return img.size
+
+
 def load_rgb(data: bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image for use: EXIF orientation applied, alpha dropped, grayscale as RGB."""
     fp: BinaryIO = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
@@ -152,7 +159,8 @@ def _open(fp: BinaryIO | Path, source: str, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         img.close()
         raise InvalidImage(
-            f"{source}: decompression bomb: {width}x{height} px exceeds the limit of {max_pixels} px",
+            f"{source}: decompression bomb: {width}x{height} px exceeds the limit of {max_pixels} px "
+            "(SAMTUNE_MAX_IMAGE_PIXELS)",
             source=source,
         )
     if width <= 0 or height <= 0:
@@ -164,7 +172,8 @@ def _open(fp: BinaryIO | Path, source: str, max_pixels: int) -> Image.Image:
 def _bomb(source: str, max_pixels: int, exc: Exception) -> InvalidImage:
     # Pillow refuses before we can read the size; its message carries the pixel count.
     return InvalidImage(
-        f"{source}: decompression bomb: the image exceeds the limit of {max_pixels} px ({exc})",
+        f"{source}: decompression bomb: the image exceeds the limit of {max_pixels} px "
+        f"(SAMTUNE_MAX_IMAGE_PIXELS) ({exc})",
         source=source,
     )
 
