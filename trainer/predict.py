@@ -5,6 +5,7 @@ evaluation keeps every slot unless `TrainConfig.eval_nms_iou` asks otherwise (`n
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -14,11 +15,26 @@ from trainer import data as D
 from trainer.architecture import to_device
 from trainer.base_model import LoadedModel
 from trainer.evaluate import mask_nms, postprocess
-from trainer.forward import QueryModel, ask, text_backbone
+from trainer.forward import QueryModel, ask, text_backbone, vision_backbone
 from trainer.tokenizer import tokenize
+from trainer.types import ModelOutputs
 
 # Roboflow's default `iou_threshold`: a mask overlapping a better one of its prompt by more is a duplicate.
 DEFAULT_IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request of a batch: an image and what to ask of it (`Predictor.predict`'s arguments)."""
+
+    image: Image.Image
+    prompts: list[str]
+    confidence: float = 0.5
+    max_detections: int = 100
+    nms_iou: float | None = DEFAULT_IOU_THRESHOLD
+    class_agnostic_nms: bool = False
+    boxes: list[tuple[float, float, float, float]] | None = None
+    image_key: str | None = None
 
 
 @dataclass
@@ -33,13 +49,19 @@ class Prediction:
 class Predictor:
     """A loaded model ready to answer; one forward per image covers every prompt."""
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, loaded: LoadedModel, device: str | torch.device = "cpu", *, embedding_cache_size: int = 8
+    ) -> None:
         self.loaded = loaded
         self.device = torch.device(device)
         self.model = to_device(loaded.model, self.device).eval()
         self.query_model = QueryModel(self.model)
         self.dtype = next(self.model.parameters()).dtype  # bf16 weights take bf16 pixels
         self._text: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # Recent images' vision embeddings, by the caller's key: an interactive client asks one image again
+        # and again with new prompts, as SAM is used. Full-size SAM 3: about 20 MB each in fp32.
+        self.embedding_cache_size = embedding_cache_size
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def _prompts(self, prompts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The text side depends on the prompts only: the same classes, asked again and again, are encoded once.
@@ -55,7 +77,6 @@ class Predictor:
         """What to ask for `classes`: the prompts the model was trained with (its card), else the names."""
         return self.loaded.class_prompts(classes)
 
-    @torch.inference_mode()
     def predict(
         self,
         image: Image.Image,
@@ -66,50 +87,121 @@ class Predictor:
         nms_iou: float | None = DEFAULT_IOU_THRESHOLD,
         class_agnostic_nms: bool = False,
         boxes: list[tuple[float, float, float, float]] | None = None,
+        image_key: str | None = None,
     ) -> list[Prediction]:
         """`boxes`: exemplars (xyxy, original pixels) of what to find, shown with every prompt: SAM 3 finds
         things like them. With boxes and no text, the prompt is SAM 3's own "visual".
 
         `nms_iou`: drop a mask whose IoU with a higher-scored one exceeds it (`mask_nms`), among the masks of
-        its own prompt, or among all of them with `class_agnostic_nms`; None keeps every mask."""
-        if not prompts and boxes:
-            prompts = ["visual"]
-        if not prompts:
-            raise ValueError("at least one prompt is needed")
-        size = self.loaded.image_size
-        width, height = image.size
-        pixels = D.pixels_from_image(image, size, size, self.loaded.image_mean, self.loaded.image_std)
+        its own prompt, or among all of them with `class_agnostic_nms`; None keeps every mask.
+
+        `image_key` (the image's hash, say): its vision embedding is kept, and the same image asked again with
+        other prompts skips the vision encoder, SAM 3's expensive part."""
+        ask_one = Ask(
+            image, prompts, confidence, max_detections, nms_iou, class_agnostic_nms, boxes, image_key
+        )
+        result = self.predict_many([ask_one])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @torch.inference_mode()
+    def predict_many(self, asks: list[Ask]) -> list[list[Prediction] | Exception]:
+        """Several requests in one pass: the vision encoder runs once over every image not in the embedding
+        cache, then the heads once over every (image, prompt) pair of the requests without exemplar boxes
+        (those with boxes, whose prompts carry their boxes, go one request at a time). Each request gets its
+        own answer, or the error that concerns it alone (a request without prompts)."""
+        out: list[list[Prediction] | Exception] = []
+        valid: list[int] = []
+        for i, a in enumerate(asks):
+            if not a.prompts and not a.boxes:
+                out.append(ValueError("at least one prompt is needed"))
+            else:
+                out.append([])
+                valid.append(i)
+        if not valid:
+            return out
+        hidden = self._embed([asks[i] for i in valid])
+        row = {i: r for r, i in enumerate(valid)}
+        plain = [i for i in valid if not asks[i].boxes]
+        if plain:
+            # One text encoding for the union of the prompts; each query names its image and its prompt.
+            union = list(dict.fromkeys(p for i in plain for p in asks[i].prompts))
+            ids, mask, text_hidden = self._prompts(tuple(union))
+            image_index = [row[i] for i in plain for _ in asks[i].prompts]
+            class_index = [union.index(p) for i in plain for p in asks[i].prompts]
+            found = ask(self.query_model, ids, mask, backbone_hidden=hidden, text_hidden=text_hidden,
+                        image_index=torch.tensor(image_index, device=self.device),
+                        class_index=torch.tensor(class_index, device=self.device))  # fmt: skip
+            first = 0
+            for i in plain:
+                k = len(asks[i].prompts)
+                out[i] = self._answer(asks[i], asks[i].prompts, found, first)
+                first += k
+        for i in valid:
+            if asks[i].boxes:
+                out[i] = self._ask_with_boxes(asks[i], hidden[row[i] : row[i] + 1])
+        return out
+
+    def _embed(self, asks: list[Ask]) -> torch.Tensor:
+        """The vision backbone's output for each request's image, [N, tokens, C]: from the cache where the
+        request names its image, the rest encoded together in one batch."""
+        rows: list[torch.Tensor | None] = [None] * len(asks)
+        todo: dict[str, list[int]] = {}  # an image asked twice in one batch is encoded once
+        for n, a in enumerate(asks):
+            key = a.image_key if a.image_key is not None else f"#{n}"
+            if a.image_key is not None and key in self._embeddings:
+                self._embeddings.move_to_end(key)
+                rows[n] = self._embeddings[key]
+            else:
+                todo.setdefault(key, []).append(n)
+        if todo:
+            size = self.loaded.image_size
+            mean, std = self.loaded.image_mean, self.loaded.image_std
+            firsts = [ns[0] for ns in todo.values()]
+            pixels = torch.stack([D.pixels_from_image(asks[n].image, size, size, mean, std) for n in firsts])
+            computed = vision_backbone(self.model, pixels.to(self.device, self.dtype))
+            for (key, ns), encoded in zip(todo.items(), computed, strict=True):
+                for n in ns:
+                    rows[n] = encoded[None]
+                if not key.startswith("#") and self.embedding_cache_size > 0:
+                    self._embeddings[key] = encoded[None]
+                    while len(self._embeddings) > self.embedding_cache_size:
+                        self._embeddings.popitem(last=False)
+        return torch.cat([r for r in rows if r is not None])
+
+    def _ask_with_boxes(self, a: Ask, hidden: torch.Tensor) -> list[Prediction]:
+        prompts = a.prompts or ["visual"]
+        width, height = a.image.size
         ids, mask, text_hidden = self._prompts(tuple(prompts))
         k = len(prompts)
-        exemplars = labels = None
-        if boxes:
-            xyxy = torch.tensor(boxes, dtype=torch.float32) / torch.tensor([width, height, width, height])
-            cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
-                                  xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1).clamp(0, 1)  # fmt: skip
-            exemplars = cxcywh[None].expand(k, -1, -1).to(self.device, self.dtype)
-            labels = torch.ones(k, len(boxes), dtype=torch.long, device=self.device)
-        found = ask(
-            self.query_model,
-            ids,
-            mask,
-            pixel_values=pixels[None].to(self.device, self.dtype),
-            text_hidden=text_hidden,
-            input_boxes=exemplars,
-            input_boxes_labels=labels,
-        )
+        assert a.boxes
+        xyxy = torch.tensor(a.boxes, dtype=torch.float32) / torch.tensor([width, height, width, height])
+        cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+                              xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1).clamp(0, 1)  # fmt: skip
+        exemplars = cxcywh[None].expand(k, -1, -1).to(self.device, self.dtype)
+        labels = torch.ones(k, len(a.boxes), dtype=torch.long, device=self.device)
+        found = ask(self.query_model, ids, mask, backbone_hidden=hidden, text_hidden=text_hidden,
+                    input_boxes=exemplars, input_boxes_labels=labels)  # fmt: skip
+        return self._answer(a, prompts, found, 0)
+
+    def _answer(self, a: Ask, prompts: list[str], found: ModelOutputs, first: int) -> list[Prediction]:
+        """Request `a`'s predictions from the outputs' queries first .. first + len(prompts)."""
+        width, height = a.image.size
         # NMS before the cap: a prompt's duplicates must not take the places of its next distinct masks.
-        candidates = found.logits.shape[-1] if nms_iou is not None else max_detections
+        candidates = found.logits.shape[-1] if a.nms_iou is not None else a.max_detections
         out: list[Prediction] = []
         for c, prompt in enumerate(prompts):
+            q = first + c
             for det in postprocess(
-                found.logits[-1, c].float(), found.presence[-1, c].float(), found.boxes[-1, c].float(),
-                found.masks[c].float(),
-                image_id=0, category_id=c, orig_size=(height, width), score_threshold=confidence,
+                found.logits[-1, q].float(), found.presence[-1, q].float(), found.boxes[-1, q].float(),
+                found.masks[q].float(),
+                image_id=0, category_id=c, orig_size=(height, width), score_threshold=a.confidence,
                 top_k=candidates,
             ):  # fmt: skip
                 out.append(Prediction(c, prompt, det.score, det.bbox, det.rle))
         out.sort(key=lambda p: -p.score)
-        if nms_iou is not None:
-            groups = None if class_agnostic_nms else [p.prompt_index for p in out]
-            out = [out[i] for i in mask_nms([p.rle for p in out], nms_iou, groups)]
-        return out[:max_detections]
+        if a.nms_iou is not None:
+            groups = None if a.class_agnostic_nms else [p.prompt_index for p in out]
+            out = [out[i] for i in mask_nms([p.rle for p in out], a.nms_iou, groups)]
+        return out[: a.max_detections]

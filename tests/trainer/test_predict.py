@@ -7,7 +7,7 @@ from PIL import Image
 
 from trainer.base_model import EMBEDDED_BASE
 from trainer.config import TrainConfig
-from trainer.predict import Predictor
+from trainer.predict import Ask, Prediction, Predictor
 from trainer.recipe import FineTuneRecipe
 from trainer.synth import PRETRAIN_CONCEPTS, write_dataset
 
@@ -78,3 +78,57 @@ def test_box_exemplars_change_the_answer(recipe: FineTuneRecipe) -> None:
         visual = predictor.predict(img, [], confidence=0.0, max_detections=5, boxes=[(x, y, x + w, y + h)])
     assert [p.score for p in plain] != [p.score for p in guided]
     assert visual and {p.prompt for p in visual} == {"visual"}
+
+
+def _key(predictions: list[Prediction]) -> list[tuple[object, ...]]:
+    return [(p.prompt, round(p.score, 4), tuple(round(v, 1) for v in p.bbox)) for p in predictions]
+
+
+def test_a_batch_answers_what_each_request_alone_does(recipe: FineTuneRecipe) -> None:
+    """Several requests in one pass (images encoded together, the text-only requests' queries together, a
+    request with boxes on its own) answer each what it gets alone, to float tolerance; a request without
+    prompts fails alone."""
+    predictor = Predictor(recipe.loaded, recipe.device)
+    samples = recipe.splits["test"].samples
+    ann = next(a for a in recipe.splits["test"].coco["annotations"] if a["image_id"] == samples[0].image_id)
+    x, y, w, h = ann["bbox"]
+    images = [Image.open(s.path).convert("RGB") for s in samples]
+    asks = [
+        Ask(images[0], recipe.classes, confidence=0.0, max_detections=20),
+        Ask(images[1], recipe.classes[:1], confidence=0.0, max_detections=20, nms_iou=None),
+        Ask(images[2], list(reversed(recipe.classes)), confidence=0.1, max_detections=5),
+        Ask(images[0], recipe.classes[:1], confidence=0.0, max_detections=5, boxes=[(x, y, x + w, y + h)]),
+        Ask(images[1], [], confidence=0.0),
+    ]
+    batched = predictor.predict_many(asks)
+    assert isinstance(batched[4], ValueError)
+    for a, together in zip(asks[:4], batched[:4], strict=True):
+        alone = predictor.predict(a.image, a.prompts, confidence=a.confidence, max_detections=a.max_detections,
+                                  nms_iou=a.nms_iou, boxes=a.boxes)  # fmt: skip
+        assert isinstance(together, list) and together, a
+        assert _key(together) == _key(alone)
+        assert [p.rle["counts"] for p in together] == [p.rle["counts"] for p in alone]
+
+
+def test_an_image_asked_again_reuses_its_embedding(recipe: FineTuneRecipe) -> None:
+    """With `image_key`, the vision encoder runs once for an image asked again with new prompts, and the
+    answers equal uncached ones; the cache keeps the most recent `embedding_cache_size` images."""
+    predictor = Predictor(recipe.loaded, recipe.device, embedding_cache_size=2)
+    encoded: list[int] = []
+    backbone = predictor.model.vision_encoder.backbone
+    hook = backbone.register_forward_hook(lambda _m, inputs, _o: encoded.append(inputs[0].shape[0]))
+    samples = recipe.splits["test"].samples
+    try:
+        with Image.open(samples[0].path) as img:
+            first = predictor.predict(img, recipe.classes[:1], confidence=0.0, image_key="a")
+            again = predictor.predict(img, recipe.classes[1:], confidence=0.0, image_key="a")
+            assert encoded == [1], "the second ask reused the embedding"
+            uncached = predictor.predict(img, recipe.classes[1:], confidence=0.0)
+            assert encoded == [1, 1]
+        assert first and _key(again) == _key(uncached)
+        for key, sample in (("b", samples[1]), ("c", samples[2])):
+            with Image.open(sample.path) as img:
+                predictor.predict(img, recipe.classes, image_key=key)
+        assert list(predictor._embeddings) == ["b", "c"], "the least recently used went first"
+    finally:
+        hook.remove()
