@@ -96,7 +96,10 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=256, gt=0, description="Longest text prompt, in characters.")
     max_boxes: int = Field(default=64, gt=0, description="Most exemplar boxes per predict request.")
     max_detections: int = Field(
-        default=1000, gt=0, description="Largest max_detections a request may ask for."
+        default=1000,
+        gt=0,
+        le=1000,
+        description="Largest max_detections a request may ask for (1000 at most).",
     )
     max_infer_images: int = Field(default=16, gt=0, description="Most images per Roboflow /infer request.")
     max_visualize_pixels: int = Field(

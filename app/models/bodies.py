@@ -12,11 +12,17 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
-from starlette.datastructures import QueryParams
+from starlette.datastructures import FormData, QueryParams
 from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException
 
 from app.core.errors import AppError, PayloadTooLarge, Unprocessable
+from app.images.decode import image_size
 from app.models.schemas import PredictJSON, PredictOptions
+from app.settings import Settings
+
+# The options a multipart request sends as plain form fields (prompts and boxes are read apart).
+MULTIPART_OPTIONS = ("confidence", "mask_format", "max_detections", "iou_threshold", "class_agnostic_nms")
 
 
 def _invalid(exc: ValidationError) -> Unprocessable:
@@ -25,27 +31,89 @@ def _invalid(exc: ValidationError) -> Unprocessable:
     return Unprocessable(f"{field}: {err['msg']}", source=field)
 
 
-async def read_predict(request: Request, max_bytes: int) -> tuple[bytes, PredictOptions]:
-    """The image and options of a native predict request: multipart (an `image` file) or JSON (base64)."""
-    data, options = await _read(request, max_bytes)
+async def read_predict(
+    request: Request, settings: Settings, *, visualize: bool = False
+) -> tuple[bytes, PredictOptions]:
+    """The image and options of a native predict request: multipart (an `image` file) or JSON (base64), within
+    the limits of `settings` (each refusal names its setting). The image's size is read from its header here,
+    so a request over a limit is refused before it waits for the inference thread."""
+    max_bytes = settings.max_predict_bytes
+    data, options = await _read(
+        request, max_bytes, max_fields=settings.max_prompts + len(MULTIPART_OPTIONS) + 2
+    )
     if len(data) > max_bytes:
-        raise PayloadTooLarge(f"the image is larger than {max_bytes} bytes", source="image")
+        raise PayloadTooLarge(
+            f"the image is larger than {max_bytes} bytes (SAMTUNE_MAX_PREDICT_BYTES)", source="image"
+        )
     if not data:
         raise Unprocessable("image: the file is empty", source="image")
+    check_prompts(options.prompts, settings, source="prompts")
+    if options.boxes is not None and len(options.boxes) > settings.max_boxes:
+        raise Unprocessable(f"boxes: {len(options.boxes)} boxes is more than the limit of {settings.max_boxes} "
+                            "(SAMTUNE_MAX_BOXES)", source="boxes")  # fmt: skip
+    if "max_detections" in options.model_fields_set:
+        check_max_detections(options.max_detections, settings)
+    else:  # the default, under a limit set lower than it
+        options.max_detections = min(options.max_detections, settings.max_detections)
+    check_image(data, settings, visualize=visualize)
     return data, options
 
 
-async def _read(request: Request, max_bytes: int) -> tuple[bytes, PredictOptions]:
+def check_prompts(prompts: list[str] | None, settings: Settings, *, source: str) -> None:
+    """Every prompt is a forward pass's worth of work (and memory) on the one inference thread."""
+    if prompts is None:
+        return
+    if len(prompts) > settings.max_prompts:
+        raise Unprocessable(f"{source}: {len(prompts)} prompts is more than the limit of {settings.max_prompts} "
+                            "(SAMTUNE_MAX_PROMPTS)", source=source)  # fmt: skip
+    for i, prompt in enumerate(prompts):
+        if len(prompt) > settings.max_prompt_chars:
+            raise Unprocessable(f"{source}: prompt {i} has {len(prompt)} characters, more than the limit of "
+                                f"{settings.max_prompt_chars} (SAMTUNE_MAX_PROMPT_CHARS)", source=source)  # fmt: skip
+
+
+def check_max_detections(value: int, settings: Settings) -> None:
+    if value > settings.max_detections:
+        raise Unprocessable(f"max_detections {value} is more than the limit of {settings.max_detections} "
+                            "(SAMTUNE_MAX_DETECTIONS)", source="max_detections")  # fmt: skip
+
+
+def check_image(data: bytes, settings: Settings, *, visualize: bool) -> None:
+    """The image's pixels from its header (nothing decoded): within SAMTUNE_MAX_IMAGE_PIXELS, and, when it is to
+    be drawn on, within SAMTUNE_MAX_VISUALIZE_PIXELS (drawing decodes every mask at full size)."""
+    width, height = image_size(data, max_pixels=settings.max_image_pixels)
+    if visualize and width * height > settings.max_visualize_pixels:
+        raise Unprocessable(f"visualize: the image is {width}x{height} px, more than the limit of "
+                            f"{settings.max_visualize_pixels} px for a drawn answer (SAMTUNE_MAX_VISUALIZE_PIXELS);"
+                            " ask for JSON, or send a smaller image", source="visualize")  # fmt: skip
+
+
+async def _form(request: Request, max_fields: int) -> FormData:
+    """The multipart form, its parts counted while it is parsed. A part that should be text but came as a file is
+    refused by name (str() of it was the text `UploadFile(filename=...)`)."""
+    try:
+        # A few files more than the one image are let through so the offending field can be named below.
+        form = await request.form(max_files=4, max_fields=max_fields)
+    except HTTPException as exc:  # Starlette's answer to a malformed or oversized form
+        if exc.status_code != 400:
+            raise
+        raise Unprocessable(f"the multipart form was refused: {exc.detail} (at most SAMTUNE_MAX_PROMPTS prompts, "
+                            "one 'image' file)", source="body") from None  # fmt: skip
+    for name, value in form.multi_items():
+        if name != "image" and not isinstance(value, str):
+            raise Unprocessable(f"{name}: send it as a text field, not a file", source=name)
+    return form
+
+
+async def _read(request: Request, max_bytes: int, *, max_fields: int) -> tuple[bytes, PredictOptions]:
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data"):
-        form = await request.form()
+        form = await _form(request, max_fields)
         upload = form.get("image")
         if not isinstance(upload, StarletteUpload):
             raise Unprocessable("image: send the image as a file field named 'image'", source="image")
         data = await upload.read(max_bytes + 1)  # one byte more tells "too large" from "exactly the limit"
-        raw: dict[str, Any] = {
-            k: form.get(k) for k in ("confidence", "mask_format", "max_detections") if k in form
-        }
+        raw: dict[str, Any] = {k: form.get(k) for k in MULTIPART_OPTIONS if k in form}
         if "prompts" in form:
             raw["prompts"] = [str(v) for v in form.getlist("prompts")]
         if "boxes" in form:
@@ -72,8 +140,10 @@ async def _read(request: Request, max_bytes: int) -> tuple[bytes, PredictOptions
                    status_code=415)  # fmt: skip
 
 
-def roboflow_image(value: str, max_bytes: int) -> bytes:
-    """A Roboflow client's base64 image. A URL is refused, not fetched: fetching what a client names is SSRF."""
+def roboflow_image(value: str, settings: Settings, *, visualize: bool = False) -> bytes:
+    """A Roboflow client's base64 image, within the image limits (check_image). A URL is refused, not fetched:
+    fetching what a client names is SSRF."""
+    max_bytes = settings.max_predict_bytes
     if value.startswith(("http://", "https://")):
         raise AppError("image URLs are not fetched by this server; send the image as base64", status_code=400,
                        source="image")  # fmt: skip
@@ -84,7 +154,9 @@ def roboflow_image(value: str, max_bytes: int) -> bytes:
     except (binascii.Error, ValueError):
         raise AppError("image is not valid base64", status_code=400, source="image") from None
     if len(data) > max_bytes:
-        raise AppError(f"the image is larger than {max_bytes} bytes", status_code=413, source="image")
+        raise AppError(f"the image is larger than {max_bytes} bytes (SAMTUNE_MAX_PREDICT_BYTES)", status_code=413,
+                       source="image")  # fmt: skip
+    check_image(data, settings, visualize=visualize)
     return data
 
 
@@ -93,20 +165,37 @@ class HostedOptions:
     confidence: float
     max_detections: int
     mask_format: str
+    iou_threshold: float = 0.5
+    class_agnostic_nms: bool = False
+    visualize_predictions: bool = False
 
 
-def hosted_options(params: QueryParams) -> HostedOptions:
+def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
     """The options of Roboflow's hosted-API form, from the query; confidence may be a percentage (theirs)."""
     try:
         confidence = float(params.get("confidence", 40))
-        max_detections = int(params.get("max_detections", 300))
+        max_detections = int(params.get("max_detections", min(300, settings.max_detections)))
     except ValueError:
         raise Unprocessable("confidence and max_detections must be numbers") from None
     # The same bounds as the JSON routes (nan, inf, negatives and huge counts were accepted here).
     if not 0 <= confidence <= 100:
         raise Unprocessable(f"confidence {confidence} is not in 0-1 (or 0-100, percent)", source="confidence")
-    if not 1 <= max_detections <= 1000:
-        raise Unprocessable(f"max_detections {max_detections} is not in 1-1000", source="max_detections")
+    if max_detections < 1:
+        raise Unprocessable(f"max_detections {max_detections} is not at least 1", source="max_detections")
+    check_max_detections(max_detections, settings)
     confidence /= 100 if confidence > 1 else 1
     mask_format = "rle" if params.get("response_mask_format") == "rle" else "polygon"
-    return HostedOptions(confidence, max_detections, mask_format)
+    # Roboflow's hosted API calls the NMS threshold `overlap`, often in percent (30); its v1 name works too.
+    try:
+        overlap = float(params.get("overlap", params.get("iou_threshold", 0.5)))
+    except ValueError:
+        raise Unprocessable("overlap (iou_threshold) must be a number", source="overlap") from None
+    if not 0 < overlap <= 100:
+        raise Unprocessable(f"overlap {overlap} is not in (0, 1] (or percent)", source="overlap")
+    overlap /= 100 if overlap > 1 else 1
+    return HostedOptions(confidence, max_detections, mask_format, overlap,
+                         _flag(params, "class_agnostic_nms"), _flag(params, "visualize_predictions"))  # fmt: skip
+
+
+def _flag(params: QueryParams, name: str) -> bool:
+    return params.get(name, "false").strip().lower() in ("1", "true", "yes", "on")

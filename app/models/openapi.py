@@ -43,7 +43,7 @@ HOSTED_FORM: dict[str, Any] = {
         {"name": "confidence", "in": "query", "description": "0-1, or 0-100 as a percentage (Roboflow's).",
          "schema": {"type": "number", "minimum": 0, "maximum": 100, "default": 40}},
         {"name": "max_detections", "in": "query", "description": "At most SAMTUNE_MAX_DETECTIONS (1000).",
-         "schema": {"type": "integer", "minimum": 1, "default": 300}},
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 300}},
         {"name": "response_mask_format", "in": "query", "schema": {"type": "string", "enum": ["polygon", "rle"]}},
     ],
     "requestBody": {

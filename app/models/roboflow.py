@@ -21,9 +21,10 @@ from app.images.decode import load_rgb
 from app.keys import service as keys
 from app.models import bodies, service
 from app.models.openapi import HOSTED_FORM
-from app.models.predict import Servable, predict
+from app.models.predict import Servable, predict, visualization
 from app.models.schemas import AddModel, InferRequest
 from app.models.serving import ModelCache
+from trainer.predict import DEFAULT_IOU_THRESHOLD
 
 router = APIRouter(tags=["roboflow compatibility"])
 TASK = "instance-segmentation"
@@ -51,15 +52,17 @@ def _look_up(request: Request, session: Session, body_key: str | None, reference
     return _servable(session, _workspace(request, session, body_key), reference)
 
 
-def _infer(request: Request, servable: Servable, image_b64: str, *, confidence: float, max_detections: int,
-           mask_format: str, prompts: list[str] | None) -> dict[str, Any]:  # fmt: skip
+def _infer(request: Request, servable: Servable, image: bytes, *, confidence: float, max_detections: int,
+           mask_format: str, prompts: list[str] | None, iou_threshold: float, class_agnostic_nms: bool,
+           visualize: bool) -> dict[str, Any]:  # fmt: skip
     """One image, on the inference thread: decode, predict, the answer as Roboflow's clients read it."""
     settings = request.app.state.settings
-    picture = load_rgb(bodies.roboflow_image(image_b64, settings.max_predict_bytes),
-                       max_pixels=settings.max_image_pixels)  # fmt: skip
+    picture = load_rgb(image, max_pixels=settings.max_image_pixels)
     response = predict(request.app.state.model_cache, servable, picture, prompts, confidence=confidence,
-                       max_detections=max_detections, mask_format=mask_format)  # fmt: skip
-    return response.model_dump(by_alias=True, exclude_none=True)
+                       max_detections=max_detections, mask_format="rle" if visualize else mask_format,
+                       iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms)  # fmt: skip
+    drawn = visualization(picture, response, servable.classes, mask_format) if visualize else None
+    return response.model_dump(by_alias=True, exclude_none=True) | ({"visualization": drawn} if drawn else {})
 
 
 @router.get("/model/registry")
@@ -95,19 +98,37 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
             raise AppError(f"image type {ref.type!r} is not accepted here: send base64", status_code=400,
                            source="image.type")  # fmt: skip
     servable = await run_in_threadpool(_look_up, request, session, body.api_key, body.model_id)
+    # Every limit is checked, and every image decoded from base64 and measured from its header, before the first
+    # is predicted: a refusal leaves nothing half-done, and it does not wait its turn on the inference thread.
+    settings = request.app.state.settings
+    if len(images) > settings.max_infer_images:
+        raise Unprocessable(f"image: {len(images)} images is more than the limit of {settings.max_infer_images} per "
+                            "request (SAMTUNE_MAX_INFER_IMAGES)", source="image")  # fmt: skip
+    bodies.check_prompts(body.class_filter, settings, source="class_filter")
+    if "max_detections" in body.model_fields_set:
+        bodies.check_max_detections(body.max_detections, settings)
+    else:  # the default, under a limit set lower than it
+        body.max_detections = min(body.max_detections, settings.max_detections)
+    datas = await run_in_threadpool(
+        lambda: [bodies.roboflow_image(ref.value, settings, visualize=bool(body.visualize_predictions))
+                 for ref in images]
+    )  # fmt: skip
 
     def work() -> list[dict[str, Any]]:
         return [
             _infer(
                 request,
                 servable,
-                ref.value,
+                data,
                 confidence=body.confidence,
                 max_detections=body.max_detections,
                 mask_format=mask_format,
                 prompts=body.class_filter,
+                iou_threshold=body.iou_threshold if body.iou_threshold is not None else DEFAULT_IOU_THRESHOLD,
+                class_agnostic_nms=bool(body.class_agnostic_nms),
+                visualize=bool(body.visualize_predictions),
             )  # fmt: skip
-            for ref in images
+            for data in datas
         ]
 
     results = await request.app.state.model_cache.run(work)
@@ -117,14 +138,21 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
 @router.post("/{project}/{version}", openapi_extra=HOSTED_FORM)
 async def infer_v0(project: str, version: str, request: Request, session: SessionDep) -> dict[str, Any]:
     """Roboflow's hosted-API form: the base64 image is the body, options are query parameters."""
-    raw = (await request.body()).decode("ascii", errors="replace").strip()
-    if not raw:
-        raise AppError("the request body must be the base64-encoded image", status_code=400, source="body")
-    options = bodies.hosted_options(request.query_params)
+    settings = request.app.state.settings
+    options = bodies.hosted_options(request.query_params, settings)
+    # The key (query or header) and the model before the body: a wrong key reads none of it.
     servable = await run_in_threadpool(
         _look_up, request, session, request.query_params.get("api_key"), f"{project}/{version}"
     )
+    raw = (await request.body()).decode("ascii", errors="replace").strip()
+    if not raw:
+        raise AppError("the request body must be the base64-encoded image", status_code=400, source="body")
+    data = await run_in_threadpool(
+        bodies.roboflow_image, raw, settings, visualize=options.visualize_predictions
+    )
     return await request.app.state.model_cache.run(
-        lambda: _infer(request, servable, raw, confidence=options.confidence,
-                       max_detections=options.max_detections, mask_format=options.mask_format, prompts=None)
+        lambda: _infer(request, servable, data, confidence=options.confidence,
+                       max_detections=options.max_detections, mask_format=options.mask_format, prompts=None,
+                       iou_threshold=options.iou_threshold, class_agnostic_nms=options.class_agnostic_nms,
+                       visualize=options.visualize_predictions)
     )  # fmt: skip

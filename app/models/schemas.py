@@ -77,6 +77,8 @@ class BatchPredictionOut(BaseModel):
     status: str = Field(description="queued, running, succeeded or failed")
     num_images: int
     num_detections: int
+    iou_threshold: float = Field(description="Mask NMS threshold its predictions were merged with.")
+    class_agnostic_nms: bool
     error: str | None
     results_url: str | None = Field(description="COCO results JSON, once succeeded.")
     created_at: datetime
@@ -87,12 +89,19 @@ class BatchPredictionOut(BaseModel):
 
 
 class PredictOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are refused (422) wherever a float is: a NaN box passed every comparison and failed later.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompts: list[str] | None = Field(default=None, description="Text prompts; default: the model's classes.")
     confidence: float = Field(default=0.5, ge=0, le=1)
     mask_format: Literal["polygon", "rle"] = "polygon"
-    max_detections: int = Field(default=100, ge=1, le=1000)
+    max_detections: int = Field(
+        default=100, ge=1, le=1000, description="At most SAMTUNE_MAX_DETECTIONS (1000)."
+    )
+    iou_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Mask NMS: drop a mask overlapping a better one (1: keep all)."
+    )
+    class_agnostic_nms: bool = Field(default=False, description="NMS across prompts, not within each.")
     boxes: list[tuple[float, float, float, float]] | None = Field(
         default=None,
         description="Exemplar boxes, [x0, y0, x1, y1] in image pixels: find things like these (with each prompt, "
@@ -123,15 +132,20 @@ class ImageRef(BaseModel):
 
 
 class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model_id: str
     image: ImageRef | list[ImageRef]
     api_key: str | None = None
     confidence: float = Field(default=0.4, ge=0, le=1)
-    iou_threshold: float | None = Field(default=None, gt=0, le=1)
+    # Roboflow's clients may send null for "the server's default": 0.5, per class, no drawing.
+    iou_threshold: float | None = Field(default=0.5, gt=0, le=1)
+    class_agnostic_nms: bool | None = False
+    visualize_predictions: bool | None = False
     class_filter: list[str] | None = None
-    max_detections: int = Field(default=300, ge=1, le=1000)
+    max_detections: int = Field(
+        default=300, ge=1, le=1000, description="At most SAMTUNE_MAX_DETECTIONS (1000)."
+    )
     response_mask_format: str | None = None
 
 

@@ -68,7 +68,11 @@ def _real_image(generated: Any) -> Any:
         return {"type": "base64", "value": base64.b64encode(data).decode()}
     if isinstance(generated, list):
         return [_real_image(generated[0] if generated else {})]
-    return data
+    if isinstance(generated, (bytes, bytearray)):
+        return data
+    # A negative case's image of the wrong type (a number in JSON, say) stays wrong: raw bytes there would
+    # not even serialise, and the case would fail in the client instead of testing the server.
+    return generated
 
 
 def _path_values(seeded: Seeded, method: str, path: str) -> dict[str, str]:
