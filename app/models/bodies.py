@@ -25,10 +25,18 @@ from app.settings import Settings
 MULTIPART_OPTIONS = ("confidence", "mask_format", "max_detections", "iou_threshold", "class_agnostic_nms")
 
 
+# Fields whose schema bound is a setting's ceiling: a refusal by the schema names the setting too.
+BOUNDED_BY_SETTING = {"max_detections": "SAMTUNE_MAX_DETECTIONS"}
+
+
 def _invalid(exc: ValidationError) -> Unprocessable:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "body"
-    return Unprocessable(f"{field}: {err['msg']}", source=field)
+    setting = BOUNDED_BY_SETTING.get(field)
+    limit = (
+        f" ({setting} sets the limit, at most 1000)" if setting and err["type"] == "less_than_equal" else ""
+    )
+    return Unprocessable(f"{field}: {err['msg']}{limit}", source=field)
 
 
 async def read_predict(

@@ -318,6 +318,9 @@ def test_finished_job_shows_its_model_metrics_logs_and_events(jobs_kit: JobKit, 
     only = kit.client.get(f"/api/v1/jobs/{finished.id}/metrics", params={"name": ["loss", "lr"]},
                           headers=kit.auth).json()  # fmt: skip
     assert only == [p for p in points if p["name"] in ("loss", "lr")]
+    # A NUL byte reached PostgreSQL (which refuses it in text) and answered 500; a name is a metric's name.
+    bad = kit.client.get(f"/api/v1/jobs/{finished.id}/metrics", params={"name": "loss\x00"}, headers=kit.auth)
+    assert bad.status_code == 422 and "name" in bad.text, bad.text
 
     logs = kit.client.get(f"/api/v1/jobs/{finished.id}/logs", headers=kit.auth).json()
     assert logs and all(line["attempt"] == 1 for line in logs)
