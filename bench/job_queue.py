@@ -36,7 +36,7 @@ from datetime import datetime  # noqa: E402
 
 import redis  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import select, text  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from app.core import migrate  # noqa: E402
 from app.core.db import make_engine, make_sessionmaker, transaction  # noqa: E402
@@ -47,24 +47,8 @@ from app.keys.service import create_key_for_workspace  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.versions.builder import build_version  # noqa: E402
+from tests.support.databases import drop_postgres_database, fresh_postgres_database  # noqa: E402
 from trainer.synth import HELD_OUT_DOMAINS, write_dataset  # noqa: E402
-
-
-def fresh_database(base_url: str, name: str) -> str:
-    admin = make_engine(base_url.rsplit("/", 1)[0] + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(url: str) -> None:
-    base, name = url.rsplit("/", 1)
-    admin = make_engine(base + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -129,7 +113,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="samtune-bench-queue-"))
-    database = fresh_database(args.postgres, "samtune_bench_queue")
+    database = fresh_postgres_database(args.postgres, "samtune_bench_queue")
     broker, feed = f"redis://127.0.0.1:6379/{args.broker_db}", f"redis://127.0.0.1:6379/{args.feed_db}"
     for url in (broker, feed):
         redis.Redis.from_url(url).flushdb()
@@ -242,7 +226,7 @@ def main() -> None:
     if attempt:
         print(f"ideal with {args.workers} workers and no overhead between jobs: "
               f"{60 * args.workers / statistics.mean(attempt):.1f} jobs/minute")  # fmt: skip
-    drop_database(database)
+    drop_postgres_database(database)
     shutil.rmtree(work, ignore_errors=True)
 
 
