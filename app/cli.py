@@ -110,6 +110,30 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+def inference(host: str, port: int) -> None:
+    """Run an inference service: one process owning one device (SAMTUNE_INFERENCE_DEVICE), its models loaded
+    from object storage, predictions batched across clients. The API forwards to the URLs in
+    SAMTUNE_INFERENCE_URLS; clients may call it directly with their API key."""
+    import uvicorn
+
+    from app.core.logging import logging_config
+
+    settings = Settings()
+    uvicorn.run(
+        "app.inference.asgi:app",
+        host=host,
+        port=port,
+        workers=1,  # one process per device: a second would load every model twice into the same memory
+        log_config=logging_config(settings.log_level),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=75,  # longer than the API's pooled connections keep idle (see `serve`)
+    )
+
+
 # Options samtune does not know go to Celery's command line as they are (`-n gpu0@%h`, `--autoscale`, ...).
 _CELERY_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
@@ -171,8 +195,12 @@ def beat(celery_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def up(host: str, port: int) -> None:
-    """Run everything on one machine: API, one worker and beat, supervised (a dead child is restarted)."""
+@click.option(
+    "--inference-port", default=None, type=int, help="The inference service's port (default: a free one)."
+)
+def up(host: str, port: int, inference_port: int | None) -> None:
+    """Run everything on one machine: an inference service, the API, one worker and beat, supervised (a dead
+    child is restarted). With SAMTUNE_INFERENCE_URLS set, the API uses those services and none is started."""
     from app.core import migrate
     from app.core.logging import configure_logging
     from app.supervise import Child, samtune_argv, supervise
@@ -183,12 +211,34 @@ def up(host: str, port: int) -> None:
     migrate.upgrade(settings.database_url)
     os.environ.setdefault("SAMTUNE_DATA_DIR", str(settings.data_dir))
     click.echo(f"samtune on http://{host}:{port}  (data in {settings.data_dir})")
-    children = [
-        Child("api", samtune_argv("serve", "--host", host, "--port", str(port))),
+    children = []
+    api_env: dict[str, str] = {}
+    if not settings.inference_urls_list:
+        # Reached by the API only, on loopback; its token comes from the secret key every child shares.
+        port_inference = inference_port or _free_port()
+        url = f"http://127.0.0.1:{port_inference}"
+        children.append(
+            Child(
+                "inference",
+                samtune_argv("inference", "--host", "127.0.0.1", "--port", str(port_inference)),
+                ready_url=url + "/healthz",
+            )  # fmt: skip
+        )
+        api_env["SAMTUNE_INFERENCE_URLS"] = url
+    children += [
+        Child("api", samtune_argv("serve", "--host", host, "--port", str(port)), env=api_env),
         Child("worker", samtune_argv("worker")),
         Child("beat", samtune_argv("beat")),
     ]
     raise SystemExit(supervise(children))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @main.command()

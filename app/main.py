@@ -20,12 +20,12 @@ from app.core.storage import make_storage
 from app.core.tasks import make_celery
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.inference.tier import make_inference
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.models.roboflow import router as roboflow_router
 from app.models.router import router as models_router
-from app.models.serving import ModelCache
 from app.settings import Settings
 from app.ui.install import install_ui
 from app.versions.router import router as versions_router
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         install_redaction()
         yield
+        await app.state.inference.aclose()
         engine.dispose()
 
     app = FastAPI(
@@ -86,9 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.state.tasks = CeleryQueue(make_celery(settings))
     app.state.publisher = make_publisher(settings)
-    app.state.model_cache = ModelCache(
-        app.state.storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes
-    )
+    app.state.inference = make_inference(settings, app.state.storage)
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, **body_limits(settings))

@@ -5,6 +5,8 @@ Every field reads from an environment variable with the `SAMTUNE_` prefix; docs/
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from functools import cached_property
@@ -82,7 +84,39 @@ class Settings(BaseSettings):
     )
     webhook_max_retries: int = Field(default=6, ge=0)
     model_cache_bytes: int = Field(
-        default=8 * 2**30, gt=0, description="Memory budget of the models kept loaded for prediction (LRU)."
+        default=8 * 2**30,
+        gt=0,
+        description="Memory budget (device memory on a GPU) of the models kept loaded for prediction (LRU).",
+    )
+    batch_max_size: int = Field(
+        default=8,
+        gt=0,
+        le=64,
+        description="Most requests (or batch-prediction images) one batched forward takes.",
+    )
+    batch_max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="How long a prediction waits for others to share its batched forward (milliseconds).",
+    )
+    inference_device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="The device an inference service owns: auto (the first GPU, else the CPU), cpu, cuda or cuda:N.",
+    )
+    inference_urls: str = Field(
+        default="",
+        description="The inference services the API forwards predictions to, comma-separated "
+        "(http://host:port,...); empty: the API predicts in its own process.",
+    )
+    inference_token: str = Field(
+        default="",
+        description="Authenticates the API to its inference services; default: derived from SECRET_KEY "
+        "(set the same SECRET_KEY, or this, on the API and every inference service).",
+    )
+    inference_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long the API waits for an inference service's answer."
     )
     max_predict_bytes: int = Field(
         default=32 * 2**20,
@@ -151,6 +185,17 @@ class Settings(BaseSettings):
             finally:
                 tmp.unlink()
         return path.read_text().strip().encode()
+
+    @cached_property
+    def inference_urls_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.inference_urls.split(",") if u.strip()]
+
+    @cached_property
+    def internal_token(self) -> str:
+        """What the API presents to its inference services (header X-Samtune-Internal-Token)."""
+        if self.inference_token:
+            return self.inference_token
+        return hmac.new(self.signing_key, b"samtune inference service", hashlib.sha256).hexdigest()
 
     @cached_property
     def broker_dir(self) -> Path:

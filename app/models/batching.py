@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -48,7 +49,9 @@ class DynamicBatcher(Generic[Item, Result]):
         self.run, self.executor = run, executor
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self._queues: dict[Hashable, _Queue[Item, Result]] = {}
-        self.batch_sizes: list[int] = []  # every batch run, for tests and benchmarks
+        self.batch_sizes: deque[int] = deque(
+            maxlen=1000
+        )  # the recent batches' sizes, for status and benchmarks
 
     async def submit(self, key: Hashable, item: Item) -> Result:
         """`item`'s result, computed in a batch with whatever else asks for `key` meanwhile."""

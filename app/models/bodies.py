@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -172,7 +172,7 @@ def roboflow_image(value: str, settings: Settings, *, visualize: bool = False) -
 class HostedOptions:
     confidence: float
     max_detections: int
-    mask_format: str
+    mask_format: Literal["polygon", "rle"]
     iou_threshold: float = 0.5
     class_agnostic_nms: bool = False
     visualize_predictions: bool = False
@@ -192,7 +192,7 @@ def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
         raise Unprocessable(f"max_detections {max_detections} is not at least 1", source="max_detections")
     check_max_detections(max_detections, settings)
     confidence /= 100 if confidence > 1 else 1
-    mask_format = "rle" if params.get("response_mask_format") == "rle" else "polygon"
+    mask_format: Literal["polygon", "rle"] = "rle" if params.get("response_mask_format") == "rle" else "polygon"
     # Roboflow's hosted API calls the NMS threshold `overlap`, often in percent (30); its v1 name works too.
     try:
         overlap = float(params.get("overlap", params.get("iou_threshold", 0.5)))

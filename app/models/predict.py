@@ -1,82 +1,59 @@
-"""The predict pipeline: a request's image and options in, Roboflow-shaped predictions (or a PNG) out. The
-model work runs on the cache's one inference thread (app/models/serving.py says why); that thread never
-touches the database: what it needs of a model comes as a `Servable`, read in the request's session before."""
+"""The predict pipeline's two ends, around the model's forward (app/inference/local.py runs the forward): what
+a request asks, checked against its image before it waits for the model, and the answer it gets, encoded as
+the route promised (native JSON, a PNG, or Roboflow's JSON)."""
 
 from __future__ import annotations
 
 import base64
-import time
+import json
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import Request, Response
 from PIL.Image import Image
 
 from app.core.errors import Unprocessable
-from app.images.decode import load_rgb
+from app.inference.calls import ModelSpec, PredictCall
 from app.models import draw, masks
 from app.models.bodies import read_predict
 from app.models.schemas import ImageSize, Point, PredictionOut, PredictOptions, PredictResponse
-from app.models.serving import ModelCache, Served
 from app.settings import Settings
-from trainer.predict import DEFAULT_IOU_THRESHOLD
-
-MASK_FORMATS = ("polygon", "rle")
+from trainer.predict import Prediction
 
 
-@dataclass(frozen=True)
-class Servable:
-    """A model as prediction needs it, in plain values (no ORM object crosses to the inference thread)."""
-
-    key: str  # its name in the cache
-    classes: list[str]  # what it finds when no prompt is given; class_id is the index here
-    files: Callable[[ModelCache], Path | str]  # its directory (or hub name), fetched on first use
-
-    def load(self, cache: ModelCache) -> Served:
-        """Blocking: the loaded model (loaded now unless it already is)."""
-        return cache.get(self.key, lambda: self.files(cache))
+def asks_classes(options: PredictOptions) -> bool:
+    """Roboflow's habit: without prompts (and without exemplar boxes) a model finds its own classes."""
+    return options.prompts is None and not options.boxes
 
 
-def predict(
-    cache: ModelCache, servable: Servable, image: Image, prompts: list[str] | None, *, confidence: float,
-    max_detections: int, mask_format: str, boxes: list | None = None,
-    iou_threshold: float | None = DEFAULT_IOU_THRESHOLD, class_agnostic_nms: bool = False,
-) -> PredictResponse:  # fmt: skip
-    """Blocking: call on the inference thread. One request per model at a time (the model's lock).
-
-    Without `prompts` the model is asked for its classes with the prompts it was trained with (its card), and
-    each prediction's `class` is the class name; prompts sent are asked as given and are the `class`."""
-    classes = servable.classes
-    if mask_format not in MASK_FORMATS:
-        raise Unprocessable(f"mask_format must be one of {', '.join(MASK_FORMATS)}, not {mask_format!r}",
-                            source="mask_format")  # fmt: skip
-    for i, box in enumerate(boxes or []):
+def check(call: PredictCall, image: Image) -> PredictCall:
+    """The call as the model is asked it: prompts stripped of blanks; a 422 for what cannot be asked of this
+    image or model. With exemplar boxes alone the prompt is SAM 3's own "visual"."""
+    options = call.options
+    for i, box in enumerate(options.boxes or []):
         if box[2] > image.width or box[3] > image.height:
             raise Unprocessable(f"boxes: box {i} {list(box)} leaves the {image.width}x{image.height} image",
                                 source="boxes")  # fmt: skip
-    asked_classes = prompts is None and not boxes  # Roboflow's habit: a model finds its own classes
-    if prompts is None:
-        prompts = []  # with exemplars alone: SAM 3's "visual" prompt
-    else:
-        prompts = [p.strip() for p in prompts if p and p.strip()]
+    if options.prompts is not None:
+        prompts = [p.strip() for p in options.prompts if p and p.strip()]
         if not prompts:
             raise Unprocessable("prompts is empty: send at least one non-blank text prompt", source="prompts")
-    if asked_classes and not classes:
+        call = call.model_copy(update={"options": options.model_copy(update={"prompts": prompts})})
+    if asks_classes(call.options) and not call.model.classes:
         raise Unprocessable("this model has no classes: send at least one text prompt", source="prompts")
-    started = time.perf_counter()
-    served = servable.load(cache)
-    if asked_classes:
-        prompts = served.predictor.class_prompts(classes)
-    with served.lock:
-        found = served.predictor.predict(image, prompts, confidence=confidence, max_detections=max_detections,
-                                         nms_iou=iou_threshold, class_agnostic_nms=class_agnostic_nms,
-                                         boxes=[tuple(b) for b in boxes] if boxes else None)  # fmt: skip
+    return call
+
+
+def respond(call: PredictCall, image: Image, found: list[Prediction], seconds: float) -> PredictResponse:
+    """The model's predictions as the native routes answer them: box centre and size in the image's pixels, one
+    polygon (or RLE) per instance. Asked for its classes, a prediction's `class` is the class name (whatever
+    prompt the model was trained to answer for it); asked with prompts, it is the prompt."""
+    classes = call.model.classes
+    by_class = asks_classes(call.options)
+    mask_format = "rle" if call.output == "png" or call.visualize else call.options.mask_format
     predictions = []
     for p in found:
         x, y, w, h = p.bbox
-        name = classes[p.prompt_index] if asked_classes else p.prompt
+        name = classes[p.prompt_index] if by_class else p.prompt
         out = PredictionOut(
             x=x + w / 2, y=y + h / 2, width=w, height=h, confidence=round(p.score, 4), class_=name,
             class_id=classes.index(name) if name in classes else p.prompt_index,
@@ -89,7 +66,7 @@ def predict(
         predictions.append(out)
     return PredictResponse(
         inference_id=str(uuid.uuid4()),
-        time=round(time.perf_counter() - started, 4),
+        time=round(seconds, 4),
         image=ImageSize(width=image.width, height=image.height),
         predictions=predictions,
     )
@@ -108,37 +85,25 @@ def visualization(image: Image, result: PredictResponse, classes: list[str], mas
     return drawn
 
 
-def _predict_to_bytes(
-    cache: ModelCache, servable: Servable, data: bytes, options: PredictOptions, visualize: bool,
-    max_pixels: int,
-) -> tuple[bytes, str, str]:  # fmt: skip
-    """Decode, predict and encode in one worker-thread hop: each hop to the thread pool and back costs about
-    as much as the tiny model's post-processing, and the answer is serialised once (FastAPI would validate the
-    response model again before serialising it). Returns (body, media type, Server-Timing header)."""
-    t0 = time.perf_counter()
-    picture = load_rgb(data, max_pixels=max_pixels)
-    t1 = time.perf_counter()
-    result = predict(
-        cache, servable, picture, options.prompts, confidence=options.confidence,
-        max_detections=options.max_detections, mask_format="rle" if visualize else options.mask_format,
-        boxes=options.boxes, iou_threshold=options.iou_threshold, class_agnostic_nms=options.class_agnostic_nms,
-    )  # fmt: skip
-    t2 = time.perf_counter()
-    if visualize:
-        body, media = draw.overlay(picture, result, servable.classes), "image/png"
-    else:
-        body, media = result.model_dump_json(by_alias=True).encode(), "application/json"
-    t3 = time.perf_counter()
-    timing = f"decode;dur={(t1 - t0) * 1e3:.2f}, predict;dur={(t2 - t1) * 1e3:.2f}, encode;dur={(t3 - t2) * 1e3:.2f}"
-    return body, media, timing
-
-
-async def answer(request: Request, settings: Settings, servable: Servable, visualize: bool) -> Response:
-    """What both native predict routes answer: read the request, then decode, predict with `servable` and
-    encode JSON or a PNG on the inference thread."""
-    data, options = await read_predict(request, settings, visualize=visualize)
-    cache: ModelCache = request.app.state.model_cache
-    body, media, timing = await cache.run(
-        _predict_to_bytes, cache, servable, data, options, visualize, settings.max_image_pixels
+def encode(call: PredictCall, image: Image, result: PredictResponse) -> tuple[bytes, str]:
+    """The answer's body and media type, serialised once (FastAPI would validate a response model again)."""
+    if call.output == "png":
+        return draw.overlay(image, result, call.model.classes), "image/png"
+    if call.output == "native":
+        return result.model_dump_json(by_alias=True).encode(), "application/json"
+    drawn = (
+        visualization(image, result, call.model.classes, call.options.mask_format) if call.visualize else None
     )
-    return Response(body, media_type=media, headers={"Server-Timing": timing})
+    shaped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if drawn:
+        shaped["visualization"] = drawn
+    return json.dumps(shaped).encode(), "application/json"
+
+
+async def answer(request: Request, settings: Settings, model: ModelSpec, visualize: bool) -> Response:
+    """What both native predict routes answer: the request read and checked here, the prediction made by the
+    inference tier (in this process, or a service this API forwards to)."""
+    data, options = await read_predict(request, settings, visualize=visualize)
+    call = PredictCall(model=model, options=options, output="png" if visualize else "native")
+    found = await request.app.state.inference.predict(call, data)
+    return found.response()

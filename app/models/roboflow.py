@@ -8,22 +8,21 @@ Images come as base64 only: a URL would make the server fetch what a client name
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.core.deps import SessionDep, presented_key
 from app.core.errors import AppError, Unprocessable
-from app.images.decode import load_rgb
+from app.inference.calls import ModelSpec, PredictCall
 from app.keys import service as keys
 from app.models import bodies, service
 from app.models.openapi import HOSTED_FORM
-from app.models.predict import Servable, predict, visualization
-from app.models.schemas import AddModel, InferRequest
-from app.models.serving import ModelCache
+from app.models.schemas import AddModel, InferRequest, PredictOptions
 from trainer.predict import DEFAULT_IOU_THRESHOLD
 
 router = APIRouter(tags=["roboflow compatibility"])
@@ -42,27 +41,23 @@ def _registry(session: Session, workspace_id: uuid.UUID) -> dict[str, Any]:
     return {"models": listed}
 
 
-def _servable(session: Session, workspace_id: uuid.UUID, reference: str) -> Servable:
+def _spec(session: Session, workspace_id: uuid.UUID, reference: str) -> ModelSpec:
     model, _, version, _ = service.by_reference(session, workspace_id, reference)
-    return service.servable(model, version)
+    return service.model_spec(model, version)
 
 
-def _look_up(request: Request, session: Session, body_key: str | None, reference: str) -> Servable:
-    """In the request's session, before the inference thread takes over: the caller, then their model."""
-    return _servable(session, _workspace(request, session, body_key), reference)
+def _look_up(request: Request, session: Session, body_key: str | None, reference: str) -> ModelSpec:
+    """In the request's session, before the inference tier takes over: the caller, then their model."""
+    return _spec(session, _workspace(request, session, body_key), reference)
 
 
-def _infer(request: Request, servable: Servable, image: bytes, *, confidence: float, max_detections: int,
-           mask_format: str, prompts: list[str] | None, iou_threshold: float, class_agnostic_nms: bool,
-           visualize: bool) -> dict[str, Any]:  # fmt: skip
-    """One image, on the inference thread: decode, predict, the answer as Roboflow's clients read it."""
-    settings = request.app.state.settings
-    picture = load_rgb(image, max_pixels=settings.max_image_pixels)
-    response = predict(request.app.state.model_cache, servable, picture, prompts, confidence=confidence,
-                       max_detections=max_detections, mask_format="rle" if visualize else mask_format,
-                       iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms)  # fmt: skip
-    drawn = visualization(picture, response, servable.classes, mask_format) if visualize else None
-    return response.model_dump(by_alias=True, exclude_none=True) | ({"visualization": drawn} if drawn else {})
+def _options(*, confidence: float, max_detections: int, mask_format: Literal["polygon", "rle"], prompts: list[str] | None,
+             iou_threshold: float | None, class_agnostic_nms: bool | None) -> PredictOptions:  # fmt: skip
+    return PredictOptions(
+        prompts=prompts, confidence=confidence, max_detections=max_detections, mask_format=mask_format,
+        iou_threshold=iou_threshold if iou_threshold is not None else DEFAULT_IOU_THRESHOLD,
+        class_agnostic_nms=bool(class_agnostic_nms),
+    )  # fmt: skip
 
 
 @router.get("/model/registry")
@@ -75,20 +70,24 @@ def registry(request: Request, session: SessionDep) -> dict[str, Any]:
 async def add_model(body: AddModel, request: Request, session: SessionDep) -> dict[str, Any]:
     """Load a model now (it is also loaded on first use); answers the registry."""
 
-    def look_up() -> tuple[Servable, dict[str, Any]]:
+    def look_up() -> tuple[ModelSpec, dict[str, Any]]:
         workspace = _workspace(request, session, body.api_key)
-        return _servable(session, workspace, body.model_id), _registry(session, workspace)
+        return _spec(session, workspace, body.model_id), _registry(session, workspace)
 
-    servable, listed = await run_in_threadpool(look_up)
-    cache: ModelCache = request.app.state.model_cache
-    await cache.run(servable.load, cache)
+    spec, listed = await run_in_threadpool(look_up)
+    await request.app.state.inference.load(spec)
     return listed
 
 
 @router.post("/infer/instance_segmentation")
 async def infer_instance_segmentation(body: InferRequest, request: Request, session: SessionDep) -> Any:
     """Roboflow's v1 request body; one response per image (a list when a list was sent)."""
-    mask_format = {"rle": "rle", None: "polygon", "polygon": "polygon"}.get(body.response_mask_format)
+    formats: dict[str | None, Literal["polygon", "rle"]] = {
+        "rle": "rle",
+        None: "polygon",
+        "polygon": "polygon",
+    }
+    mask_format = formats.get(body.response_mask_format)
     if mask_format is None:
         raise Unprocessable(f"response_mask_format {body.response_mask_format!r} is not supported: polygon or rle",
                             source="response_mask_format")  # fmt: skip
@@ -97,7 +96,7 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
         if ref.type != "base64":
             raise AppError(f"image type {ref.type!r} is not accepted here: send base64", status_code=400,
                            source="image.type")  # fmt: skip
-    servable = await run_in_threadpool(_look_up, request, session, body.api_key, body.model_id)
+    spec = await run_in_threadpool(_look_up, request, session, body.api_key, body.model_id)
     # Every limit is checked, and every image decoded from base64 and measured from its header, before the first
     # is predicted: a refusal leaves nothing half-done, and it does not wait its turn on the inference thread.
     settings = request.app.state.settings
@@ -114,34 +113,31 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
                  for ref in images]
     )  # fmt: skip
 
-    def work() -> list[dict[str, Any]]:
-        return [
-            _infer(
-                request,
-                servable,
-                data,
-                confidence=body.confidence,
-                max_detections=body.max_detections,
-                mask_format=mask_format,
-                prompts=body.class_filter,
-                iou_threshold=body.iou_threshold if body.iou_threshold is not None else DEFAULT_IOU_THRESHOLD,
-                class_agnostic_nms=bool(body.class_agnostic_nms),
-                visualize=bool(body.visualize_predictions),
-            )  # fmt: skip
-            for data in datas
-        ]
-
-    results = await request.app.state.model_cache.run(work)
-    return results if isinstance(body.image, list) else results[0]
+    call = PredictCall(
+        model=spec,
+        options=_options(confidence=body.confidence, max_detections=body.max_detections, mask_format=mask_format,
+                         prompts=body.class_filter, iou_threshold=body.iou_threshold,
+                         class_agnostic_nms=body.class_agnostic_nms),
+        output="roboflow",
+        visualize=bool(body.visualize_predictions),
+    )  # fmt: skip
+    # The images of one request are asked together: the inference tier batches them into one forward.
+    answers = await asyncio.gather(*(request.app.state.inference.predict(call, data) for data in datas))
+    failed = next((a for a in answers if a.status != 200), None)
+    if failed is not None:
+        return failed.response()
+    if not isinstance(body.image, list):
+        return answers[0].response()
+    return Response(b"[" + b",".join(a.body for a in answers) + b"]", media_type="application/json")
 
 
 @router.post("/{project}/{version}", openapi_extra=HOSTED_FORM)
-async def infer_v0(project: str, version: str, request: Request, session: SessionDep) -> dict[str, Any]:
+async def infer_v0(project: str, version: str, request: Request, session: SessionDep) -> Response:
     """Roboflow's hosted-API form: the base64 image is the body, options are query parameters."""
     settings = request.app.state.settings
     options = bodies.hosted_options(request.query_params, settings)
     # The key (query or header) and the model before the body: a wrong key reads none of it.
-    servable = await run_in_threadpool(
+    spec = await run_in_threadpool(
         _look_up, request, session, request.query_params.get("api_key"), f"{project}/{version}"
     )
     raw = (await request.body()).decode("ascii", errors="replace").strip()
@@ -150,9 +146,12 @@ async def infer_v0(project: str, version: str, request: Request, session: Sessio
     data = await run_in_threadpool(
         bodies.roboflow_image, raw, settings, visualize=options.visualize_predictions
     )
-    return await request.app.state.model_cache.run(
-        lambda: _infer(request, servable, data, confidence=options.confidence,
-                       max_detections=options.max_detections, mask_format=options.mask_format, prompts=None,
-                       iou_threshold=options.iou_threshold, class_agnostic_nms=options.class_agnostic_nms,
-                       visualize=options.visualize_predictions)
+    call = PredictCall(
+        model=spec,
+        options=_options(confidence=options.confidence, max_detections=options.max_detections,
+                         mask_format=options.mask_format, prompts=None, iou_threshold=options.iou_threshold,
+                         class_agnostic_nms=options.class_agnostic_nms),
+        output="roboflow",
+        visualize=options.visualize_predictions,
     )  # fmt: skip
+    return (await request.app.state.inference.predict(call, data)).response()

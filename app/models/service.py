@@ -4,7 +4,7 @@ needs of one (a `Servable`); the model a job registers; batch predictions asked 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,14 +16,13 @@ from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
 from app.core.tasks import PREDICT_VERSION
 from app.datasets.tables import Dataset
+from app.inference.calls import ModelSpec
 from app.jobs import base_models
 from app.jobs.schemas import BaseVsFineTuned
 from app.jobs.tables import TrainingJob
 from app.models import repository
-from app.models.predict import Servable
 from app.models.repository import Row
 from app.models.schemas import BatchPredictionOut, ModelOut
-from app.models.serving import ModelCache
 from app.models.tables import BatchPrediction, Model
 from app.settings import Settings
 from app.versions import service as versions
@@ -98,18 +97,21 @@ def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: D
     )
 
 
-def servable(model: Model, version: DatasetVersion) -> Servable:
-    """A fine-tuned model for prediction, its files fetched from storage (and checked) the first time."""
-    model_id, prefix, sha256 = model.id, model.checkpoint_prefix, model.checkpoint_sha256
-    return Servable(
-        str(model_id), list(version.classes or []), lambda cache: cache.fetch(model_id, prefix, sha256)
+def model_spec(model: Model, version: DatasetVersion) -> ModelSpec:
+    """A fine-tuned model as the inference tier loads it: its stored files (checked against their sha256)."""
+    return ModelSpec(
+        key=str(model.id),
+        classes=list(version.classes or []),
+        model_id=model.id,
+        prefix=model.checkpoint_prefix,
+        sha256=model.checkpoint_sha256,
     )
 
 
-def base_servable(settings: Settings, name: str) -> Servable:
+def base_spec(settings: Settings, name: str) -> ModelSpec:
     """A base model for zero-shot prediction; its default prompts are the classes its card lists, if any."""
     base = base_models.resolve(settings, name)
-    return Servable(f"base:{base.name}", base_models.classes(base), lambda _cache: str(base.location))
+    return ModelSpec(key=f"base:{base.name}", classes=base_models.classes(base), base_name=base.name)
 
 
 def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
@@ -122,7 +124,7 @@ def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
     return iter(zs)
 
 
-def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspace_id: uuid.UUID,
+def delete(session: Session, storage: ObjectStorage, evict: Callable[[str], None], workspace_id: uuid.UUID,
            model_id: uuid.UUID) -> None:  # fmt: skip
     model, _, _, _ = get(session, workspace_id, model_id)
     busy = repository.active_batch(session, model.id)
@@ -136,7 +138,7 @@ def delete(session: Session, storage: ObjectStorage, cache: ModelCache, workspac
 
     def drop_files() -> None:
         storage.delete_prefix(prefix)
-        cache.evict(str(model_id))
+        evict(str(model_id))
 
     after_commit(session, drop_files)
 

@@ -39,13 +39,31 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def serve_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def serve_device(name: str = "auto") -> torch.device:
+    """`auto`: the first GPU if there is one, else the CPU; else the device named (cpu, cuda, cuda:N)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def weights_bytes(directory_or_name: Path | str) -> int | None:
+    """A model's size before it is loaded: its weight files' bytes (a directory's safetensors, or the largest
+    checkpoint file given alone); None when it is a hub name not on disk yet."""
+    path = Path(directory_or_name)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
+        return sum(f.stat().st_size for f in files) or None
+    return None
 
 
 class ModelCache:
-    def __init__(self, storage: ObjectStorage, cache_dir: Path, budget_bytes: int) -> None:
+    def __init__(
+        self, storage: ObjectStorage, cache_dir: Path, budget_bytes: int, device: torch.device | None = None
+    ) -> None:
         self.storage, self.cache_dir, self.budget = storage, cache_dir, budget_bytes
+        self.device = device if device is not None else serve_device()
         self._models: OrderedDict[str, Served] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -60,6 +78,10 @@ class ModelCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._models
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
 
     @property
     def used_bytes(self) -> int:
@@ -98,16 +120,36 @@ class ModelCache:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            loaded = load_base_model(str(directory_or_name()), device="cpu")
-            size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-            served = Served(Predictor(loaded, serve_device()), size)
-            with self._lock:
-                self._models[key] = served
-                # Least recently used first out, never the one just loaded.
-                while self.used_bytes > self.budget and len(self._models) > 1:
-                    self._models.popitem(last=False)
-                self._loading.pop(key, None)
+            try:
+                where = directory_or_name()
+                expected = weights_bytes(where)
+                if expected is not None:
+                    self._make_room(key, expected)  # before loading: device memory is what runs out
+                loaded = load_base_model(str(where), device="cpu")
+                size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+                self._make_room(key, size)
+                served = Served(Predictor(loaded, self.device), size)
+                with self._lock:
+                    self._models[key] = served
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             return served
+
+    def _make_room(self, key: str, size: int) -> None:
+        """Refuse a model larger than the whole budget; else drop the least recently used until it fits."""
+        if size > self.budget:
+            raise ModelUnavailable(
+                f"model {key} needs {size / 2**30:.2f} GiB and the model cache's budget is "
+                f"{self.budget / 2**30:.2f} GiB (SAMTUNE_MODEL_CACHE_BYTES)"
+            )
+        with self._lock:
+            dropped = False
+            while self._models and self.used_bytes + size > self.budget:
+                self._models.popitem(last=False)
+                dropped = True
+        if dropped and self.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the dropped model's blocks back before the next one asks
 
     def evict(self, key: str) -> None:
         with self._lock:

@@ -51,7 +51,7 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_results() -> None
 def test_a_lone_request_waits_at_most_max_wait() -> None:
     batcher, recorder, executor = _batcher(max_batch=8, max_wait_s=0.05)
     assert asyncio.run(asyncio.wait_for(batcher.submit("m", 21), 4.0)) == 42
-    assert batcher.batch_sizes == [1]
+    assert list(batcher.batch_sizes) == [1]
     executor.shutdown()
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -18,8 +19,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.models.predict import Servable, predict
-from app.models.serving import ModelCache
+from app.inference.calls import ModelSpec, PredictCall
+from app.inference.local import LocalInference
+from app.models.masks import rle_json
+from app.models.schemas import PredictOptions
+from app.settings import Settings
 from tests.support.jobs import JobKit
 from trainer.base_model import EMBEDDED_BASE_DIR, LoadedModel, class_prompts, load_base_model
 from trainer.evaluate import mask_nms
@@ -118,26 +122,37 @@ def test_predict_asks_the_card_prompts_and_answers_class_names(
     loaded: LoadedModel = load_base_model(str(directory))
     assert loaded.class_prompts(classes) == ["red shape", "green shape"]
     reference = Predictor(loaded)
-    cache = ModelCache(storage=None, cache_dir=tmp_path / "cache", budget_bytes=1 << 30)  # type: ignore[arg-type]
-    servable = Servable("card-test", classes, lambda _cache: directory)
-    answer = predict(
-        cache, servable, shapes_image, None, confidence=0.05, max_detections=100, mask_format="rle"
+    settings = Settings(data_dir=tmp_path / "data")
+    inference = LocalInference(settings, storage=None)  # type: ignore[arg-type]
+    inference.cache.get(
+        "card-test", lambda: directory
+    )  # loaded from the directory, as if fetched from storage
+    spec = ModelSpec(
+        key="card-test", classes=classes, model_id=uuid.uuid4(), prefix="unused", sha256="unused"
     )
+    png = io.BytesIO()
+    shapes_image.save(png, format="PNG")
+
+    def ask(prompts: list[str] | None) -> dict[str, Any]:
+        options = PredictOptions(prompts=prompts, confidence=0.05, max_detections=100, mask_format="rle")
+        found = asyncio.run(inference.predict(PredictCall(model=spec, options=options), png.getvalue()))
+        assert found.status == 200, found.body
+        return json.loads(found.body)
+
+    answer = ask(None)
     trained = reference.predict(shapes_image, ["red shape", "green shape"], confidence=0.05)
     bare = reference.predict(shapes_image, classes, confidence=0.05)
-    got = [
-        (p.class_, p.class_id, p.confidence, p.rle["counts"] if p.rle else None) for p in answer.predictions
-    ]
+    got = [(p["class"], p["class_id"], p["confidence"], p["rle"]["counts"]) for p in answer["predictions"]]
     assert got == [
-        (classes[p.prompt_index], p.prompt_index, round(p.score, 4), p.rle["counts"]) for p in trained
+        (classes[p.prompt_index], p.prompt_index, round(p.score, 4), rle_json(p.rle)["counts"])
+        for p in trained
     ]
-    assert any(p.class_ == "purple shape" for p in answer.predictions)
-    assert [round(p.score, 4) for p in bare] != [p.confidence for p in answer.predictions], (
+    assert any(p["class"] == "purple shape" for p in answer["predictions"])
+    assert [round(p.score, 4) for p in bare] != [p["confidence"] for p in answer["predictions"]], (
         "not the bare names"
     )
-    sent = predict(cache, servable, shapes_image, ["purple shape"], confidence=0.05, max_detections=100,
-                   mask_format="rle")  # fmt: skip
-    assert [(p.class_, p.confidence) for p in sent.predictions] == [
+    sent = ask(["purple shape"])
+    assert [(p["class"], p["confidence"]) for p in sent["predictions"]] == [
         (p.prompt, round(p.score, 4))
         for p in reference.predict(shapes_image, ["purple shape"], confidence=0.05)
     ]

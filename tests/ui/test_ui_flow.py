@@ -365,6 +365,13 @@ def test_train_watch_reload_stop_try_compare(
         "data-masks", re.compile(r"^[1-9]\d*$"), timeout=60_000
     )
     expect(page.locator("#try-predictions li").first).to_contain_text(CONCEPTS[0].name)
+    expect(page.locator("#try-summary")).to_have_attribute("data-embedding", "computed")
+    # The same image with another prompt: the server reuses its vision embedding (`samtune up`'s inference
+    # service keeps recent ones by the image's hash) and the page says so.
+    page.get_by_label("Prompts").fill(f"{CONCEPTS[1].name}, {CONCEPTS[0].name}")
+    page.get_by_role("button", name="Segment").click()
+    expect(page.locator("#try-summary")).to_have_attribute("data-embedding", "reused", timeout=60_000)
+    expect(page.locator("#try-summary")).to_contain_text("its encoding was reused")
     page.locator("#try-title").scroll_into_view_if_needed()
     shot(page, "try-it")
     phone_shot(page, "try-it-phone", anchor="#try-canvas")

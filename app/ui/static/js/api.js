@@ -38,7 +38,8 @@ async function problemOf(response) {
 }
 
 // api("/api/v1/datasets", {method: "POST", json: {name}}) -> parsed JSON (or null for 204).
-export async function api(path, { method = "GET", json, body, headers = {}, signal } = {}) {
+// onResponse(response): to read the answer's headers before its body is parsed.
+export async function api(path, { method = "GET", json, body, headers = {}, signal, onResponse } = {}) {
   const h = new Headers(headers);
   h.set("Accept", "application/json");
   if (UNSAFE.has(method.toUpperCase())) h.set("X-CSRF-Token", csrfToken());
@@ -53,6 +54,7 @@ export async function api(path, { method = "GET", json, body, headers = {}, sign
     throw new ApiError(401, await problemOf(response));
   }
   if (!response.ok) throw new ApiError(response.status, await problemOf(response));
+  if (onResponse) onResponse(response);
   if (response.status === 204) return null;
   const type = response.headers.get("content-type") || "";
   return type.includes("json") ? response.json() : response.text();

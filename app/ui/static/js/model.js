@@ -161,11 +161,24 @@ document.getElementById("try-form").addEventListener("submit", async (event) => 
   button.disabled = true;
   document.getElementById("try-summary").textContent = "Segmenting… (the first request loads the model)";
   try {
-    const result = await api(`/api/v1/models/${modelId}/predict`, { method: "POST", body: form });
+    // The server keeps recent images' vision embeddings by their hash: the same image asked again with new
+    // prompts skips SAM 3's image encoder, and Server-Timing says so.
+    let embedding = "";
+    const result = await api(`/api/v1/models/${modelId}/predict`, {
+      method: "POST",
+      body: form,
+      onResponse: (response) => {
+        const timing = response.headers.get("Server-Timing") || "";
+        embedding = (timing.match(/embedding;desc="?(\w+)/) || [])[1] || "";
+      },
+    });
     await draw(file, result);
     const n = result.predictions.length;
-    document.getElementById("try-summary").textContent =
-      `${n} instance${n === 1 ? "" : "s"} found in ${result.time.toFixed(2)} s (${result.image.width}×${result.image.height} px).`;
+    const summary = document.getElementById("try-summary");
+    summary.dataset.embedding = embedding;
+    summary.textContent =
+      `${n} instance${n === 1 ? "" : "s"} found in ${result.time.toFixed(2)} s (${result.image.width}×${result.image.height} px).` +
+      (embedding === "reused" ? " Same image as before: its encoding was reused, only the new prompts ran." : "");
     document.getElementById("try-predictions").replaceChildren(
       ...result.predictions.map((p) => {
         const swatch = el("span", { class: "swatch" });

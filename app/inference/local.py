@@ -1,0 +1,123 @@
+"""Predictions computed in this process: models in a `ModelCache` on this process's device, requests for the
+same model gathered by a `DynamicBatcher` into one `Predictor.predict_many` call on the one inference thread.
+
+An inference service runs this; so does an API configured with no service (the embedded default before
+`samtune up` grew one, and the tests). Only model work runs on the inference thread: decoding and checking
+the image before it, building and encoding the answer after it, run on the thread pool, while the next batch
+computes."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL.Image import Image
+from starlette.concurrency import run_in_threadpool
+
+from app.core.storage import ObjectStorage
+from app.images.decode import load_rgb
+from app.inference.calls import Answer, ModelSpec, PredictCall
+from app.jobs import base_models
+from app.models import predict
+from app.models.batching import DynamicBatcher
+from app.models.serving import ModelCache, Served, serve_device
+from app.settings import Settings
+from trainer.predict import Ask, Prediction
+
+
+@dataclass(frozen=True)
+class _Item:
+    call: PredictCall
+    image: Image
+    image_key: str  # the image's sha256: a repeated image reuses its vision embedding
+
+
+@dataclass(frozen=True)
+class _Found:
+    predictions: list[Prediction]
+    reused_embedding: bool
+    batch_size: int
+
+
+class LocalInference:
+    def __init__(self, settings: Settings, storage: ObjectStorage) -> None:
+        self.settings = settings
+        self.cache = ModelCache(
+            storage,
+            settings.data_dir / "cache" / "models",
+            settings.model_cache_bytes,
+            serve_device(settings.inference_device),
+        )
+        self.batcher: DynamicBatcher[_Item, _Found] = DynamicBatcher(
+            self._run,
+            self.cache.executor,
+            max_batch=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+        )
+
+    def files(self, model: ModelSpec) -> Path | str:
+        """Blocking: where the model's files are; a fine-tuned model's are fetched from storage once."""
+        if model.base_name is not None:
+            location = base_models.resolve(self.settings, model.base_name).location
+            assert location is not None  # resolve refuses an unavailable model
+            return location
+        assert model.model_id is not None and model.prefix is not None and model.sha256 is not None
+        return self.cache.fetch(model.model_id, model.prefix, model.sha256)
+
+    def served(self, model: ModelSpec) -> Served:
+        """Blocking: the loaded model (loaded now, once, unless it already is)."""
+        return self.cache.get(model.key, lambda: self.files(model))
+
+    async def load(self, model: ModelSpec) -> None:
+        await self.cache.run(self.served, model)
+
+    def evict(self, key: str) -> None:
+        self.cache.evict(key)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the inference thread may still be asked by another app sharing this object."""
+
+    async def predict(self, call: PredictCall, data: bytes) -> Answer:
+        t0 = time.perf_counter()
+        call, image, key = await run_in_threadpool(self._decode, call, data)
+        t1 = time.perf_counter()
+        found = await self.batcher.submit(call.model.key, _Item(call, image, key))
+        t2 = time.perf_counter()
+        result = predict.respond(call, image, found.predictions, t2 - t1)
+        body, media = await run_in_threadpool(predict.encode, call, image, result)
+        t3 = time.perf_counter()
+        embedding = "reused" if found.reused_embedding else "computed"
+        timing = (
+            f"decode;dur={(t1 - t0) * 1e3:.2f}, predict;dur={(t2 - t1) * 1e3:.2f}, "
+            f"encode;dur={(t3 - t2) * 1e3:.2f}, batch;desc={found.batch_size}, embedding;desc={embedding}"
+        )
+        return Answer(body, media, timing)
+
+    def _decode(self, call: PredictCall, data: bytes) -> tuple[PredictCall, Image, str]:
+        image = load_rgb(data, max_pixels=self.settings.max_image_pixels)
+        return predict.check(call, image), image, hashlib.sha256(data).hexdigest()
+
+    def _run(self, _key: Hashable, items: list[_Item]) -> list[_Found | BaseException]:
+        """On the inference thread: one batch of requests for one model."""
+        served = self.served(items[0].call.model)
+        asks = []
+        for item in items:
+            o = item.call.options
+            prompts = (
+                served.predictor.class_prompts(item.call.model.classes)
+                if predict.asks_classes(o)
+                else list(o.prompts or [])
+            )
+            boxes = [(b[0], b[1], b[2], b[3]) for b in o.boxes] if o.boxes else None
+            asks.append(Ask(item.image, prompts, o.confidence, o.max_detections, o.iou_threshold,
+                            o.class_agnostic_nms, boxes, item.image_key))  # fmt: skip
+        with served.lock:
+            reused = [served.predictor.has_embedding(item.image_key) for item in items]
+            results = served.predictor.predict_many(asks)
+        return [
+            r if isinstance(r, BaseException) else _Found(r, was, len(items))
+            for r, was in zip(results, reused, strict=True)
+        ]

@@ -1,0 +1,66 @@
+"""`samtune inference`: the inference service, an ASGI app of its own that owns one device.
+
+It answers the API's internal calls (app/inference/internal_router.py), and the public predict routes too
+(native, base-model and Roboflow's), checked with the caller's API key, so it can be exposed on its own port to
+clients that call it directly, as Roboflow's self-hosted inference server is. It reads the database only to
+check keys and look models up; everything else it needs comes from object storage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.core.db import make_engine, make_sessionmaker
+from app.core.deps import authenticate_key, presented_key
+from app.core.errors import install_error_handlers
+from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody
+from app.core.logging import install_redaction
+from app.core.security_headers import SecurityHeaders
+from app.core.storage import make_storage
+from app.health.router import router as health_router
+from app.inference.internal_router import router as internal_router
+from app.inference.local import LocalInference
+from app.models.predict_router import router as predict_router
+from app.models.roboflow import router as roboflow_router
+from app.settings import Settings
+
+# The internal call carries the image as sent plus a line of options: at most the prompts' and boxes' worth.
+_CALL_OVERHEAD_BYTES = 1 << 20
+
+
+def create_inference_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+    inference = LocalInference(settings, make_storage(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_redaction()
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="samtune inference", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.storage = inference.cache.storage
+    app.state.inference = inference
+
+    from app.main import body_limits  # the API's per-route limits hold here too
+
+    limits = body_limits(settings)
+    predict = settings.max_predict_bytes + _CALL_OVERHEAD_BYTES, "SAMTUNE_MAX_PREDICT_BYTES"
+    limits["routes"].insert(0, BodyLimit(r"/internal/v1/predict", *predict))
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, **limits)
+    app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
+    app.add_middleware(SecurityHeaders)
+    app.include_router(health_router)
+    app.include_router(internal_router)
+    app.include_router(predict_router)
+    app.include_router(roboflow_router)  # last: its `/{project}/{version}` route catches two-segment POSTs
+    return app
