@@ -6,6 +6,7 @@ evaluation keeps every slot unless `TrainConfig.eval_nms_iou` asks otherwise (`n
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,17 @@ from trainer.types import ModelOutputs
 
 # Roboflow's default `iou_threshold`: a mask overlapping a better one of its prompt by more is a duplicate.
 DEFAULT_IOU_THRESHOLD = 0.5
+
+
+def _autocast_context(
+    device: torch.device, dtype: torch.dtype, enabled: bool
+) -> AbstractContextManager[object]:
+    """bf16 autocast for fp32 weights on CUDA, as training runs there (trainer/recipe.py): bf16 matmuls while
+    the stored weights stay fp32. Elsewhere nothing: answers on the CPU must stay exactly evaluation's (the
+    tests compare RLEs), and bf16 weights need no autocast."""
+    if enabled and device.type == "cuda" and dtype == torch.float32:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -47,21 +59,32 @@ class Prediction:
 
 
 class Predictor:
-    """A loaded model ready to answer; one forward per image covers every prompt."""
+    """A loaded model ready to answer; one forward per image covers every prompt. `autocast`: the model runs
+    under bf16 autocast on CUDA when its weights are fp32 (`_autocast_context`); post-processing stays fp32."""
 
     def __init__(
-        self, loaded: LoadedModel, device: str | torch.device = "cpu", *, embedding_cache_size: int = 8
+        self,
+        loaded: LoadedModel,
+        device: str | torch.device = "cpu",
+        *,
+        embedding_cache_size: int = 8,
+        autocast: bool = True,
     ) -> None:
         self.loaded = loaded
         self.device = torch.device(device)
         self.model = to_device(loaded.model, self.device).eval()
         self.query_model = QueryModel(self.model)
         self.dtype = next(self.model.parameters()).dtype  # bf16 weights take bf16 pixels
+        self.autocast = autocast
         self._text: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         # Recent images' vision embeddings, by the caller's key: an interactive client asks one image again
-        # and again with new prompts, as SAM is used. Full-size SAM 3: about 20 MB each in fp32.
+        # and again with new prompts, as SAM is used. Full-size SAM 3: about 20 MB each in fp32, half that
+        # under autocast (kept as the encoder left them: used again only by this predictor, same autocast).
         self.embedding_cache_size = embedding_cache_size
         self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def _model_precision(self) -> AbstractContextManager[object]:
+        return _autocast_context(self.device, self.dtype, self.autocast)
 
     def _prompts(self, prompts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The text side depends on the prompts only: the same classes, asked again and again, are encoded once.
@@ -72,6 +95,10 @@ class Predictor:
                 self._text.clear()
             self._text[prompts] = (ids, mask, text_backbone(self.model, ids, mask))
         return self._text[prompts]
+
+    def has_embedding(self, image_key: str) -> bool:
+        """Whether the image named so would skip the vision encoder now (its embedding is cached)."""
+        return image_key in self._embeddings
 
     def class_prompts(self, classes: list[str]) -> list[str]:
         """What to ask for `classes`: the prompts the model was trained with (its card), else the names."""
@@ -121,18 +148,20 @@ class Predictor:
                 valid.append(i)
         if not valid:
             return out
-        hidden = self._embed([asks[i] for i in valid])
+        with self._model_precision():
+            hidden = self._embed([asks[i] for i in valid])
         row = {i: r for r, i in enumerate(valid)}
         plain = [i for i in valid if not asks[i].boxes]
         if plain:
             # One text encoding for the union of the prompts; each query names its image and its prompt.
             union = list(dict.fromkeys(p for i in plain for p in asks[i].prompts))
-            ids, mask, text_hidden = self._prompts(tuple(union))
             image_index = [row[i] for i in plain for _ in asks[i].prompts]
             class_index = [union.index(p) for i in plain for p in asks[i].prompts]
-            found = ask(self.query_model, ids, mask, backbone_hidden=hidden, text_hidden=text_hidden,
-                        image_index=torch.tensor(image_index, device=self.device),
-                        class_index=torch.tensor(class_index, device=self.device))  # fmt: skip
+            with self._model_precision():
+                ids, mask, text_hidden = self._prompts(tuple(union))
+                found = ask(self.query_model, ids, mask, backbone_hidden=hidden, text_hidden=text_hidden,
+                            image_index=torch.tensor(image_index, device=self.device),
+                            class_index=torch.tensor(class_index, device=self.device))  # fmt: skip
             first = 0
             for i in plain:
                 k = len(asks[i].prompts)
@@ -173,7 +202,6 @@ class Predictor:
     def _ask_with_boxes(self, a: Ask, hidden: torch.Tensor) -> list[Prediction]:
         prompts = a.prompts or ["visual"]
         width, height = a.image.size
-        ids, mask, text_hidden = self._prompts(tuple(prompts))
         k = len(prompts)
         assert a.boxes
         xyxy = torch.tensor(a.boxes, dtype=torch.float32) / torch.tensor([width, height, width, height])
@@ -181,8 +209,14 @@ class Predictor:
                               xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1).clamp(0, 1)  # fmt: skip
         exemplars = cxcywh[None].expand(k, -1, -1).to(self.device, self.dtype)
         labels = torch.ones(k, len(a.boxes), dtype=torch.long, device=self.device)
-        found = ask(self.query_model, ids, mask, backbone_hidden=hidden, text_hidden=text_hidden,
-                    input_boxes=exemplars, input_boxes_labels=labels)  # fmt: skip
+        with self._model_precision():
+            ids, mask, text_hidden = self._prompts(tuple(prompts))
+        # The heads run in the weights' dtype here, not under autocast: transformers' SAM 3 geometry encoder
+        # hands roi_align bf16 features as fp16, and autocast(bf16) refuses fp16 tensors ("Unexpected floating
+        # ScalarType in at::autocast::prioritize"). The vision backbone, the expensive part, did run under it.
+        found = ask(self.query_model, ids, mask, backbone_hidden=hidden.to(self.dtype),
+                    text_hidden=text_hidden.to(self.dtype), input_boxes=exemplars,
+                    input_boxes_labels=labels)  # fmt: skip
         return self._answer(a, prompts, found, 0)
 
     def _answer(self, a: Ask, prompts: list[str], found: ModelOutputs, first: int) -> list[Prediction]:
