@@ -112,7 +112,7 @@ def test_every_service_names_an_image() -> None:
 
 def test_samtune_services_run_commands_that_exist() -> None:
     run = {name: command(name) for name in samtune_services()}
-    assert set(run) == {"migrate", "api", "worker", "worker-cpu", "beat"}, set(run)
+    assert set(run) == {"migrate", "api", "inference", "worker", "worker-cpu", "beat"}, set(run)
     for argv in run.values():
         check_image_argv(argv)
     assert run["migrate"] == ["alembic", "upgrade", "head"]
@@ -128,6 +128,8 @@ def test_samtune_services_run_commands_that_exist() -> None:
         "concurrency": 1,
         "celery_args": (),
     }
+    assert run["inference"][:2] == ["samtune", "inference"]
+    assert check_samtune_argv(run["inference"]).params == {"host": "0.0.0.0", "port": 8001}
     # Exactly one beat: two would run every periodic task twice.
     assert [n for n, argv in run.items() if argv[:2] == ["samtune", "beat"]] == ["beat"]
 
@@ -251,6 +253,10 @@ def test_healthchecks_run_commands_that_exist() -> None:
     api_probe = healthcheck_argv(services()["api"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8000/healthz" in api_probe[-1]
     assert check_samtune_argv(command("api")).params["port"] == 8000
+    # The inference service is probed on its own port (the image's HEALTHCHECK probes the API's).
+    inference_probe = healthcheck_argv(services()["inference"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8001/healthz" in inference_probe[-1]
+    assert check_samtune_argv(command("inference")).params["port"] == 8001
 
 
 def test_depends_on_is_consistent() -> None:
@@ -279,9 +285,9 @@ def test_depends_on_is_consistent() -> None:
         for n in ready:
             del pending[n]
     # Every process that uses the database starts after the migration; those that store objects after the bucket.
-    for name in ("api", "worker", "worker-cpu", "beat"):
+    for name in ("api", "inference", "worker", "worker-cpu", "beat"):
         assert svcs[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    for name in ("api", "worker", "worker-cpu"):
+    for name in ("api", "inference", "worker", "worker-cpu"):
         assert "minio-bucket" in svcs[name]["depends_on"]
     assert svcs["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
@@ -300,15 +306,47 @@ def test_volumes_are_declared_and_used() -> None:
         assert compose["services"][name].get("volumes"), f"{name} keeps its data in a volume"
 
 
+def reserved_gpu(name: str) -> dict[str, Any]:
+    """The one NVIDIA GPU a service reserves."""
+    (device,) = services()[name]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], (name, device)
+    assert device.get("count") == 1 or len(device.get("device_ids", [])) == 1, (name, device)
+    return device
+
+
 def test_the_gpu_worker_reserves_one_gpu_and_has_time_to_checkpoint() -> None:
     worker = services()["worker"]
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert device.get("count") == 1 or len(device.get("device_ids", [])) == 1, device
+    reserved_gpu("worker")
     # Docker SIGKILLs after the grace period; a job's checkpoint upload and the worker's warm shutdown need
     # minutes, not Docker's default 10 s.
     assert seconds(worker["stop_grace_period"]) >= 120
     assert "deploy" not in services()["worker-cpu"]
+
+
+def test_the_inference_service_holds_a_gpu_and_the_api_forwards_to_it() -> None:
+    reserved_gpu("inference")
+    svcs = samtune_services()
+    # The API, the CPU worker and beat hold no GPU: every model the API serves is loaded by the inference tier.
+    for name in ("api", "worker-cpu", "beat", "migrate"):
+        assert "deploy" not in svcs[name], f"{name} reserves a device"
+    example = env_example().values
+    api_env = service_environment("api", example)
+    urls = api_env["SAMTUNE_INFERENCE_URLS"].split(",")
+    assert urls == ["http://inference:8001"], urls
+    for url in urls:
+        m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
+        assert m, url
+        service, port = m.group(1), int(m.group(2))
+        assert command(service)[:2] == ["samtune", "inference"], service
+        assert check_samtune_argv(command(service)).params["port"] == port, url
+        assert "ports" not in svcs[service], f"{service}: reached by the API only, not published"
+    # The API's environment is the shared one plus the URLs (the merge kept every other setting), and only
+    # the API is told where the inference tier is.
+    shared = {k: interpolate(str(v), example) for k, v in load_compose()["x-samtune"]["environment"].items()}
+    assert api_env == shared | {"SAMTUNE_INFERENCE_URLS": "http://inference:8001"}
+    for name in svcs:
+        if name != "api":
+            assert "SAMTUNE_INFERENCE_URLS" not in service_environment(name, example), name
 
 
 # --- the Dockerfile -------------------------------------------------------------------------------------

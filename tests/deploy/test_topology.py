@@ -1,11 +1,13 @@
 """samtune deployed two ways, driven over HTTP the way a user drives it (see tests/deploy/topology.py).
 
 1. The production topology of docker-compose.yml without Docker: PostgreSQL, Redis and an S3 endpoint (moto's
-   server) for real, `alembic upgrade head`, then the API (uvicorn, 2 processes), the GPU and CPU workers and
-   beat as separate processes running the compose file's own commands.
+   server) for real, `alembic upgrade head`, then the API (uvicorn, 2 processes), the inference service the API
+   forwards predictions to, the GPU and CPU workers and beat as separate processes running the compose file's
+   own commands.
 2. The embedded default exactly as `make run` starts it (its recipe read from the Makefile): `samtune
-   bootstrap`, then `samtune up` on SQLite, a local folder and the server-less broker; a worker child killed
-   with SIGKILL is restarted by the supervisor and the restarted one does the work.
+   bootstrap`, then `samtune up` on SQLite, a local folder and the server-less broker; a worker child and the
+   inference child, each killed with SIGKILL, are restarted by the supervisor, and the restarted ones do the
+   work.
 
 Redis: databases 8 (broker) and 9 (live feed) of the shared server. PostgreSQL: a fresh database, dropped
 afterwards.
@@ -28,6 +30,7 @@ import redis
 
 from app.core.tasks import CPU_QUEUE, GPU_QUEUE
 from app.jobs.feed import stream_key
+from app.settings import Settings
 from tests.deploy.files import make_recipe
 from tests.deploy.topology import (
     BIN,
@@ -77,7 +80,7 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             # The one-shot migration first, as compose orders it; then the long-running services.
             migrated = topo.run_once("migrate")
             assert "Running upgrade" in migrated.stderr, migrated.stderr
-            for service in ("api", "worker", "worker-cpu", "beat"):
+            for service in ("api", "inference", "worker", "worker-cpu", "beat"):
                 topo.start(service)
             # The first key, as docs/deploy.md creates it (`docker compose exec api samtune keys create ...`).
             key = topo.samtune("keys", "create", "--workspace", "deploy").strip().splitlines()[-1]
@@ -108,6 +111,20 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             assert re.search(r"Task samtune\.build_version\[\S+\] succeeded", cpu_log), cpu_log[-2000:]
             assert re.search(r"Task samtune\.train_job\[\S+\] succeeded", gpu_log), gpu_log[-2000:]
             assert "Task samtune.train_job[" not in cpu_log and "Task samtune.build_version[" not in gpu_log
+            # The prediction was computed by the inference service, called by the API with the internal token:
+            # the model is loaded there, and a call without the token is refused.
+            assert re.search(r'"POST /internal/v1/predict HTTP/1\.1" 200', topo.procs["inference"].log()), (
+                topo.procs["inference"].log()[-2000:]
+            )
+            inference_url = f"http://127.0.0.1:{topo.ports['inference']}"
+            env = topo.env("inference")
+            token = Settings(secret_key=env["SAMTUNE_SECRET_KEY"],
+                             inference_token=env.get("SAMTUNE_INFERENCE_TOKEN", "")).internal_token  # fmt: skip
+            status = httpx.get(f"{inference_url}/internal/v1/status",
+                               headers={"X-Samtune-Internal-Token": token})  # fmt: skip
+            assert status.status_code == 200, status.text
+            assert model_id in status.json()["models"], status.json()
+            assert httpx.get(f"{inference_url}/internal/v1/status").status_code == 401
 
             # What the image puts beside the code is found where its ENV says: the bundled base model and the
             # web UI's browser files (node_modules).
@@ -125,7 +142,7 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             assert topo.procs["beat"].alive()
 
             # The compose healthchecks pass against the running services.
-            for service in ("api", "worker", "worker-cpu"):
+            for service in ("api", "inference", "worker", "worker-cpu"):
                 probe = topo.healthcheck(service)
                 assert probe.returncode == 0, (service, probe.stdout, probe.stderr)
     finally:
@@ -157,28 +174,36 @@ def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Pa
     with up.start(timeout=120):
         supervisor = psutil.Process(up.pid)
 
-        def worker_pids() -> list[int]:
+        def child_pids(command: str) -> list[int]:
             pids = []
             for child in supervisor.children(recursive=False):
                 try:
                     cmd = child.cmdline()
                 except psutil.Error:  # killed, not yet reaped
                     continue
-                if "app.cli" in cmd and "worker" in cmd:
+                if "app.cli" in cmd and command in cmd:
                     pids.append(child.pid)
             return pids
 
-        (first,) = wait_until(worker_pids, timeout=60, message="the supervisor's worker child")
-        os.kill(first, signal.SIGKILL)
-        (second,) = wait_until(
-            lambda: [p for p in worker_pids() if p != first], timeout=60, message="a new worker child"
-        )
-        assert re.search(r"worker exited with -9; restarting", up.logs()), up.logs()[-2000:]
+        def kill_and_wait_restart(command: str) -> int:
+            """SIGKILL the supervisor's `command` child; the pid of the one it starts instead."""
+            (first,) = wait_until(lambda: child_pids(command), timeout=60,
+                                  message=f"the supervisor's {command} child")  # fmt: skip
+            os.kill(first, signal.SIGKILL)
+            (second,) = wait_until(lambda: [p for p in child_pids(command) if p != first], timeout=60,
+                                   message=f"a new {command} child")  # fmt: skip
+            assert re.search(rf"{command} exited with -9; restarting", up.logs()), up.logs()[-2000:]
+            return second
 
-        # The whole flow, with the version built and the job trained by the restarted worker.
+        worker = kill_and_wait_restart("worker")
+        inference = kill_and_wait_restart("inference")
+
+        # The whole flow, with the version built and the job trained by the restarted worker and the prediction
+        # (through the API) computed by the restarted inference service.
         result = drive_flow(url, key, tmp_path)
         check_flow(result)
-        assert second in worker_pids()
+        assert child_pids("worker") == [worker] and child_pids("inference") == [inference]
+        assert re.search(r'"POST /internal/v1/predict HTTP/1\.1" 200', up.logs()), up.logs()[-2000:]
         # The embedded default keeps everything in the data directory.
         assert (data / "samtune.db").is_file() and (data / "broker").is_dir()
         assert (data / "objects" / "models" / result.model["id"] / "model.safetensors").is_file()

@@ -1,12 +1,13 @@
 """The production topology of docker-compose.yml without Docker, and the flow a user drives through it.
 
 `ProductionTopology` runs the compose file's own commands (read from docker-compose.yml, so a change there
-changes what runs here) as separate processes on this machine: the migration, then the API, the workers and
-beat, with the environment compose gives them (the `x-samtune` block interpolated with .env.example, and
-the image's ENV with its paths moved to this checkout), except that the service host names (`postgres`,
-`redis`, `minio`) point at the real PostgreSQL, Redis and S3 endpoint (moto's server) of this machine, in a
-fresh database, fresh Redis databases and a fresh bucket. The API listens on a free port of 127.0.0.1
-instead of 0.0.0.0:8000.
+changes what runs here) as separate processes on this machine: the migration, then the API, the inference
+service, the workers and beat, with the environment compose gives them (each service's `environment` block
+interpolated with .env.example, and the image's ENV with its paths moved to this checkout), except that the
+service host names (`postgres`, `redis`, `minio`) point at the real PostgreSQL, Redis and S3 endpoint (moto's
+server) of this machine, in a fresh database, fresh Redis databases and a fresh bucket, and `inference`
+(named in the API's SAMTUNE_INFERENCE_URLS) at the inference process. The API and the inference service
+listen on free ports of 127.0.0.1 instead of 0.0.0.0:8000 and 0.0.0.0:8001.
 
 `drive_flow` is what a user does over HTTP: a dataset upload, a version, a job on the bundled tiny base, its
 event stream to the end, the model, a prediction.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -52,7 +54,9 @@ IMAGE_EXECUTABLES = ("samtune", "alembic", "celery", "python")
 # Redis databases of this module (the server is shared with the other tests): the broker and the live feed.
 BROKER_DB, FEED_DB = 8, 9
 # The hosts of the compose network, as they appear in samtune's environment.
-COMPOSE_HOSTS = ("@postgres:", "@redis:", "//minio:")
+COMPOSE_HOSTS = ("@postgres:", "@redis:", "//minio:", "//inference:")
+# The compose services that listen on a port (their command's --host/--port): here on a free port of 127.0.0.1.
+LISTENING = ("api", "inference")
 
 
 def local_argv(argv: list[str]) -> list[str]:
@@ -68,6 +72,12 @@ def with_option(argv: list[str], option: str, value: str) -> list[str]:
     out = list(argv)
     out[out.index(option) + 1] = value
     return out
+
+
+def compose_port(service: str) -> int:
+    """The port a listening service's compose command gives (its `--port`)."""
+    argv = command(service)
+    return int(argv[argv.index("--port") + 1])
 
 
 def base_env() -> dict[str, str]:
@@ -99,9 +109,20 @@ class ProductionTopology:
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "data"  # the samtune-data volume, shared by every samtune service
-        self.port = free_port()
+        self.ports = {service: free_port() for service in LISTENING}
+        self.port = self.ports["api"]
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, Proc] = {}
+
+    def local_url(self, url: str) -> str:
+        """A compose URL of a service that listens (`http://inference:8001`) moved to where this topology
+        runs it; the port must be the one the service's command listens on."""
+        m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
+        assert m, f"not a service URL: {url!r}"
+        service, port = m.group(1), int(m.group(2))
+        assert service in self.ports, f"{url}: {service} is not a service this test runs"
+        assert compose_port(service) == port, f"{url}: {service} does not listen on {port}"
+        return f"http://127.0.0.1:{self.ports[service]}"
 
     # -- the environment of a service ------------------------------------------------------------------
     def env(self, service: str) -> dict[str, str]:
@@ -115,6 +136,9 @@ class ProductionTopology:
             "SAMTUNE_STORAGE_URL": "s3://" + self.local.bucket,
             "SAMTUNE_S3_ENDPOINT_URL": self.local.s3_endpoint,
         }
+        if "SAMTUNE_INFERENCE_URLS" in compose:
+            urls = compose["SAMTUNE_INFERENCE_URLS"].split(",")
+            local["SAMTUNE_INFERENCE_URLS"] = ",".join(self.local_url(u.strip()) for u in urls)
         # A setting that names a compose host and is not redirected here would reach nothing: the test says so.
         for key, value in compose.items():
             if any(host in value for host in COMPOSE_HOSTS):
@@ -141,8 +165,8 @@ class ProductionTopology:
 
     def start(self, service: str) -> Proc:
         argv = local_argv(command(service))
-        if service == "api":
-            argv = with_option(with_option(argv, "--host", "127.0.0.1"), "--port", str(self.port))
+        if service in self.ports:
+            argv = with_option(with_option(argv, "--host", "127.0.0.1"), "--port", str(self.ports[service]))
         proc = Proc(service, argv, self.env(service), self.logs)
         self.procs[service] = proc
         return proc
@@ -159,7 +183,10 @@ class ProductionTopology:
         test = samtune_services()[service]["healthcheck"]["test"]
         env = self.env(service)
         if test[0] == "CMD":
-            argv = [a.replace("127.0.0.1:8000", f"127.0.0.1:{self.port}") for a in test[1:]]
+            argv = test[1:]
+            if service in self.ports:
+                there, here = f"127.0.0.1:{compose_port(service)}", f"127.0.0.1:{self.ports[service]}"
+                argv = [a.replace(there, here) for a in argv]
             return subprocess.run(
                 local_argv(argv), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
             )
@@ -170,13 +197,17 @@ class ProductionTopology:
                               timeout=60)  # fmt: skip
 
     def wait_healthy(self, timeout: float = 120) -> None:
-        api = self.procs["api"]
+        """Every started service that listens answers its /healthz."""
+        for service in self.ports:
+            if service not in self.procs:
+                continue
+            proc, url = self.procs[service], f"http://127.0.0.1:{self.ports[service]}/healthz"
 
-        def healthy() -> bool:
-            assert api.alive(), api.log()[-3000:]
-            return answers(f"{self.url}/healthz")
+            def healthy(proc: Proc = proc, url: str = url) -> bool:
+                assert proc.alive(), proc.log()[-3000:]
+                return answers(url)
 
-        wait_until(healthy, timeout=timeout, interval=0.25, message="the API to answer /healthz")
+            wait_until(healthy, timeout=timeout, interval=0.25, message=f"{service} to answer /healthz")
 
     def stop(self) -> None:
         stop_together(*self.procs.values())
