@@ -28,8 +28,10 @@ def test_predict_roboflow_shape_and_same_as_trainer(jobs_kit: JobKit, model_id: 
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     # Where the server's time went, for clients and bench/predict.py.
-    phases = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
-    assert set(phases) == {"decode", "predict", "encode"} and all(float(v) >= 0 for v in phases.values())
+    parts = dict(part.strip().split(";", 1) for part in r.headers["server-timing"].split(","))
+    assert set(parts) == {"decode", "predict", "encode", "batch", "embedding"}, parts
+    assert all(float(parts[k].removeprefix("dur=")) >= 0 for k in ("decode", "predict", "encode")), parts
+    assert parts["batch"] == "desc=1" and parts["embedding"] in ("desc=computed", "desc=reused"), parts
     body = r.json()
     assert set(body) == {"inference_id", "time", "image", "predictions"}
     assert body["image"] == {"width": 112, "height": 112}
