@@ -65,6 +65,10 @@ class RemoteInference:
         failures: list[str] = []
         for _ in range(ATTEMPTS):
             replica = self.pick(tried)
+            if replica is None and len(self.replicas) == 1:
+                replica = self.replicas[
+                    0
+                ]  # one URL (a load balancer, say): asked again, it may send elsewhere
             if replica is None:
                 break
             tried.add(replica.url)
@@ -93,6 +97,13 @@ class RemoteInference:
                 replica.down_until = time.monotonic() + DOWN_FOR_S
                 failures.append(f"{replica.url}: HTTP {answer.status_code}")
                 continue
+            if answer.status_code == 401 and path.startswith("/internal/"):
+                # Never the client's fault (its key was checked here): the two sides hold different tokens.
+                logger.error("inference service %s refused this API's internal token", replica.url)
+                raise InferenceUnavailable(
+                    "the inference service refused this API's internal token: set the same SAMTUNE_SECRET_KEY "
+                    "(or SAMTUNE_INFERENCE_TOKEN) on the API and every inference service"
+                )
             return answer
         raise InferenceUnavailable("no inference service answered (" + "; ".join(failures) + ")")
 

@@ -201,3 +201,13 @@ def test_two_services_behind_the_api_one_killed_mid_load(
         assert set(statuses) == {200}, statuses
         assert killed_at < len(statuses), "requests were still coming when the service died"
         assert not first.alive()
+
+        # One URL (a load balancer's, say): a dead one is asked twice, then a 503 that says so; a live one answers.
+        # An API whose internal token the service refuses answers 503 naming the settings, never the client's 401.
+        cases = [(first.url, {}, 503, "no inference service answered"), (second.url, {}, 200, ""),
+                 (second.url, {"inference_token": "not-the-services-token"}, 503, "SAMTUNE_SECRET_KEY")]  # fmt: skip
+        for url, extra, status, words in cases:
+            with LiveServer(jobs_kit.make_app(jobs_kit.make_settings(inference_urls=url, **extra))) as api:
+                r = httpx.post(f"{api.url}/api/v1/models/{model_id}/predict", headers=jobs_kit.auth,
+                               files={"image": ("x.jpg", images[0])}, timeout=120)  # fmt: skip
+            assert r.status_code == status and words in r.text, (url, extra, r.status_code, r.text)
