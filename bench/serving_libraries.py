@@ -24,8 +24,10 @@ sys.path.insert(0, str(_BENCH.parent))
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -206,8 +208,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in ("own", "litserve"):
             port = _free_port()
+            # A session of its own: LitServe's worker processes are stopped with it (a SIGTERM to its server
+            # alone left them running).
             proc = subprocess.Popen([sys.executable, __file__, "--serve", name, "--port", str(port)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)  # fmt: skip
             try:
                 _wait(f"http://127.0.0.1:{port}/health", proc)
                 url = f"http://127.0.0.1:{port}/predict"
@@ -215,11 +220,11 @@ def main() -> None:
                 many_rps, many_p50 = _load(url, body, args.requests, 8)
                 results[name].append((one_rps, one_p50, many_rps, many_p50))
             finally:
-                proc.terminate()
-                try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
     print(f"### Dynamic batching, tiny model on CPU, {args.requests} requests at 8 clients "
           f"({args.requests // 2} at 1), best of {args.rounds} rounds")  # fmt: skip
     print()
