@@ -53,3 +53,20 @@ def test_every_name_the_script_imports_exists(script: Path) -> None:
             assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
                 f"{script.name}: from {node.module} import {alias.name}: no such name"
             )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench/gpu_predict.py", "--device", "cpu", "--tiny", "--rounds", "1", "--warmup", "0", "--batches", "1,2",
+         "--service"],
+        ["bench/predict_full_size.py", "--tiny", "--images", "1"],
+    ],
+    ids=["gpu_predict", "predict_full_size"],
+)  # fmt: skip
+def test_one_off_script_runs_on_the_cpu(argv: list[str]) -> None:
+    """The one-off benchmarks (a lent GPU's, the full-size architecture's) run rarely: their smoke options, on the
+    bundled tiny model on the CPU in a few seconds, go through the same code."""
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| " in done.stdout, done.stdout[-3000:]
