@@ -495,9 +495,31 @@ class FineTuneRecipe:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
+    def _checkpoint_weights(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint's weights hold. `decoder` mode: the trainable parameters only (both encoders are
+        frozen, so they are the base model's, which setup loads again on resume; SAM 3's 840M parameters are
+        3.4 GB, of which a decoder-mode run trains about 4%). `full` mode: the whole state dict."""
+        if self.mode == "decoder":
+            state = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        else:
+            state = self.model.state_dict()
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def _load_weights(self, path: Path) -> None:
+        """Checkpoint weights (all, or the trainable ones) over the model as it is: what a checkpoint leaves
+        out must be what this run does not train."""
+        result = self.model.load_state_dict(load_file(str(path)), strict=False)
+        trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable & set(result.missing_keys))
+        if missing or result.unexpected_keys:
+            raise TrainingFailed(
+                f"{path} does not fit this run: missing trainable {missing[:3]}, "
+                f"unexpected {sorted(result.unexpected_keys)[:3]}"
+            )
+
     def _save_weights(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        state = self._checkpoint_weights()
         tmp = directory / "model.safetensors.tmp"
         save_file(state, str(tmp))
         os.replace(tmp, directory / "model.safetensors")
@@ -511,6 +533,7 @@ class FineTuneRecipe:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
+            "weights": "trainable" if self.mode == "decoder" else "all",  # what model.safetensors holds
             "epoch": self.step / self._batches_per_epoch(),
             "best_metric": self.best_metric,
             "best_valid": self.best_valid,
@@ -531,8 +554,7 @@ class FineTuneRecipe:
         self.callbacks.on_checkpoint(self.step, directory, False)
 
     def _load_checkpoint(self, directory: Path) -> None:
-        weights = load_file(str(directory / "model.safetensors"))
-        self.model.load_state_dict(weights)
+        self._load_weights(directory / "model.safetensors")
         state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -563,7 +585,7 @@ class FineTuneRecipe:
     def _finish(self, status: str) -> RunResult:
         best = self.out / "checkpoints" / "best" / "model.safetensors"
         if best.exists():
-            self.model.load_state_dict(load_file(str(best)))
+            self._load_weights(best)
         test: dict[str, dict[str, Any] | None] = {"base": None, "fine_tuned": None}
         model_dir = None
         if self.rank == 0:
