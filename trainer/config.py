@@ -75,6 +75,12 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every_steps: int = Field(default=100, ge=1)
+    checkpoint_every_seconds: float = Field(
+        default=300,
+        ge=1,
+        description="Also checkpoint once this many seconds have passed since the last checkpoint (or the "
+        "start): a killed run loses at most about this much, however long its steps are.",
+    )
     eval_every_epochs: int = Field(default=1, ge=1)
     eval_nms_iou: float | None = Field(
         default=None,

@@ -297,6 +297,8 @@ class FineTuneRecipe:
         split = self.splits["train"]
         progress = self._progress_bar(total)
         stop_reason = None
+        # Checkpoints come by steps and by time, whichever says so first.
+        self.last_checkpoint_at = time.monotonic()
         while self.step < total:
             request = self.callbacks.should_stop()
             if request == "cancel":
@@ -351,7 +353,10 @@ class FineTuneRecipe:
                 if self._validate(epoch):
                     stop_reason = "early_stopped"
                     break  # the checkpoint after the loop follows
-            if self.step % cfg.checkpoint_every_steps == 0:
+            if (
+                self.step % cfg.checkpoint_every_steps == 0
+                or time.monotonic() - self.last_checkpoint_at >= cfg.checkpoint_every_seconds
+            ):
                 self._save_checkpoint()
         if progress is not None:
             progress.close()
@@ -525,6 +530,7 @@ class FineTuneRecipe:
         os.replace(tmp, directory / "model.safetensors")
 
     def _save_checkpoint(self) -> None:
+        self.last_checkpoint_at = time.monotonic()
         if self.rank != 0:
             return
         directory = self.out / "checkpoints" / "last"

@@ -47,7 +47,8 @@ OVERRIDABLE = frozenset(
         "epochs", "batch_size", "warmup_steps", "early_stopping_patience", "max_steps", "lr_heads",
         "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip", "cooldown_fraction", "seed",
         "max_negatives", "prompts", "scale_jitter", "precision", "checkpoint_every_steps",
-        "eval_every_epochs", "eval_nms_iou", "eval_base_model", "one_to_many", "box_exemplar_prob",
+        "checkpoint_every_seconds", "eval_every_epochs", "eval_nms_iou", "eval_base_model", "one_to_many",
+        "box_exemplar_prob",
     }
 )  # fmt: skip
 
