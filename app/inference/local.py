@@ -86,8 +86,7 @@ class LocalInference:
         t1 = time.perf_counter()
         found = await self.batcher.submit(call.model.key, _Item(call, image, key))
         t2 = time.perf_counter()
-        result = predict.respond(call, image, found.predictions, t2 - t1)
-        body, media = await run_in_threadpool(predict.encode, call, image, result)
+        body, media = await run_in_threadpool(self._encode, call, image, found, t2 - t1)
         t3 = time.perf_counter()
         embedding = "reused" if found.reused_embedding else "computed"
         timing = (
@@ -95,6 +94,10 @@ class LocalInference:
             f"encode;dur={(t3 - t2) * 1e3:.2f}, batch;desc={found.batch_size}, embedding;desc={embedding}"
         )
         return Answer(body, media, timing)
+
+    @staticmethod
+    def _encode(call: PredictCall, image: Image, found: _Found, seconds: float) -> tuple[bytes, str]:
+        return predict.encode(call, image, predict.respond(call, image, found.predictions, seconds))
 
     def _decode(self, call: PredictCall, data: bytes) -> tuple[PredictCall, Image, str]:
         image = load_rgb(data, max_pixels=self.settings.max_image_pixels)

@@ -1,6 +1,6 @@
 """Dynamic batching: concurrent requests for the same model are gathered for at most `max_wait_s` (or until
 `max_batch` are waiting) and handed to one call of `run`, on the one inference thread; each request gets its
-own result back. A request's own failure (an exception in its slot of the results) is raised to that request
+own result back. Nothing waits while the inference thread is idle: a lone request runs at once. A request's own failure (an exception in its slot of the results) is raised to that request
 only; an exception of `run` itself fails the whole batch.
 
 While one batch runs, the next gathers: under load, batches fill up by themselves, and a lone request waits
@@ -49,6 +49,7 @@ class DynamicBatcher(Generic[Item, Result]):
         self.run, self.executor = run, executor
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self._queues: dict[Hashable, _Queue[Item, Result]] = {}
+        self._running = 0  # batches handed to the executor and not yet back
         self.batch_sizes: deque[int] = deque(
             maxlen=1000
         )  # the recent batches' sizes, for status and benchmarks
@@ -69,7 +70,9 @@ class DynamicBatcher(Generic[Item, Result]):
     async def _collect(self, key: Hashable, queue: _Queue[Item, Result]) -> None:
         loop = asyncio.get_running_loop()
         while queue.waiting:
-            if len(queue.waiting) < self.max_batch and self.max_wait_s > 0:
+            # Wait for company only while the inference thread is busy anyway: a request that finds it idle runs
+            # at once (waiting would only add latency), and what arrives meanwhile gathers for the next batch.
+            if len(queue.waiting) < self.max_batch and self.max_wait_s > 0 and self._running > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.full.wait(), self.max_wait_s)
             batch, queue.waiting = queue.waiting[: self.max_batch], queue.waiting[self.max_batch :]
@@ -81,6 +84,7 @@ class DynamicBatcher(Generic[Item, Result]):
             if not batch:
                 continue
             self.batch_sizes.append(len(batch))
+            self._running += 1
             try:
                 results = await loop.run_in_executor(self.executor, self.run, key, [w.item for w in batch])
                 if len(results) != len(batch):
@@ -90,6 +94,8 @@ class DynamicBatcher(Generic[Item, Result]):
                     if not w.future.done():
                         w.future.set_exception(exc)
                 continue
+            finally:
+                self._running -= 1
             for w, result in zip(batch, results, strict=True):
                 if w.future.done():
                     continue

@@ -192,7 +192,9 @@ def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
         raise Unprocessable(f"max_detections {max_detections} is not at least 1", source="max_detections")
     check_max_detections(max_detections, settings)
     confidence /= 100 if confidence > 1 else 1
-    mask_format: Literal["polygon", "rle"] = "rle" if params.get("response_mask_format") == "rle" else "polygon"
+    mask_format: Literal["polygon", "rle"] = (
+        "rle" if params.get("response_mask_format") == "rle" else "polygon"
+    )
     # Roboflow's hosted API calls the NMS threshold `overlap`, often in percent (30); its v1 name works too.
     try:
         overlap = float(params.get("overlap", params.get("iou_threshold", 0.5)))

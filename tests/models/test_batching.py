@@ -55,6 +55,38 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
     executor.shutdown()
 
 
+def test_an_idle_thread_runs_a_lone_request_at_once_and_a_busy_one_gathers_the_next_batch() -> None:
+    """With a 5 s window, a lone request that waited for company would take 5 s: on an idle inference thread it
+    runs at once. Requests that arrive while a batch runs gather, and run together as soon as it ends."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(key: Hashable, items: list[int]) -> list[int]:
+        started.set()
+        release.wait(10)
+        return [i * 2 for i in items]
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(slow, executor, max_batch=8, max_wait_s=5.0)
+
+    async def main() -> tuple[list[int], float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.ensure_future(batcher.submit("m", 1))
+        await loop.run_in_executor(None, started.wait, 10)  # the first batch is running
+        later = [asyncio.ensure_future(batcher.submit("m", i)) for i in (2, 3, 4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        out = await asyncio.gather(first, *later)
+        return out, loop.time() - t0
+
+    out, took = asyncio.run(main())
+    assert out == [2, 4, 6, 8]
+    assert list(batcher.batch_sizes) == [1, 3]
+    assert took < 2.5, f"{took:.2f} s: something waited out the 5 s window"
+    executor.shutdown()
+
+
 def test_batches_hold_at_most_max_batch_and_models_never_mix() -> None:
     batcher, recorder, executor = _batcher(max_batch=4, max_wait_s=0.2)
 
