@@ -4,6 +4,7 @@ writes of progress, metric points, log lines and checkpoint pointers, and live e
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -16,7 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import transaction, utcnow
 from app.core.storage import ObjectStorage
 from app.jobs import repository
-from app.jobs.checkpoints import attempt_prefix, upload_dir
+from app.jobs.checkpoints import (
+    TEST_ONLY_UPLOAD_DELAY_ENV,
+    BackgroundUploader,
+    Snapshot,
+    attempt_prefix,
+    snapshot_dir,
+    upload_dir,
+)
 from app.jobs.feed import Publisher
 from app.jobs.logbuffer import LogBuffer
 from app.jobs.service import record
@@ -59,6 +67,8 @@ class JobCallbacks:
         self.start_step = 0
         self.total_steps: int | None = None
         self.checkpoint_prefix: str | None = None  # this attempt's last `last`, deleted when superseded
+        self.best_uploaded = False  # this attempt has uploaded a `best` checkpoint
+        self.uploader = BackgroundUploader(self._upload, name=f"checkpoint-upload-{job_id}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 
@@ -105,27 +115,47 @@ class JobCallbacks:
         self.publisher.publish(self.job_id, "progress", progress)
 
     def on_checkpoint(self, step: int, path: Path, is_best: bool) -> None:
+        """Hands a snapshot of the checkpoint to the uploader and returns: the upload runs beside training."""
         if path.name not in ("last", "best"):
             return  # the final model directory: registered by the attempt (app/jobs/runner.py)
+        self.uploader.raise_error()
+        # The trainer renames the next checkpoint's files over these while the upload may still read them: the
+        # uploader reads its own links to this checkpoint's bytes.
+        snapshot = snapshot_dir(
+            path, path.parent / "uploading" / f"{path.name}-{step}-{uuid.uuid4().hex[:8]}"
+        )
+        self.uploader.submit(Snapshot(path.name, step, snapshot))
+
+    def _upload(self, snapshot: Snapshot) -> None:
+        """On the uploader's thread: the files, then (for `last`) the job's pointer, fenced by the lease."""
+        if self.lost:
+            return
         prefix_of_attempt = attempt_prefix(self.job_id, self.attempt)
-        if path.name == "best":
-            upload_dir(self.storage, path, f"{prefix_of_attempt}/best")  # one file, replaced whole
+        delay = float(os.environ.get(TEST_ONLY_UPLOAD_DELAY_ENV) or 0)
+        if snapshot.kind == "best":
+            # One file, replaced whole. It may be newer than the `last` the pointer names until that moves.
+            upload_dir(self.storage, snapshot.directory, f"{prefix_of_attempt}/best", delay_per_file=delay)
+            self.best_uploaded = True
             return
         # Each `last` goes to a prefix of its own: overwriting the one the database points at would leave a
         # mix of two checkpoints (new weights, old trainer state) there if this process died mid-upload.
-        prefix = f"{prefix_of_attempt}/step-{step}-{uuid.uuid4().hex[:8]}"
-        upload_dir(self.storage, path, f"{prefix}/last")
+        prefix = f"{prefix_of_attempt}/step-{snapshot.step}-{uuid.uuid4().hex[:8]}"
+        logger.info("uploading the checkpoint at step %s to %s", snapshot.step, prefix)
+        upload_dir(self.storage, snapshot.directory, f"{prefix}/last", delay_per_file=delay)
         # The metric points up to this step are in the database before the pointer moves past them: a resume
         # from here never redoes those steps, so a point lost with this process would be a gap for good.
         self.flush()
-        # Only now does the database point at it: a resume never reads a half-uploaded checkpoint.
-        best = prefix_of_attempt if (path.parent / "best" / "model.safetensors").exists() else None
+        # Only now does the database point at it: a resume never reads a half-uploaded checkpoint. The best
+        # checkpoint is this attempt's once it uploaded one (a waiting `best` uploads before a `last`);
+        # until then the pointer keeps the previous attempt's.
+        best = prefix_of_attempt if self.best_uploaded else None
         with self.write_lock, transaction(self.factory) as session:
-            moved = repository.move_checkpoint(session, self.job_id, self.token, prefix, step, best)
+            moved = repository.move_checkpoint(session, self.job_id, self.token, prefix, snapshot.step, best)
         if not moved:
             self.lost = True
             self.storage.delete_prefix(f"{prefix}/")  # nothing points at it, and nothing ever will
             return
+        logger.info("the job points at the checkpoint at step %s", snapshot.step)
         old, self.checkpoint_prefix = self.checkpoint_prefix, prefix
         if old:
             self.storage.delete_prefix(f"{old}/")  # this attempt's previous `last`, no longer pointed at
@@ -141,14 +171,19 @@ class JobCallbacks:
     def should_stop(self) -> StopRequest:
         if self.lost:
             raise LeaseLost(f"job {self.job_id}: another attempt holds the lease now")
+        self.uploader.raise_error()  # a checkpoint upload that failed fails the run, as it did inside a step
         stop, cancel = self.flags
         return "cancel" if cancel else "stop" if stop else None
 
     # the heartbeat thread
     def start(self) -> None:
+        self.uploader.start()
         self._thread.start()
 
     def close(self) -> None:
+        # The uploads waiting or in flight finish first: the job's pointer reaches the last checkpoint, and
+        # nothing writes under the job's prefix once the attempt has cleaned it up.
+        self.uploader.close()
         self._stop.set()
         self._thread.join(timeout=30)
         self.flush()
