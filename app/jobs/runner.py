@@ -29,7 +29,7 @@ from app.jobs.feed import make_publisher
 from app.jobs.logbuffer import LogBuffer
 from app.jobs.service import notify_end, set_status, train_config
 from app.jobs.tables import TrainingJob
-from app.models.service import model_prefix, register_model
+from app.models.service import model_prefix, record_regression, register_model
 from app.settings import Settings
 from app.versions.snapshots import download_prefix, fetch_snapshot
 from app.versions.tables import DatasetVersion
@@ -154,13 +154,17 @@ class _Attempt:
             if job is None:
                 self.storage.delete_prefix(prefix)
                 return "lease lost"
-            register_model(
+            model = register_model(
                 session, job, model_id, sha, {"best_valid": result.best_valid, "test": result.test}
             )
             job.progress = dict(job.progress or {}) | {"step": result.steps, "eta_seconds": 0}
             how = "stopped by request, best checkpoint kept" if result.status == "stopped" else "finished"
+            if model.regression:
+                how += "; it scored below its base model, so its version's name keeps the previous model"
+                record_regression(session, self.publisher, job, model)
             set_status(session, self.publisher, job, "succeeded", f"succeeded ({how}): model {model_id}",
-                       {"model_id": str(model_id), "stopped": result.status == "stopped"})  # fmt: skip
+                       {"model_id": str(model_id), "stopped": result.status == "stopped",
+                        "regression": model.regression})  # fmt: skip
             notify_end(session, self.tasks, job)
         self._cleanup()
         return "succeeded"

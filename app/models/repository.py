@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.datasets.tables import Dataset
@@ -37,15 +37,30 @@ def list_newest_first(session: Session, workspace_id: uuid.UUID) -> list[Row]:
 
 
 def newest_for_version(session: Session, workspace_id: uuid.UUID, slug: str, number: int) -> Row | None:
-    """The newest model trained on version `number` of the dataset `slug` (Roboflow's `slug/number` id)."""
+    """The model Roboflow's `slug/number` id names: of the models trained on version `number` of the dataset
+    `slug`, those that did not score below their base (or were promoted anyway), the one made current last
+    (created, or promoted, most recently)."""
     stmt = (
         _lineage(workspace_id)
         .where(Dataset.slug == slug, DatasetVersion.number == number)
-        .order_by(Model.created_at.desc())
+        .where(or_(Model.regression.is_(False), Model.promoted_at.is_not(None)))
+        .order_by(func.coalesce(Model.promoted_at, Model.created_at).desc(), Model.created_at.desc())
         .limit(1)
     )
     found = session.execute(stmt).first()
     return _row(found) if found else None
+
+
+def regressions_for_version(session: Session, workspace_id: uuid.UUID, slug: str, number: int) -> list[Model]:
+    """That version's models that scored below their base and were never promoted, newest first (why its
+    `slug/number` id names no model, when `newest_for_version` finds none)."""
+    stmt = (
+        _lineage(workspace_id)
+        .where(Dataset.slug == slug, DatasetVersion.number == number)
+        .where(Model.regression.is_(True), Model.promoted_at.is_(None))
+        .order_by(Model.created_at.desc())
+    )
+    return [found[0] for found in session.execute(stmt)]
 
 
 def version_names_oldest_first(session: Session, workspace_id: uuid.UUID) -> list[str]:

@@ -55,6 +55,14 @@ def delete_model(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/api/v1/models/{model_id}/promote", response_model=ModelOut)
+def promote_model(model_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> ModelOut:
+    """Make this model its version's '{slug}/{number}' model (what Roboflow clients call), even though it scored
+    below its base on the test split; until a newer model that did not is registered, or another is promoted.
+    Idempotent."""
+    return service.describe(*service.promote(session, principal.workspace_id, model_id))
+
+
 # The predict routes sit here, in the order they always had (the OpenAPI document keeps it).
 router.include_router(predict_router)
 # Batch predictions' routes come after the models' own, as they always did (the OpenAPI document keeps its order).

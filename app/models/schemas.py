@@ -29,6 +29,14 @@ class ModelOut(BaseModel):
     test: BaseVsFineTuned
     checkpoint_sha256: str
     status: str
+    regression: bool = Field(
+        description="It scored below its base model on the test split (mask AP, figures in `test`): the version's "
+        "'{slug}/{number}' id keeps naming the previous good model unless this one is promoted."
+    )
+    promoted: bool = Field(
+        description="Made its version's '{slug}/{number}' model explicitly (POST /api/v1/models/{id}/promote)."
+    )
+    promoted_at: datetime | None = Field(description="When it was last promoted.")
     created_at: datetime
 
     # Deprecated names, kept for one release (docs/api.md, "Deprecated fields").

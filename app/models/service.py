@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from zipstream import ZIP_DEFLATED, ZipStream
 
-from app.core.db import after_commit
+from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
@@ -18,7 +18,9 @@ from app.core.tasks import PREDICT_VERSION
 from app.datasets.tables import Dataset
 from app.inference.calls import ModelSpec
 from app.jobs import base_models
+from app.jobs.feed import Publisher
 from app.jobs.schemas import BaseVsFineTuned
+from app.jobs.service import record
 from app.jobs.tables import TrainingJob
 from app.models import repository
 from app.models.repository import Row
@@ -61,9 +63,58 @@ def by_reference(session: Session, workspace_id: uuid.UUID, reference: str) -> R
         raise NotFound(
             f"model {reference!r} not found: use '{{dataset slug}}/{{version number}}' or a model id"
         ) from None
+    if found is None and number:
+        regressed = repository.regressions_for_version(session, workspace_id, slug, int(number))
+        if regressed:
+            raise NotFound(_only_regressions(reference, regressed))
     if found is None:
         raise NotFound(f"model {reference!r} not found in this workspace")
     return found
+
+
+def _only_regressions(reference: str, models: list[Model]) -> str:
+    """Why `slug/N` names no model: its models all scored below their base; how to serve one anyway."""
+    newest = models[0]
+    figures = regression_figures(newest.eval_results)
+    scores = f" (mask AP {figures[1]:.3f}, its base {figures[0]:.3f})" if figures else ""
+    which = (
+        "the only model of that version"
+        if len(models) == 1
+        else f"each of the {len(models)} models of that version"
+    )
+    return (
+        f"model {reference!r} not found: {which} scored below its base model on the test split, so none is "
+        f"served by that name. The newest is {newest.id}{scores}; to serve it anyway, promote it: "
+        f"POST /api/v1/models/{newest.id}/promote, or the Promote button on its page"
+    )
+
+
+def regression_figures(eval_results: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(base, fine-tuned) mask AP on the test split, where both were evaluated."""
+    test = (eval_results or {}).get("test") or {}
+    base, tuned = test.get("base"), test.get("fine_tuned")
+    if not base or not tuned:
+        return None
+    try:
+        return float(base["summary"]["segm_AP"]), float(tuned["summary"]["segm_AP"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def is_regression(eval_results: dict[str, Any] | None) -> bool:
+    """The fine-tuned model scored below its base on the test split (mask AP); False where either was not
+    evaluated (nothing to compare)."""
+    figures = regression_figures(eval_results)
+    return figures is not None and figures[1] < figures[0]
+
+
+def promote(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row:
+    """Make the model its version's `slug/N` model explicitly, a regression or not (until a newer model is
+    registered that did not regress, or another is promoted). Promoting it again moves nothing else."""
+    row = get(session, workspace_id, model_id)
+    row[0].promoted_at = utcnow()
+    session.flush()
+    return row
 
 
 def version_names(session: Session, workspace_id: uuid.UUID) -> list[str]:
@@ -93,6 +144,9 @@ def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: D
         test_metrics={k: test.get(k) for k in ("base", "fine_tuned")},
         checkpoint_sha256=model.checkpoint_sha256,
         status=model.status,
+        regression=bool(model.regression),
+        promoted=model.promoted_at is not None,
+        promoted_at=model.promoted_at,
         created_at=model.created_at,
     )
 
@@ -155,7 +209,8 @@ def register_model(
     eval_results: dict[str, Any],
 ) -> Model:
     """The model a job produced, once its files are under `model_prefix(model_id)`: named after the data
-    version it learned from. The caller holds the job's lease (a stale attempt registers nothing)."""
+    version it learned from, and marked a regression where it scored below its base on the test split. The
+    caller holds the job's lease (a stale attempt registers nothing)."""
     version = session.get(DatasetVersion, job.version_id)
     assert version is not None
     dataset = session.get(Dataset, version.dataset_id)
@@ -168,9 +223,26 @@ def register_model(
         checkpoint_prefix=model_prefix(model_id),
         checkpoint_sha256=checkpoint_sha256,
         eval_results=eval_results,
+        regression=is_regression(eval_results),
     )
     session.add(model)
     return model
+
+
+REGRESSION = "regression"  # the job event of a model that scored below its base
+
+
+def record_regression(session: Session, publisher: Publisher, job: TrainingJob, model: Model) -> None:
+    """The job's event saying its model scored below its base on the test split, with both figures."""
+    figures = regression_figures(model.eval_results)
+    assert figures is not None
+    base, tuned = figures
+    message = (
+        f"model {model.id} scored below its base model on the test split (mask AP {tuned:.3f} vs {base:.3f}): "
+        f"'{model.version_name}' keeps naming the previous model; promote this one to serve it by that name"
+    )
+    data = {"model_id": str(model.id), "metric": "segm_AP", "base": base, "fine_tuned": tuned}
+    record(session, publisher, job, REGRESSION, message, data)
 
 
 def create_batch(session: Session, tasks: TaskQueue, workspace_id: uuid.UUID, model_id: uuid.UUID,

@@ -33,6 +33,10 @@ class Model(IdMixin, CreatedAtMixin, Base):
     # result's keys (EvalResult: trainer.evaluate's to_dict(), a summary and per-class AP).
     eval_results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="ready")
+    # Scored below its base on the test split (mask AP): the version's `slug/N` alias skips it until promoted.
+    regression: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # When the user last made it the version's `slug/N` model explicitly (POST /api/v1/models/{id}/promote).
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # For joins only (app/jobs/repository.lineage): loading it by touching the attribute raises, so a query
     # that forgot it fails in tests instead of issuing one more SELECT per model.

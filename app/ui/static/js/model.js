@@ -84,7 +84,8 @@ function render() {
   );
   document.getElementById("model-facts").replaceChildren(
     ...fact("Roboflow-style id", el("code", { id: "roboflow-id" }, model.version_name),
-      el("span", { class: "muted small" }, " · model_id for Roboflow's clients; the newest model of this data version answers to it")),
+      el("span", { class: "muted small" }, " · model_id for Roboflow's clients; the newest model of this data version answers to it, " +
+        "unless it scored below its base and was not promoted")),
     ...fact("Model id", el("code", {}, model.id)),
     ...fact("Data version", el("a", { href: `/versions/${model.version_id}` }, model.version_name)),
     ...fact("Training job", el("a", { href: `/jobs/${model.job_id}`, class: "mono" }, model.job_id.slice(0, 8))),
@@ -93,6 +94,7 @@ function render() {
     ...fact("Checkpoint sha256", el("code", { class: "small" }, model.checkpoint_sha256)),
     ...fact("Created", formatDate(model.created_at)),
   );
+  renderRegression();
   const { base, fine_tuned: tuned } = model.test;
   const summary = baseVsTuned(base && base.summary, tuned && tuned.summary, model.base_model);
   document.getElementById("model-metrics").replaceChildren(summary || el("p", { class: "muted" }, "No test metrics were recorded (the version has no test split?)."));
@@ -106,6 +108,49 @@ function render() {
   );
   promptsInput.value = model.classes.join(", ");
   updateCurl();
+}
+
+// A model that scored below its base on the test split is not what its version's Roboflow-style id names
+// until it is promoted: say so, with both figures, and offer the promotion.
+function renderRegression() {
+  const box = document.getElementById("model-regression");
+  if (!model.regression) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const { base, fine_tuned: tuned } = model.test;
+  const ap = (result) => (result && result.summary ? fixed3(result.summary.segm_AP) : "–");
+  const figures = el("p", {},
+    el("strong", {}, "This model scored below its base model on the test split: "),
+    "mask AP ", el("span", { id: "regression-tuned", class: "mono" }, ap(tuned)),
+    ", against ", el("span", { id: "regression-base", class: "mono" }, ap(base)), ` for ${model.base_model}.`);
+  if (model.promoted) {
+    box.replaceChildren(figures, el("p", { id: "regression-state" },
+      `It was promoted on ${formatDate(model.promoted_at)}: `, el("code", {}, model.version_name),
+      " names this model (until a newer model of this version that did not regress, or another promotion)."));
+  } else {
+    const button = el("button", { type: "button", id: "promote" }, "Promote");
+    button.addEventListener("click", promote);
+    box.replaceChildren(figures, el("p", { id: "regression-state" },
+      el("code", {}, model.version_name), " keeps naming the previous model of this data version, and answers 404 if " +
+      "there is none. Promote this one to serve it by that name anyway; its own id always works."),
+      el("div", { id: "promote-error", hidden: true }), button);
+  }
+  box.hidden = false;
+}
+
+async function promote(event) {
+  const button = event.currentTarget;
+  button.disabled = true;
+  clearError("promote-error");
+  try {
+    model = await api(`/api/v1/models/${modelId}/promote`, { method: "POST" });
+    renderRegression();
+  } catch (err) {
+    showError("promote-error", err);
+    button.disabled = false;
+  }
 }
 
 async function draw(file, result) {
