@@ -36,6 +36,10 @@ def list_newest_first(session: Session, workspace_id: uuid.UUID) -> list[Row]:
     return [_row(found) for found in session.execute(stmt)]
 
 
+# What a version's `slug/number` name may name: a model that did not score below its base, or was promoted.
+_SERVED_BY_NAME = or_(Model.regression.is_(False), Model.promoted_at.is_not(None))
+
+
 def newest_for_version(session: Session, workspace_id: uuid.UUID, slug: str, number: int) -> Row | None:
     """The model Roboflow's `slug/number` id names: of the models trained on version `number` of the dataset
     `slug`, those that did not score below their base (or were promoted anyway), the one made current last
@@ -43,7 +47,7 @@ def newest_for_version(session: Session, workspace_id: uuid.UUID, slug: str, num
     stmt = (
         _lineage(workspace_id)
         .where(Dataset.slug == slug, DatasetVersion.number == number)
-        .where(or_(Model.regression.is_(False), Model.promoted_at.is_not(None)))
+        .where(_SERVED_BY_NAME)
         .order_by(func.coalesce(Model.promoted_at, Model.created_at).desc(), Model.created_at.desc())
         .limit(1)
     )
@@ -64,9 +68,14 @@ def regressions_for_version(session: Session, workspace_id: uuid.UUID, slug: str
 
 
 def version_names_oldest_first(session: Session, workspace_id: uuid.UUID) -> list[str]:
-    """Each models' version name once, at the place of its first model. No join: every model has a job, a version and
-    a dataset (non-null foreign keys, deletes restricted), so the lineage would filter nothing out."""
-    stmt = select(Model.version_name).where(Model.workspace_id == workspace_id).order_by(Model.created_at)
+    """Each version name that names a model (one that did not regress, or was promoted) once, at the place of its
+    first such model. No join: every model has a job, a version and a dataset (non-null foreign keys, deletes
+    restricted), so the lineage would filter nothing out."""
+    stmt = (
+        select(Model.version_name)
+        .where(Model.workspace_id == workspace_id, _SERVED_BY_NAME)
+        .order_by(Model.created_at)
+    )
     return list(dict.fromkeys(session.scalars(stmt)))
 
 

@@ -82,11 +82,17 @@ def test_alias_skips_regressions_until_promoted(jobs_kit: JobKit) -> None:
     key = kit.auth["Authorization"].removeprefix("Bearer ")
     r = kit.client.post("/model/add", json={"model_id": name, "api_key": key})
     assert r.status_code == 404 and "scored below its base" in r.text, r.text
-    # By its own id it is still there.
+    # By its own id it is still there. Roboflow's registry lists only names that name a model.
     assert _alias(kit, workspace, regressed_only) == regressed_only
+
+    def listed() -> list[str]:
+        return [m["model_id"] for m in kit.client.get("/model/registry", headers=kit.auth).json()["models"]]
+
+    assert name not in listed()
 
     good = _insert(kit, version["id"], _results(0.6, 0.7), created_ago_s=40)
     assert _alias(kit, workspace, name) == good
+    assert name in listed()
     newer_regression = _insert(kit, version["id"], _results(0.6, 0.2), created_ago_s=30)
     assert _alias(kit, workspace, name) == good, "a newer regression must not take the alias"
 
