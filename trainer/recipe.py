@@ -606,10 +606,19 @@ class FineTuneRecipe:
             model_dir = self.out / "model"
             if model_dir.exists():
                 shutil.rmtree(model_dir)
+            base_card = self.loaded.card or {}
+            # The base, then its own lineage (a samtune fine-tune made before cards kept one: its base_model;
+            # a pretrained or Meta base: nothing below it). A fine-tune keeps its architecture's recommended values.
+            below = base_card.get("lineage") or (
+                [base_card["base_model"]] if "resolved_mode" in base_card else []
+            )
+            recommended = base_card.get("recommended_hyperparameters")
             card = {
                 "base_model": self.cfg.base_model_name or self.cfg.base_model,
                 "base_model_location": self.cfg.base_model,
                 "base_model_description": self.loaded.description,
+                "lineage": [self.cfg.base_model_name or self.cfg.base_model, *below],
+                **({"recommended_hyperparameters": recommended} if recommended else {}),
                 "data": str(self.cfg.data_dir),
                 "content_hash": D.snapshot_content_hash(Path(self.cfg.data_dir)),
                 "annotations_sha256": _annotations_sha256(Path(self.cfg.data_dir)),

@@ -2,17 +2,24 @@
 
 Meta's `facebook/sam3` is used whenever it is here (a configured local directory or the hub cache);
 otherwise the bundled tiny model `samtune/sam3-tiny-shapes` is the default, and is named as such.
+
+A job may also continue from a model of its own workspace (Roboflow's "train from a checkpoint"), named by its
+id or by its version's `slug/N` (`for_job`). Its files live in object storage; the worker fetches them
+(app/jobs/runner.py) and hands the trainer that directory.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from app.core.errors import Unprocessable
+from app.core.errors import NotFound, Unprocessable
 from app.settings import Settings
 from trainer.base_model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
 
@@ -27,6 +34,11 @@ class BaseModelInfo(BaseModel):
     unavailable_reason: str | None = None
     # From the model's samtune card: values that suit it better than the recipe's defaults.
     recommended: dict[str, Any] = Field(default_factory=dict)
+    # A workspace model as a base: its id and the classes it was trained on (a catalog base: None and []).
+    model_id: uuid.UUID | None = None
+    classes: list[str] = Field(default_factory=list)
+    # Its own name, then its base's, and so on down to a catalog base model.
+    lineage: list[str] = Field(default_factory=list)
 
 
 def _meta(settings: Settings) -> BaseModelInfo:
@@ -91,15 +103,80 @@ def resolve(settings: Settings, name: str | None) -> BaseModelInfo:
         chosen = models[0]
         if not chosen.available:
             raise Unprocessable("no base model is available on this installation", source="base_model")
-        return chosen
+        return chosen.model_copy(update={"lineage": [chosen.name]})
     for info in models:
         if info.name == name:
             if not info.available:
                 raise Unprocessable(f"base model {name!r} is not available: {info.unavailable_reason}",
                                     source="base_model")  # fmt: skip
-            return info
+            return info.model_copy(update={"lineage": [info.name]})
     known = ", ".join(repr(m.name) for m in models)
     raise Unprocessable(f"unknown base model {name!r}; this installation has {known}", source="base_model")
+
+
+# How a job names a workspace model as its base: this module's own display name (`model_name`), a model id,
+# or Roboflow's `slug/N` (N a number; "samtune/sam3-tiny-shapes" is not one, and is looked up first anyway).
+_DISPLAY_NAME = re.compile(r"^.+ \(model (?P<id>[0-9a-fA-F-]{36})\)$")
+_SLUG_N = re.compile(r"^[^/\s]+/\d+$")
+
+
+def model_name(version_name: str, model_id: uuid.UUID) -> str:
+    """A workspace model as a base model's name: its version's name, and its id (which stays exact after the
+    version's `slug/N` moves on to a newer model)."""
+    return f"{version_name} (model {model_id})"
+
+
+def _model_reference(name: str) -> str | None:
+    """The model id or `slug/N` that `name` names, or None when it names no workspace model."""
+    if m := _DISPLAY_NAME.match(name):
+        return m["id"]
+    try:
+        return str(uuid.UUID(name))
+    except ValueError:
+        pass
+    return name if _SLUG_N.match(name) else None
+
+
+def for_job(session: Session, settings: Settings, workspace_id: uuid.UUID, name: str | None) -> BaseModelInfo:
+    """What a job's `base_model` names: a catalog base model (`resolve`) or a ready model of this workspace,
+    by id or `slug/N` (the model that name serves). A model of another workspace, or none, is 404; one that
+    is not ready is 422."""
+    from app.models import service as models  # app.models imports this package: imported when first used
+
+    if name is None or any(m.name == name for m in catalog(settings)):
+        return resolve(settings, name)
+    reference = _model_reference(name)
+    if reference is None:
+        try:
+            return resolve(settings, name)
+        except Unprocessable as exc:  # 422, listing what exists
+            raise Unprocessable(
+                f"{exc.detail}, or name a model of this workspace by its id or its version's 'slug/N'",
+                source="base_model",
+            ) from None
+    try:
+        model, job, version, _ = models.by_reference(session, workspace_id, reference)
+    except NotFound as exc:
+        raise NotFound(f"base model {name!r}: {exc.detail}", source="base_model") from None
+    if model.status != "ready":
+        raise Unprocessable(
+            f"base model {name!r} (model {model.id}) is {model.status}, not ready: it cannot be trained from",
+            source="base_model",
+        )
+    parent = list(job.base_lineage or [job.base_model])
+    # A fine-tuned model keeps its architecture's recommended values (its card carries them forward).
+    root = next((m for m in catalog(settings) if m.name == parent[-1]), None)
+    display = model_name(model.version_name, model.id)
+    return BaseModelInfo(
+        name=display,
+        description=f"model {model.id} of {model.version_name}: a model of this workspace, fine-tuned from "
+        f"{' <- '.join(parent)}",
+        available=True,
+        recommended=root.recommended if root else {},
+        model_id=model.id,
+        classes=list(version.classes or []),
+        lineage=[display, *parent],
+    )
 
 
 def classes(info: BaseModelInfo) -> list[str]:

@@ -23,6 +23,7 @@ from app.core.lease import may_start
 from app.core.queue import TaskQueue
 from app.core.storage import ObjectStorage, file_sha256, make_storage
 from app.jobs import base_models, repository
+from app.jobs.base_models import BaseModelInfo
 from app.jobs.callbacks import JobCallbacks, LeaseLost
 from app.jobs.checkpoints import job_prefix, upload_dir
 from app.jobs.feed import make_publisher
@@ -30,6 +31,8 @@ from app.jobs.logbuffer import LogBuffer
 from app.jobs.service import notify_end, set_status, train_config
 from app.jobs.tables import TrainingJob
 from app.models.service import model_prefix, record_regression, register_model
+from app.models.serving import ModelCache
+from app.models.tables import Model
 from app.settings import Settings
 from app.versions.snapshots import download_prefix, fetch_snapshot
 from app.versions.tables import DatasetVersion
@@ -123,11 +126,17 @@ class _Attempt:
             job = session.get(TrainingJob, self.job_id)
             version = session.get(DatasetVersion, job.version_id) if job else None
             assert job is not None and version is not None
-            base = base_models.resolve(self.settings, job.base_model)
+            base, stored = self._base(session, job)
             overrides, mode = dict(job.overrides or {}), job.mode
             last, best = job.checkpoint_prefix, job.best_checkpoint_prefix
             session.expunge(version)
         data = fetch_snapshot(self.storage, version, self.settings.data_dir / "cache" / "snapshots")
+        if stored is not None:
+            # A workspace model as the base: its files, fetched (and checked against their sha256) once per
+            # machine by the inference tier's own cache; the trainer loads that directory.
+            cache = ModelCache(self.storage, self.settings.data_dir / "cache" / "models",
+                               self.settings.model_cache_bytes)  # fmt: skip
+            base.location = str(cache.fetch(*stored))
         if last:
             # Resume exactly where the last attempt's last uploaded checkpoint left off.
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
@@ -140,6 +149,27 @@ class _Attempt:
         return cfg.model_copy(
             update={"progress_bar": False, "cache_dir": self.settings.data_dir / "cache" / "embeddings"}
         )
+
+    def _base(
+        self, session: Session, job: TrainingJob
+    ) -> tuple[BaseModelInfo, tuple[uuid.UUID, str, str] | None]:
+        """The job's base model, and for a workspace model where its files are stored (id, prefix, sha256)."""
+        if job.base_model_id is None:
+            return base_models.resolve(self.settings, job.base_model), None
+        model = session.get(Model, job.base_model_id)
+        if model is None:
+            raise AppError(
+                f"its base model {job.base_model} was deleted after the job was created; "
+                "start a new job from another model"
+            )
+        base = BaseModelInfo(
+            name=job.base_model,
+            description=job.base_model_description or job.base_model,
+            available=True,
+            model_id=model.id,
+            lineage=list(job.base_lineage or [job.base_model]),
+        )
+        return base, (model.id, model.checkpoint_prefix, model.checkpoint_sha256)
 
     def _succeed(self, result: RunResult) -> str:
         assert result.model_dir is not None

@@ -18,7 +18,9 @@ class JobRequest(BaseModel):
 
     version_id: uuid.UUID
     base_model: str | None = Field(
-        default=None, description="A name from GET /api/v1/base-models; default: the installation's default."
+        default=None,
+        description="A name from GET /api/v1/base-models, or a ready model of this workspace by its id or its "
+        "version's 'slug/N' (training continues from its weights); default: the installation's default.",
     )
     mode: Mode = Field(
         default="auto",
@@ -98,8 +100,14 @@ class JobOut(BaseModel):
     version_id: uuid.UUID
     version_name: str = Field(description="'{dataset slug}/{number}' of the data version trained on.")
     dataset_id: uuid.UUID
-    base_model: str
+    base_model: str = Field(
+        description="The base model's name: a catalog base model, or a workspace model as "
+        "'{slug}/{number} (model {id})'."
+    )
     base_model_description: str
+    base_model_id: uuid.UUID | None = Field(
+        default=None, description="The workspace model it continues from; null for a catalog base model."
+    )
     mode: Mode = Field(description="The training mode asked for: auto, decoder or full.")
     resolved_mode: str = Field(
         description="The mode it trains in (decoder or full): the preview's until a worker resolves it."

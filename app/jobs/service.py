@@ -92,8 +92,14 @@ def worker_device(settings: Settings) -> str:
 
 def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: JobRequest) -> JobPreview:
     """The hyperparameters a job would run with, each with its reason, and a rough duration."""
+    return _preview(session, settings, workspace_id, req)[0]
+
+
+def _preview(
+    session: Session, settings: Settings, workspace_id: uuid.UUID, req: JobRequest
+) -> tuple[JobPreview, BaseModelInfo, DatasetVersion]:
     version, dataset = versions.ready_version(session, workspace_id, req.version_id)
-    base = base_models.resolve(settings, req.base_model)
+    base = base_models.for_job(session, settings, workspace_id, req.base_model)
     cfg = train_config(base, req.mode, req.hyperparameters, data_dir=Path("."), output_dir=Path("."))
     device = worker_device(settings)
     counts = version.split_counts or {}
@@ -105,7 +111,7 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
     )
     hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
     name, resolved_mode = versions.version_name(dataset, version), str(hp["mode"].value)
-    return JobPreview(
+    shown = JobPreview(
         base_model=base.name,
         base_model_description=base.description,
         version_name=name,
@@ -116,7 +122,7 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
         device=device,
         hyperparameters=hp,
         estimate=estimate(
-            base.name,
+            base.lineage[-1],  # a workspace model runs at the speed of the catalog model it descends from
             device,
             resolved_mode,
             total_steps=int(hp["total_steps"].value),
@@ -126,19 +132,22 @@ def preview(session: Session, settings: Settings, workspace_id: uuid.UUID, req: 
             + int(counts.get("test", {}).get("images", 0)),
         ),  # fmt: skip
     )
+    return shown, base, version
 
 
 def create(
     session: Session, settings: Settings, tasks: TaskQueue, publisher: Publisher, workspace_id: uuid.UUID,
     req: JobCreate,
 ) -> tuple[TrainingJob, str | None]:  # fmt: skip
-    shown = preview(session, settings, workspace_id, req)
+    shown, base, version = _preview(session, settings, workspace_id, req)
     secret = secrets.token_urlsafe(24) if req.webhook_url else None
     job = TrainingJob(
         workspace_id=workspace_id,
         version_id=req.version_id,
         base_model=shown.base_model,
         base_model_description=shown.base_model_description,
+        base_model_id=base.model_id,
+        base_lineage=base.lineage,
         mode=req.mode,
         # The preview's values until a worker resolves them on its own device; the overrides are kept apart.
         hyperparameters={k: v.model_dump() for k, v in shown.hyperparameters.items()},
@@ -155,8 +164,32 @@ def create(
     session.flush()
     record(session, publisher, job, "status", f"queued: {shown.base_model} on {shown.version_name}",
            {"status": "queued"})  # fmt: skip
+    if base.model_id is not None:
+        _warn_if_classes_changed(session, publisher, job, base, list(version.classes or []))
     enqueue_after_commit(session, tasks, TRAIN_JOB, [str(job.id)])
     return job, secret
+
+
+CLASSES_CHANGED = "classes_changed"  # the job's warning: its base model was trained on other classes
+
+
+def _warn_if_classes_changed(
+    session: Session, publisher: Publisher, job: TrainingJob, base: BaseModelInfo, classes: list[str]
+) -> None:
+    """A workspace model trained on other classes may be a base: the version's classes win (prompts are text,
+    so no head depends on the class list), and the job says which were added and removed."""
+    added = [c for c in classes if c not in base.classes]
+    removed = [c for c in base.classes if c not in classes]
+    if not added and not removed:
+        return
+    change = "; ".join(
+        part for part in (f"added {', '.join(added)}" if added else "",
+                          f"removed {', '.join(removed)}" if removed else "") if part
+    )  # fmt: skip
+    record(session, publisher, job, CLASSES_CHANGED,
+           f"the base model {base.name} was trained on other classes; this version's classes replace them "
+           f"({change})",
+           {"added": added, "removed": removed, "base_classes": base.classes, "classes": classes})  # fmt: skip
 
 
 def get(
@@ -248,6 +281,7 @@ def describe(session: Session, job: TrainingJob, version: DatasetVersion, datase
         dataset_id=dataset.id,
         base_model=job.base_model,
         base_model_description=job.base_model_description or job.base_model,
+        base_model_id=job.base_model_id,
         mode=job.mode,  # type: ignore[arg-type]
         resolved_mode=str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode)),
         hyperparameters={k: ResolvedValue(**v) for k, v in (job.hyperparameters or {}).items()},

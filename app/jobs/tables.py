@@ -37,6 +37,12 @@ class TrainingJob(IdMixin, CreatedAtMixin, LeaseColumns, Base):
         Uuid, ForeignKey("dataset_version.id", ondelete="RESTRICT"), index=True, nullable=False
     )
     base_model: Mapped[str] = mapped_column(String(500), nullable=False)
+    # The workspace model it continues from, when its base is one (else None: a catalog base model). No foreign
+    # key: that model may be deleted later; a job still queued then fails saying so (app/jobs/runner.py).
+    base_model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The base's name, then the base of that base...: ["shapes/2 (model <id>)", "samtune/sam3-tiny-shapes"].
+    # None on jobs made before it was kept; they read as [base_model].
+    base_lineage: Mapped[list[str] | None] = mapped_column(JSON)
     mode: Mapped[str] = mapped_column(String(20), nullable=False)
     # What the user set (TrainConfig field -> value); the worker resolves the rest on its own device.
     overrides: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")

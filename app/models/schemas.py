@@ -19,8 +19,19 @@ class ModelOut(BaseModel):
     )
     job_id: uuid.UUID
     version_id: uuid.UUID
-    base_model: str
+    base_model: str = Field(
+        description="What it was fine-tuned from: a catalog base model, or a workspace model as "
+        "'{slug}/{number} (model {id})'."
+    )
     base_model_description: str
+    base_model_id: uuid.UUID | None = Field(
+        default=None, description="The workspace model it was fine-tuned from; null for a catalog base model."
+    )
+    lineage: list[str] = Field(
+        default_factory=list,
+        description="Its base model, then the base of that base, down to a catalog base model: "
+        "['shapes/2 (model {id})', 'samtune/sam3-tiny-shapes'].",
+    )
     requested_mode: str = Field(description="The training mode the job asked for: auto, decoder or full.")
     resolved_mode: str = Field(description="The mode it trained in: decoder or full.")
     classes: list[str]

@@ -133,6 +133,8 @@ def describe(model: Model, job: TrainingJob, version: DatasetVersion, dataset: D
         version_id=version.id,
         base_model=job.base_model,
         base_model_description=job.base_model_description or job.base_model,
+        base_model_id=job.base_model_id,
+        lineage=list(job.base_lineage or [job.base_model]),
         requested_mode=job.mode,
         resolved_mode=resolved_mode,
         classes=list(version.classes or []),

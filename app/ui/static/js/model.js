@@ -82,6 +82,10 @@ function render() {
   document.getElementById("model-base").replaceChildren(
     el("p", {}, "Fine-tuned from base model ", el("strong", { id: "base-model-name" }, model.base_model), " · ", model.base_model_description),
   );
+  // Its lineage, nearest first; the base is a link when it is a model of this workspace.
+  document.getElementById("model-lineage").replaceChildren("Lineage: this model",
+    ...model.lineage.flatMap((name, i) => [" ← ", i === 0 && model.base_model_id
+      ? el("a", { href: `/models/${model.base_model_id}` }, name) : el("span", {}, name)]));
   document.getElementById("model-facts").replaceChildren(
     ...fact("Roboflow-style id", el("code", { id: "roboflow-id" }, model.version_name),
       el("span", { class: "muted small" }, " · model_id for Roboflow's clients; the newest model of this data version answers to it, " +
