@@ -245,23 +245,48 @@ class FineTuneRecipe:
 
     def _fill_vision_cache(self) -> None:
         """Each rank runs the frozen ViT on its share of the images not cached yet; all then wait for the
-        whole cache, since any rank's batches may use any image."""
+        whole cache, since any rank's batches may use any image. At SAM 3's size this takes minutes before
+        step 0, so it is a phase of its own: events at its start and end, progress with an ETA (rank 0's
+        count times the ranks) through the callbacks, and a bar of its own on the command line."""
+        from trainer.callbacks import CACHING, PhaseProgress
+
         todo = self.vision_cache.missing(self.splits)
         if not todo:
             return
-        t0 = time.monotonic()
+        self._event(
+            "cache_start",
+            f"caching the vision encoder's output for {len(todo)} images",
+            {"images": len(todo)},
+        )
+        lead = self.rank == 0
+        phase = PhaseProgress(self.callbacks if lead else NullCallbacks(), CACHING, len(todo))
+        bar = None
+        if self.cfg.progress_bar and lead:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="caching image embeddings", unit="image", dynamic_ncols=True)
+
+        def on_image(n: int) -> None:
+            phase.advance(n * self.world)
+            if bar is not None:
+                bar.update(min(n * self.world, len(todo)) - bar.n)
+
         self.model.eval()
         with self._autocast():
             self.vision_cache.fill(
                 self.model, todo[self.rank :: self.world], image_size=self.image_size,
-                mean=self.loaded.image_mean, std=self.loaded.image_std, device=self.device,
+                mean=self.loaded.image_mean, std=self.loaded.image_std, device=self.device, on_image=on_image,
             )  # fmt: skip
         if self.world > 1:
             dist.barrier()
+        seconds = phase.finish()
+        if bar is not None:
+            bar.update(len(todo) - bar.n)
+            bar.close()
         self._event(
             "cache",
-            f"cached the vision encoder's output for {len(todo)} images",
-            {"seconds": round(time.monotonic() - t0, 1)},
+            f"cached the vision encoder's output for {len(todo)} images in {seconds:.1f} s",
+            {"seconds": round(seconds, 1), "images": len(todo)},
         )
 
     def _text_hidden(self) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -54,10 +54,12 @@ class VisionCache:
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         device: torch.device,
+        on_image: Callable[[int], None] | None = None,
     ) -> None:
         """Run the ViT on each image of `todo` and write its output. Each file is written under a temporary
-        name and renamed, so ranks sharing the directory (or a run killed mid-write) never leave a torn one."""
-        for split, sample in todo:
+        name and renamed, so ranks sharing the directory (or a run killed mid-write) never leave a torn one.
+        `on_image(n)` is called once the n-th image's file is in place (the phase's progress)."""
+        for n, (split, sample) in enumerate(todo, start=1):
             pixels = D.load_pixels(sample.path, image_size, image_size, mean, std)[None].to(device)
             hidden = vision_backbone(model, pixels)[0]
             path = self.path(split, sample.image_id)
@@ -65,6 +67,8 @@ class VisionCache:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             save_file({"hidden": hidden.to(torch.float16).cpu().contiguous()}, str(tmp))
             os.replace(tmp, path)
+            if on_image is not None:
+                on_image(n)
 
     def load(self, split: str, samples: Sequence[D.Sample], device: torch.device) -> torch.Tensor:
         """[len(samples), tokens, channels] in float32 on `device`, for the neck."""
