@@ -33,6 +33,11 @@ from trainer.callbacks import StopRequest
 
 logger = logging.getLogger("samtune.worker.training")
 
+# A phase before training (decoder mode's image-embedding cache) reports after every image; the live feed gets
+# at most one progress snapshot per this many seconds (plus its first and last), and the database at most one
+# write per heartbeat period (`metrics_flush_seconds`): 10,000 images never mean 10,000 writes.
+PHASE_PUBLISH_SECONDS = 1.0
+
 
 class LeaseLost(Exception):
     """Another attempt owns the job now (this worker was presumed dead): stop without touching it."""
@@ -60,6 +65,8 @@ class JobCallbacks:
         self.write_lock = threading.Lock()
         self.points: list[tuple[int, float, str, float]] = []
         self.progress: dict[str, Any] = {}
+        self.phase_published_at = 0.0
+        self.phase_unwritten = False  # the phase moved since the database last had `progress`
         self.best: dict[str, float] | None = None
         self.flags: tuple[bool, bool] = (False, False)
         self.lost = False
@@ -84,13 +91,49 @@ class JobCallbacks:
             job.hyperparameters = hyperparameters
             # When this attempt's training loop began (model loaded, data fetched, caches filled): minus the
             # claim, the worker's setup overhead per attempt (bench/job_queue.py reads it).
+            # Training proper begins: any phase before it (caching) is over.
             self.progress = dict(job.progress or {}) | {
                 "step": start_step,
                 "total_steps": self.total_steps,
                 "training_started_at": utcnow().isoformat(),
+                "phase": None,
             }
             self.best = self.progress.get("best_valid")
             job.progress = self.progress
+            progress = dict(self.progress)
+        self.publisher.publish(self.job_id, "progress", progress)
+
+    def on_phase_progress(self, phase: str, done: int, total: int, eta_seconds: float | None) -> None:
+        """Memory only, as a step is: the heartbeat thread writes the phase to the row within a period, and
+        the live feed gets a snapshot at most once a `PHASE_PUBLISH_SECONDS`, plus the phase's first and
+        last."""
+        if not self.progress:
+            # Before setup this attempt holds no copy of the row's progress (its step, the best validation of
+            # an earlier attempt): read it once, or the heartbeat's write of the phase would replace them.
+            with transaction(self.factory) as session:
+                job = repository.fenced(session, self.job_id, self.token)
+                if job is None:
+                    self.lost = True
+                    return
+                row = dict(job.progress or {})
+            with self.lock:
+                self.progress = row | self.progress
+        now = time.monotonic()
+        snapshot = {
+            "name": phase,
+            "done": done,
+            "total": total,
+            "eta_seconds": round(eta_seconds, 1) if eta_seconds is not None else None,
+        }
+        with self.lock:
+            self.progress = self.progress | {"phase": snapshot}
+            self.phase_unwritten = True
+            due = done in (0, total) or now - self.phase_published_at >= PHASE_PUBLISH_SECONDS
+            if due:
+                self.phase_published_at = now
+            progress = dict(self.progress)
+        if due:
+            self.publisher.publish(self.job_id, "progress", progress)
 
     def on_metrics(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         elapsed = time.monotonic() - self.started
@@ -184,6 +227,9 @@ class JobCallbacks:
         # The uploads waiting or in flight finish first: the job's pointer reaches the last checkpoint, and
         # nothing writes under the job's prefix once the attempt has cleaned it up.
         self.uploader.close()
+        with self.lock:
+            if self.progress.get("phase"):  # the run ended inside a phase (it failed there): not running now
+                self.progress = self.progress | {"phase": None}
         self._stop.set()
         self._thread.join(timeout=30)
         self.flush()
@@ -202,7 +248,11 @@ class JobCallbacks:
         while not self._stop.wait(period):
             try:
                 self.flush()
-                if time.monotonic() - last_renew >= self.settings.job_heartbeat_seconds:
+                # A phase in progress goes to the row every period (renewing the lease on the way), so the
+                # job page, reloaded, shows it; otherwise `progress` waits for the lease's own period.
+                with self.lock:
+                    phase_moved, self.phase_unwritten = self.phase_unwritten, False
+                if phase_moved or time.monotonic() - last_renew >= self.settings.job_heartbeat_seconds:
                     self.renew()
                     last_renew = time.monotonic()
             except Exception:  # a database blip must not kill the heartbeat; the lease gives us time

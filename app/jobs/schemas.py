@@ -70,12 +70,31 @@ class JobPreview(BaseModel):
     mode: str = Field(deprecated="use resolved_mode", description="Deprecated: resolved_mode.")
 
 
+class Phase(BaseModel):
+    """A phase of the run before its first step that takes long enough to show."""
+
+    name: str = Field(
+        description="'caching': decoder mode runs the frozen vision encoder over every image of every split "
+        "(image embeddings), once per worker and base model."
+    )
+    done: int = Field(description="Items (images) done so far.")
+    total: int
+    eta_seconds: float | None = Field(
+        default=None, description="From this phase's own measured rate so far; null before the first item."
+    )
+
+
 class Progress(BaseModel):
     step: int = 0
     total_steps: int | None = None
     epoch: float = 0.0
     eta_seconds: float | None = None
     steps_per_second: float | None = None
+    phase: Phase | None = Field(
+        default=None,
+        description="While the running job is in a phase before training (caching); null once training "
+        "began. `eta_seconds` above is the training's.",
+    )
 
 
 class JobEventOut(BaseModel):

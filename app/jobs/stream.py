@@ -49,7 +49,7 @@ def _job_state(factory: sessionmaker[Session], job_id: uuid.UUID) -> tuple[str, 
 
 
 def _progress_event(progress: dict[str, Any]) -> FeedEvent:
-    keys = ("step", "total_steps", "epoch", "eta_seconds", "steps_per_second")
+    keys = ("step", "total_steps", "epoch", "eta_seconds", "steps_per_second", "phase")
     return FeedEvent(None, "progress", {k: progress.get(k) for k in keys})
 
 

@@ -50,6 +50,8 @@ function setLive(state, text) {
 }
 
 let lastProgress = { step: 0 };
+// What the job page calls each phase before training (progress.phase.name).
+const PHASES = { caching: "caching image embeddings" };
 
 function showProgress(update) {
   // Snapshots (total, ETA, speed) come every few seconds and lag the metric points, which also tell the
@@ -58,6 +60,19 @@ function showProgress(update) {
   const p = { ...lastProgress, ...u, step: Math.max(u.step || 0, lastProgress.step || 0) };
   lastProgress = p;
   const bar = document.getElementById("job-progress");
+  const running = p.phase && job && job.status === "running";
+  document.getElementById("progress-text").dataset.phase = running ? p.phase.name : "";
+  if (running) {
+    // A phase before step 0 (decoder mode's caching): its own count and its own ETA.
+    const ph = p.phase;
+    bar.max = Math.max(1, ph.total || 0);
+    bar.value = Math.min(ph.done || 0, bar.max);
+    const text = [`${PHASES[ph.name] || ph.name} ${ph.done}/${ph.total}`];
+    if (ph.eta_seconds !== null && ph.eta_seconds !== undefined) text.push(`about ${duration(ph.eta_seconds)} left`);
+    text.push("training starts after it");
+    document.getElementById("progress-text").textContent = text.join(" · ");
+    return;
+  }
   const total = p.total_steps || 0;
   bar.max = Math.max(1, total);
   bar.value = Math.min(p.step || 0, bar.max);
@@ -230,8 +245,9 @@ function follow() {
   source.addEventListener("metrics", (e) => {
     const d = JSON.parse(e.data);
     for (const [name, value] of Object.entries(d.metrics)) addPoint(name, d.step, d.epoch, value);
-    // Progress snapshots come every few seconds; a metric point is news of a step too.
-    if (d.step > (lastProgress.step || 0)) showProgress({ step: d.step, epoch: d.epoch });
+    // Progress snapshots come every few seconds; a metric point is news of a step too, and steps mean any
+    // phase before them is over.
+    if (d.step > (lastProgress.step || 0) || lastProgress.phase) showProgress({ step: d.step, epoch: d.epoch, phase: null });
   });
   source.addEventListener("progress", (e) => {
     if (job && job.status === "queued") scheduleRefresh(); // it started: fetch the new status
