@@ -130,6 +130,7 @@ def _preview(
             epochs=int(hp["epochs"].value),
             eval_images=int(counts.get("valid", {}).get("images", 0))
             + int(counts.get("test", {}).get("images", 0)),
+            cache_images=sum(int(c.get("images", 0)) for c in counts.values()),
         ),  # fmt: skip
     )
     return shown, base, version
