@@ -29,6 +29,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("training_job", schema=None) as batch_op:
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not batch mode's copy-and-drop: with models that reference
+    # their jobs, SQLite's foreign keys refuse to drop the original table (as in 0005).
+    with op.batch_alter_table("training_job", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("base_lineage")
         batch_op.drop_column("base_model_id")
