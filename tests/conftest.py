@@ -30,6 +30,36 @@ from tests.support.s3 import fresh_bucket, moto_server  # noqa: E402
 # The jobs kit, shared by the jobs and the models tests.
 pytest_plugins = ["tests.support.jobs"]
 
+# Tests that `make test` leaves to `make test-long` to stay within its 20 minutes: each has a twin there
+# that covers the same mechanism more cheaply, or is a soak of what another test covers once. Node ids
+# (parameters included) -> why.
+LONG_ONLY = {
+    "tests/trainer/test_e2e.py::test_fine_tuning_learns_a_concept_the_base_lacks": "a learning-quality run; tests/jobs and tests/ui train through the service",
+    "tests/jobs/test_job_faults.py::test_sigkilled_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoint": "tests/jobs/test_checkpoint_upload.py SIGKILLs a worker and resumes from its checkpoint",
+    "tests/jobs/test_job_faults.py::test_redis_restart_loses_no_job": "a broker outage soak",
+    "tests/jobs/test_job_faults.py::test_api_restart_changes_nothing_for_running_jobs": "an API restart soak",
+    "tests/jobs/test_job_faults.py::test_a_batch_prediction_whose_worker_was_killed_is_retried_by_the_reaper": "the reaper's requeue is tested for versions in tests/versions and for jobs here",
+    "tests/deploy/test_topology.py::test_production_topology_runs_the_whole_flow": "tests/deploy/test_compose.py checks the compose file; the embedded topology runs the whole flow",
+    "tests/test_samtune_cli.py::test_up_supervises_and_restarts_a_dead_worker": "tests/deploy/test_topology.py's `make run` test kills and sees restarted a worker of `samtune up`",
+    "tests/models/test_inference_service.py::test_two_services_behind_the_api_one_killed_mid_load[postgres]": "the same on SQLite; the services never touch the database's dialect",
+    "tests/models/test_predict_limits.py::test_healthz_and_other_clients_answer_under_abusive_requests[postgres]": "the same on SQLite",
+    "tests/jobs/test_jobs_api.py::test_webhook_task_retries_by_itself_in_a_real_worker[postgres]": "the same on SQLite",
+    "tests/test_bench_scripts.py::test_one_off_script_runs_on_the_cpu[predict_full_size]": "test_script_starts and the import check cover it",
+}
+# The batch-chunking grid: its diagonal (each chunk size once, each NMS setting once) in `make test`.
+LONG_ONLY.update({
+    f"tests/models/test_batch_chunks.py::test_chunked_batch_equals_one_by_one[{c}-nms{n}]":
+        "the grid's diagonal runs in make test"
+    for c in ("2-chunks0", "1-chunks1", "8-chunks2") for n in range(3)
+    if (c, n) not in {("2-chunks0", 0), ("1-chunks1", 1), ("8-chunks2", 2)}
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid in LONG_ONLY:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
