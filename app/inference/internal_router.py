@@ -8,6 +8,7 @@ import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
 from app.core.errors import AppError
 from app.inference.calls import ModelSpec, decode_call
@@ -44,6 +45,19 @@ async def internal_load(request: Request) -> dict[str, str]:
     model = ModelSpec.model_validate_json(await request.body())
     await inference.load(model)
     return {"loaded": model.key}
+
+
+class EvictRequest(BaseModel):
+    key: str
+
+
+@router.post("/internal/v1/evict")
+async def internal_evict(request: Request) -> dict[str, str]:
+    """The API deleted this model: free its memory now."""
+    inference = _inference(request)
+    key = EvictRequest.model_validate_json(await request.body()).key
+    inference.evict(key)
+    return {"evicted": key}
 
 
 @router.get("/internal/v1/status")

@@ -9,11 +9,13 @@ one retry."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass
 
 import httpx
+from anyio import from_thread
 
 from app.inference.calls import Answer, InferenceUnavailable, ModelSpec, PredictCall, encode_call
 from app.settings import Settings
@@ -124,7 +126,26 @@ class RemoteInference:
             )
 
     def evict(self, key: str) -> None:
-        """A deleted model is no longer asked for; each service's cache drops it in its own time (LRU)."""
+        """A deleted model leaves every service's memory now (an 840M model holds 3.4 GB of GPU memory), not
+        when LRU gets to it. Called from a synchronous route's worker thread; best effort: a service that does
+        not answer lost its cache anyway, or drops the model in its own time."""
+        from_thread.run(self._evict_everywhere, key)
+
+    async def _evict_everywhere(self, key: str) -> None:
+        body = json.dumps({"key": key}).encode()
+        for replica in self.replicas:
+            try:
+                answer = await self.client.post(
+                    replica.url + "/internal/v1/evict",
+                    content=body,
+                    headers=self._headers | {"Content-Type": "application/json"},
+                    timeout=5.0,
+                )
+            except httpx.TransportError as exc:
+                logger.warning("could not evict %s from %s (%s)", key, replica.url, type(exc).__name__)
+                continue
+            if answer.status_code != 200:
+                logger.warning("%s did not evict %s: HTTP %s", replica.url, key, answer.status_code)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -211,3 +211,20 @@ def test_two_services_behind_the_api_one_killed_mid_load(
                 r = httpx.post(f"{api.url}/api/v1/models/{model_id}/predict", headers=jobs_kit.auth,
                                files={"image": ("x.jpg", images[0])}, timeout=120)  # fmt: skip
             assert r.status_code == status and words in r.text, (url, extra, r.status_code, r.text)
+
+        # A model deleted through the API leaves the service's memory at once, not when LRU gets to it.
+        job = jobs_kit.create()
+        assert jobs_kit.run(job["id"]) == "succeeded"
+        doomed = jobs_kit.get(job["id"])["model_id"]
+        internal = {INTERNAL_TOKEN_HEADER: jobs_kit.settings.internal_token}
+        with LiveServer(jobs_kit.make_app(jobs_kit.make_settings(inference_urls=second.url))) as api:
+            r = httpx.post(f"{api.url}/api/v1/models/{doomed}/predict", headers=jobs_kit.auth,
+                           files={"image": ("x.jpg", images[0])}, timeout=120)  # fmt: skip
+            assert r.status_code == 200, r.text
+            held = httpx.get(f"{second.url}/internal/v1/status", headers=internal, timeout=30).json()[
+                "models"
+            ]
+            assert doomed in held, held
+            assert httpx.delete(f"{api.url}/api/v1/models/{doomed}", headers=jobs_kit.auth).status_code == 204
+        held = httpx.get(f"{second.url}/internal/v1/status", headers=internal, timeout=30).json()["models"]
+        assert doomed not in held and model_id in held, held
