@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from trainer.memory import MemoryPlan
+
 Mode = Literal["auto", "decoder", "full"]
+
+# Images per optimizer step when the configuration does not say: what the memory fit keeps, accumulating
+# gradients over smaller micro-batches when a batch this large does not fit.
+DEFAULT_BATCH = {"cuda": 4, "cpu": 2}
 
 
 class TrainConfig(BaseModel):
@@ -32,7 +39,15 @@ class TrainConfig(BaseModel):
 
     # None = chosen by resolve() from the data and the device, with a reason.
     epochs: int | None = Field(default=None, ge=1, le=1000)
-    batch_size: int | None = Field(default=None, ge=1, le=256, description="Images per step.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=256, description="Images per forward pass (a micro-batch when accumulating)."
+    )
+    grad_accumulation: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Micro-batches per optimizer step: each step sees batch_size x grad_accumulation images.",
+    )
     warmup_steps: int | None = Field(default=None, ge=0)
     early_stopping_patience: int | None = Field(
         default=None, ge=0, description="Epochs without a better valid mask AP."
@@ -73,6 +88,12 @@ class TrainConfig(BaseModel):
     )
     image_size: int | None = Field(default=None, description="Model input size; default: the model's own.")
     device: str = "auto"
+    memory_budget_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Memory a run may use, for fitting the batch (trainer/memory.py); default: the GPU's "
+        "total memory, or the machine's free RAM on the CPU.",
+    )
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every_steps: int = Field(default=100, ge=1)
     checkpoint_every_seconds: float = Field(
@@ -142,10 +163,13 @@ def resolve(
     gpu_memory_gb: float | None = None,
     batch_size_found: int | None = None,
     recommended: dict[str, Any] | None = None,
+    memory: MemoryPlan | None = None,
 ) -> dict[str, Resolved]:
     """Fill every `None` with a value and a reason. `batch_size_found` is the result of a CUDA memory preflight;
     `recommended` comes from the base model's card (`recommended_hyperparameters`) and wins over the recipe's
-    defaults, never over what the configuration sets."""
+    defaults, never over what the configuration sets. With `memory` (the model, the step's shape and the
+    device's budget) the batch is fitted to the estimate, and a configuration that cannot fit raises
+    `trainer.preflight.DoesNotFit` saying what to change."""
     out: dict[str, Resolved] = {}
 
     if cfg.mode != "auto":
@@ -169,17 +193,8 @@ def resolve(
             value="full", reason=f"{num_train_images} images and a GPU: Meta's full fine-tuning recipe"
         )
 
-    if cfg.batch_size is not None:
-        out["batch_size"] = Resolved(value=cfg.batch_size, reason="set in the configuration")
-    elif batch_size_found is not None:
-        out["batch_size"] = Resolved(
-            value=batch_size_found, reason="largest that passed a real step in GPU memory"
-        )
-    elif device_type == "cuda":
-        out["batch_size"] = Resolved(value=4, reason="GPU default before the memory preflight")
-    else:
-        out["batch_size"] = Resolved(value=2, reason="CPU: small batches keep steps short")
-    batch = out["batch_size"].value
+    _resolve_batch(out, cfg, device_type, batch_size_found, memory)
+    batch = out["batch_size"].value * out["grad_accumulation"].value
     steps_per_epoch = max(1, math.ceil(num_train_images / batch))
 
     if cfg.epochs is not None:
@@ -226,6 +241,51 @@ def resolve(
         value=precision, reason="bf16 autocast on CUDA, fp32 on CPU" if cfg.precision == "auto" else "set"
     )
     return out
+
+
+def _resolve_batch(
+    out: dict[str, Resolved],
+    cfg: TrainConfig,
+    device_type: str,
+    batch_size_found: int | None,
+    memory: MemoryPlan | None,
+) -> None:
+    """batch_size and grad_accumulation. Unset, the batch is the largest the memory estimate fits under the
+    device default, and accumulation keeps the default's images per optimizer step."""
+    default = DEFAULT_BATCH["cuda" if device_type == "cuda" else "cpu"]
+    mode = out["mode"].value
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device_type == "cuda" else "fp32")
+    accumulation: Resolved | None = None
+    if cfg.grad_accumulation is not None:
+        accumulation = Resolved(value=cfg.grad_accumulation, reason="set in the configuration")
+    if cfg.batch_size is not None:
+        batch = Resolved(value=cfg.batch_size, reason="set in the configuration")
+        if memory is not None:
+            from trainer.memory import gb
+
+            est = memory.check(mode, cfg.batch_size, precision)  # DoesNotFit names the numbers
+            batch.reason += f"; estimated {gb(est.total)} of {gb(memory.budget.usable)} usable"
+    elif batch_size_found is not None:
+        batch = Resolved(value=batch_size_found, reason="largest that passed a real step in GPU memory")
+        if accumulation is None and batch_size_found < default:
+            steps = -(-default // batch_size_found)
+            accumulation = Resolved(
+                value=steps,
+                reason=f"{batch_size_found} images per pass: accumulating {steps} to keep {default}",
+            )
+    elif memory is not None:
+        fit = memory.fit(mode, default, precision)
+        batch = Resolved(value=fit.batch_size, reason=fit.reason)
+        if accumulation is None and fit.grad_accumulation > 1:
+            accumulation = Resolved(value=fit.grad_accumulation, reason=fit.reason)
+    elif device_type == "cuda":
+        batch = Resolved(value=default, reason="GPU default before the memory preflight")
+    else:
+        batch = Resolved(value=default, reason="CPU: small batches keep steps short")
+    out["batch_size"] = batch
+    out["grad_accumulation"] = accumulation or Resolved(
+        value=1, reason=f"no accumulation: {batch.value} images per optimizer step"
+    )
 
 
 def values(resolved: dict[str, Resolved]) -> dict[str, Any]:

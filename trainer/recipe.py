@@ -39,7 +39,8 @@ from trainer.extras import installed, require
 from trainer.forward import QueryModel, ask, text_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
-from trainer.preflight import find_batch_size
+from trainer.memory import Budget, MemoryPlan, architecture, device_budget
+from trainer.preflight import DoesNotFit, find_batch_size
 from trainer.save import save_model
 from trainer.tokenizer import tokenize
 from trainer.types import ModelOutputs
@@ -161,28 +162,50 @@ class FineTuneRecipe:
 
     def _resolve_hyperparameters(self, batch_size_found: int | None = None) -> None:
         """Every `None` of the config gets a value and a reason, recorded in config_resolved.yaml. Called
-        again once the CUDA preflight has found the batch size."""
+        again once the CUDA preflight has found the batch size. The batch is fitted to the device's memory by
+        the estimate (trainer/memory.py); a configuration that cannot fit fails here, before any step."""
         gpu_gb = (
             torch.cuda.get_device_properties(self.device).total_memory / 2**30
             if self.device.type == "cuda"
             else None
         )
-        self.resolved = resolve(
-            self.cfg,
-            num_train_images=len(self.splits["train"].samples),
-            device_type=self.device.type,
-            gpu_memory_gb=gpu_gb,
-            batch_size_found=batch_size_found,
-            recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
-        )
+        try:
+            self.resolved = resolve(
+                self.cfg,
+                num_train_images=len(self.splits["train"].samples),
+                device_type=self.device.type,
+                gpu_memory_gb=gpu_gb,
+                batch_size_found=batch_size_found,
+                recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
+                memory=self._memory_plan(),
+            )
+        except DoesNotFit as exc:
+            raise TrainingFailed(str(exc)) from None
         self.hp = values(self.resolved)
         if self.rank == 0:
             resolved_yaml = yaml.safe_dump(explained(self.resolved), sort_keys=False)
             (self.out / "config_resolved.yaml").write_text(resolved_yaml)
 
+    def _memory_plan(self) -> MemoryPlan:
+        """The step's shape for the memory estimate: the most queries any training image makes (its present
+        classes and up to max_negatives absent ones), against the device's budget (a configured budget wins).
+        On the CPU the base model's weights are resident already, so they count as available."""
+        samples = self.splits["train"].samples
+        k = len(self.classes)
+        queries = max(min(k, len(s.classes_present()) + self.cfg.max_negatives) for s in samples)
+        held = sum(p.numel() * p.element_size() for p in self.loaded.model.parameters())
+        budget = device_budget(self.device, already_held=held if self.device.type == "cpu" else 0)
+        if self.cfg.memory_budget_bytes is not None:
+            budget = Budget(self.cfg.memory_budget_bytes, "memory_budget_bytes")
+        return MemoryPlan(
+            arch=architecture(self.loaded.model.config), image_size=self.image_size,
+            queries_per_image=max(1, queries), prompts=k, budget=budget, device_type=self.device.type,
+        )  # fmt: skip
+
     def _preflight(self) -> None:
-        """One real step per candidate batch size, halving on out-of-memory; the winner goes into the
-        resolved hyperparameters with its reason."""
+        """One real step per candidate batch size from the estimate's choice down, halving on out-of-memory:
+        a confirmation of the estimate on the GPU itself. The winner goes into the resolved hyperparameters
+        with its reason."""
         n = len(self.splits["train"].samples)
 
         def trial(size: int) -> None:
@@ -199,7 +222,11 @@ class FineTuneRecipe:
             finally:
                 self.optimizer.zero_grad(set_to_none=True)
 
-        self._resolve_hyperparameters(batch_size_found=find_batch_size(trial, start=min(16, max(1, n))))
+        try:
+            found = find_batch_size(trial, start=min(self.hp["batch_size"], max(1, n)))
+        except DoesNotFit as exc:
+            raise TrainingFailed(str(exc)) from None
+        self._resolve_hyperparameters(batch_size_found=found)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Meta's recipe: three learning rates (heads, vision, text), layer-wise decay down the ViT, no weight
@@ -303,15 +330,16 @@ class FineTuneRecipe:
         return nullcontext()
 
     def _batches_per_epoch(self) -> int:
+        """Optimizer steps per epoch: each takes batch_size x grad_accumulation images per rank."""
         n = len(self.splits["train"].samples)
-        return max(1, math.ceil(n / (self.hp["batch_size"] * self.world)))
+        return max(1, math.ceil(n / (self.hp["batch_size"] * self.hp["grad_accumulation"] * self.world)))
 
-    def _batch_indices(self, step: int) -> list[int]:
+    def _batch_indices(self, step: int, micro: int = 0) -> list[int]:
         per_epoch = self._batches_per_epoch()
         epoch, pos = divmod(step, per_epoch)
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.splits["train"].samples))
         size = self.hp["batch_size"]
-        start = (pos * self.world + self.rank) * size
+        start = ((pos * self.hp["grad_accumulation"] + micro) * self.world + self.rank) * size
         chunk = order[start : start + size].tolist()
         return chunk or order[:size].tolist()
 
@@ -336,25 +364,49 @@ class FineTuneRecipe:
                 break
 
             step = self.step
-            rng = np.random.default_rng([cfg.seed, 1, step])
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, independent of where a run resumed
-            indices = self._batch_indices(step)
-            batch = D.make_batch(
-                split, indices, size=self.image_size, mask_size=self.mask_size, max_negatives=cfg.max_negatives,
-                rng=rng, mean=self.loaded.image_mean, std=self.loaded.image_std,
-                with_pixels=self.mode != "decoder", jitter=cfg.scale_jitter and self.mode != "decoder",
-                box_exemplar_prob=cfg.box_exemplar_prob,
-            )  # fmt: skip
+            # One optimizer step over `accumulation` micro-batches. Each micro-batch's loss is scaled by its
+            # share of the step's queries, with the box and mask terms normalised by the step's target count
+            # (scaled alike), so the summed gradient is the one a single batch of them all would give.
+            accumulation = self.hp["grad_accumulation"]
+            micro_batches = []
+            for micro in range(accumulation):
+                # Micro-batch 0 keeps the (seed, step) derivation of a run without accumulation.
+                key = [cfg.seed, 1, step] if micro == 0 else [cfg.seed, 1, step, micro]
+                micro_batches.append(D.make_batch(
+                    split, self._batch_indices(step, micro), size=self.image_size, mask_size=self.mask_size,
+                    max_negatives=cfg.max_negatives, rng=np.random.default_rng(key), mean=self.loaded.image_mean,
+                    std=self.loaded.image_std, with_pixels=self.mode != "decoder",
+                    jitter=cfg.scale_jitter and self.mode != "decoder", box_exemplar_prob=cfg.box_exemplar_prob,
+                ))  # fmt: skip
+            queries = sum(len(b.targets) for b in micro_batches)
+            instances = max(1.0, float(sum(t.num for b in micro_batches for t in b.targets)))
             self.train_model.train()
-            with self._autocast():
-                outputs = self._forward(batch, "train", train=True)
-                loss, parts = self.criterion(outputs, batch.targets)
-            loss_value = float(loss.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_value, parts = 0.0, dict[str, torch.Tensor]()
+            for micro, batch in enumerate(micro_batches):
+                share = len(batch.targets) / queries
+                # Dropout, independent of where a run resumed; micro-batch 0 as without accumulation.
+                torch.manual_seed(cfg.seed * 1_000_003 + step + micro * 1_000_000_007)
+                last = micro == accumulation - 1
+                sync = nullcontext() if last or self.world == 1 else self.train_model.no_sync()  # type: ignore[operator]
+                with sync:
+                    with self._autocast():
+                        outputs = self._forward(batch, "train", train=True)
+                        if accumulation == 1:  # exactly the step without accumulation
+                            loss, micro_parts = self.criterion(outputs, batch.targets)
+                        else:
+                            loss, micro_parts = self.criterion(outputs, batch.targets, instances * share)
+                    if accumulation > 1:
+                        loss = loss * share
+                    loss.backward()
+                loss_value += float(loss.detach())
+                for k, v in micro_parts.items():
+                    parts[k] = parts.get(k, 0.0) + v * (share if accumulation > 1 else 1.0)
+                del outputs, loss
             if self._diverged(loss_value):
+                self.optimizer.zero_grad(set_to_none=True)
                 self._rollback(loss_value)
                 continue
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp["grad_clip"])
             self.optimizer.step()
             self.scheduler.step()
