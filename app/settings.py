@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     worker_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="The device the training workers have, for previews made by the API."
     )
+    worker_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Memory one training worker may use (its GPU's, or its RAM on a CPU worker), for the "
+        "API's memory check of a job at preview and creation; unset: this machine's free RAM for CPU workers, "
+        "no check for GPU workers (the worker fits the batch to its own device).",
+    )
     job_lease_seconds: float = Field(
         default=120.0,
         gt=0,

@@ -49,7 +49,8 @@ def list_base_models(settings: SettingsDep, principal: CurrentPrincipal) -> list
 def preview_job(
     req: JobRequest, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> JobPreview:
-    """The resolved hyperparameters, each with its reason, and a rough duration; creates nothing."""
+    """The resolved hyperparameters, each with its reason, and a rough duration; creates nothing. 422 when the
+    configuration does not fit the worker's memory (the estimate, the budget and what to change)."""
     return service.preview(session, settings, principal.workspace_id, req)
 
 
@@ -57,7 +58,12 @@ def preview_job(
     "/api/v1/jobs",
     response_model=JobCreated,
     status_code=status.HTTP_201_CREATED,
-    responses={422: {"description": "Version not ready, unknown base model, or an invalid override"}},
+    responses={
+        422: {
+            "description": "Version not ready, unknown base model, an invalid override, or a configuration "
+            "that does not fit the worker's memory"
+        }
+    },
 )
 def create_job(
     req: JobCreate,

@@ -22,6 +22,7 @@ from app.jobs import base_models, repository
 from app.jobs.base_models import BaseModelInfo
 from app.jobs.estimate import estimate
 from app.jobs.feed import Publisher
+from app.jobs.memory import memory_plan
 from app.jobs.schemas import (
     TERMINAL,
     BaseVsFineTuned,
@@ -38,6 +39,7 @@ from app.settings import Settings
 from app.versions import service as versions
 from app.versions.tables import DatasetVersion
 from trainer.config import TrainConfig, resolve
+from trainer.preflight import DoesNotFit
 
 STREAM_TTL_SECONDS = 7 * 24 * 3600
 
@@ -48,7 +50,7 @@ OVERRIDABLE = frozenset(
         "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip", "cooldown_fraction", "seed",
         "max_negatives", "prompts", "scale_jitter", "precision", "checkpoint_every_steps",
         "checkpoint_every_seconds", "eval_every_epochs", "eval_nms_iou", "eval_base_model", "one_to_many",
-        "box_exemplar_prob",
+        "box_exemplar_prob", "grad_accumulation",
     }
 )  # fmt: skip
 
@@ -103,12 +105,20 @@ def _preview(
     cfg = train_config(base, req.mode, req.hyperparameters, data_dir=Path("."), output_dir=Path("."))
     device = worker_device(settings)
     counts = version.split_counts or {}
-    resolved = resolve(
-        cfg,
-        num_train_images=int(counts.get("train", {}).get("images", 0)),
-        device_type=device,
-        recommended=base.recommended,
-    )
+    # The worker's memory, where it is known here (app/jobs/memory.py): a batch that cannot fit is a 422 now,
+    # not an out-of-memory kill in the middle of the run.
+    plan = memory_plan(settings, base, cfg, device, classes=len(version.classes or []), counts=counts)
+    try:
+        resolved = resolve(
+            cfg,
+            num_train_images=int(counts.get("train", {}).get("images", 0)),
+            device_type=device,
+            recommended=base.recommended,
+            memory=plan,
+        )
+    except DoesNotFit as exc:
+        source = "hyperparameters.batch_size" if cfg.batch_size is not None else "mode"
+        raise Unprocessable(f"does not fit the worker's memory: {exc}", source=source) from None
     hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
     name, resolved_mode = versions.version_name(dataset, version), str(hp["mode"].value)
     shown = JobPreview(
