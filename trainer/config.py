@@ -87,6 +87,18 @@ class TrainConfig(BaseModel):
         description="Chance that a positive query also gets one of its boxes as an exemplar prompt.",
     )
     image_size: int | None = Field(default=None, description="Model input size; default: the model's own.")
+    recompute_activations: bool = Field(
+        default=False,
+        description="Recompute the heads' activations in the backward pass instead of keeping them: about a "
+        "quarter less memory per query row for about a third more time per step (bench/train_memory.py).",
+    )
+    rows_per_pass: int | None = Field(
+        default=None,
+        ge=1,
+        description="Query rows (an image asked about one prompt) run through the heads at once; a step over "
+        "more runs them in passes and sums the gradients. Default: 1 on a CPU at 896 px and above (each row "
+        "keeps about 1.9 GiB of activations at 1008 px), all at once otherwise.",
+    )
     device: str = "auto"
     memory_budget_bytes: int | None = Field(
         default=None,

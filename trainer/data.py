@@ -208,6 +208,33 @@ class Batch:
     input_boxes: torch.Tensor | None = None
     input_boxes_labels: torch.Tensor | None = None
 
+    def row_chunks(self, max_rows: int) -> list[Batch]:
+        """This batch as consecutive pieces of at most `max_rows` query rows, each reading the same images.
+
+        A row (one image asked about one prompt) carries the whole image through the heads: at 1008 px its
+        activations are gigabytes, so a step over many rows runs them a few at a time and sums the gradients."""
+        rows = len(self.targets)
+        if rows <= max_rows:
+            return [self]
+        pieces = []
+        for start in range(0, rows, max_rows):
+            part = slice(start, start + max_rows)
+            pieces.append(
+                Batch(
+                    image_ids=self.image_ids,
+                    pixel_values=self.pixel_values,
+                    image_index=self.image_index[part],
+                    class_index=self.class_index[part],
+                    targets=self.targets[part],
+                    sample_index=self.sample_index,
+                    input_boxes=None if self.input_boxes is None else self.input_boxes[part],
+                    input_boxes_labels=None
+                    if self.input_boxes_labels is None
+                    else self.input_boxes_labels[part],
+                )
+            )
+        return pieces
+
 
 def choose_queries(
     sample: Sample, num_classes: int, max_negatives: int, rng: np.random.Generator

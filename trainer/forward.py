@@ -7,9 +7,12 @@ final layer matches `Sam3Model.forward` exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import Sam3Model
 from transformers.models.sam3.modeling_sam3 import inverse_sigmoid
 
@@ -128,6 +131,35 @@ def forward_queries(
         backbone_hidden = vision_backbone(model, pixel_values)
     vision = vision_neck(model, backbone_hidden).select(image_index)
     return heads(model, vision, project_text(model, text_hidden), text_mask, input_boxes, input_boxes_labels)
+
+
+def _recomputed(forward: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        # Non-reentrant: it takes keyword arguments and any output structure, and works under DDP. The RNG
+        # state is saved and restored, so dropout draws the same mask when the layer runs again.
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    run.samtune_recomputed = True  # type: ignore[attr-defined]
+    return run
+
+
+def recompute_head_activations(model: Sam3Model) -> None:
+    """Keep only each head layer's inputs for the backward pass and run the layer again there.
+
+    At 1008 px every query row of a step carries 5184 image tokens through six DETR encoder layers, the decoder
+    and the mask decoder's 288 x 288 pixel decoder. Kept, their activations cost about 1.9 GiB per row in fp32;
+    recomputed, about 1.4 GiB, for about a third more time per step (bench/train_memory.py). The recipe bounds
+    memory by running few rows at a time instead (`rows_per_pass`); this is the further option. Idempotent; a
+    no-op without gradients.
+    """
+    # The decoder as a whole: between its layers it builds a box-relative position bias per layer
+    # ([rows, heads, queries, tokens]) that recomputing layer by layer would still keep.
+    modules: list[torch.nn.Module] = [*model.detr_encoder.layers, model.detr_decoder, model.mask_decoder]
+    for module in modules:
+        if not getattr(module.forward, "samtune_recomputed", False):
+            module.forward = _recomputed(module.forward)
 
 
 class QueryModel(torch.nn.Module):

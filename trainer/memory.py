@@ -211,8 +211,10 @@ def estimate(
     prompts: int | None = None,
     precision: str = "fp32",
     device_type: str = "cpu",
+    rows_per_pass: int | None = None,
 ) -> MemoryEstimate:
-    """The peak of one training step of `batch_size` images with `queries_per_image` queries each."""
+    """The peak of one training step of `batch_size` images with `queries_per_image` queries each. With
+    `rows_per_pass`, the heads see at most that many queries at once (the recipe runs the rest in passes)."""
     trainable = arch.trainable(mode)
     per_image, per_query, per_step = activation_elements(
         arch,
@@ -221,7 +223,10 @@ def estimate(
         queries_per_image=queries_per_image,
         prompts=prompts if prompts is not None else queries_per_image,
     )
-    elements = batch_size * (per_image + queries_per_image * per_query) + per_step
+    rows = batch_size * queries_per_image
+    if rows_per_pass is not None:
+        rows = min(rows, rows_per_pass)
+    elements = batch_size * per_image + rows * per_query + per_step
     return MemoryEstimate(
         weights=arch.params * 4,
         gradients=trainable * 4,
@@ -281,12 +286,13 @@ class MemoryPlan:
     prompts: int
     budget: Budget
     device_type: str
+    rows_per_pass: int | None = None
 
     def estimate(self, mode: str, batch_size: int, precision: str) -> MemoryEstimate:
         return estimate(
             self.arch, mode=mode, batch_size=batch_size, image_size=self.image_size,
             queries_per_image=self.queries_per_image, prompts=self.prompts, precision=precision,
-            device_type=self.device_type,
+            device_type=self.device_type, rows_per_pass=self.rows_per_pass,
         )  # fmt: skip
 
     def _numbers(self, est: MemoryEstimate, batch: int) -> str:
@@ -343,6 +349,19 @@ class MemoryPlan:
             f"needs an estimated {est.describe()}, but {gb(self.budget.usable)} is usable "
             f"({SAFETY:.0%} of {gb(self.budget.bytes)} {self.budget.source}); try: " + "; ".join(advice)
         )
+
+
+# At 1008 px a query row keeps about 1.9 GiB of activations in the heads (bench/train_memory.py); below 896 px
+# (the tiny base's 112-224 px, SAM 3 at reduced sizes) rows are cheap and run together.
+ROWS_BOUNDED_FROM_IMAGE_SIZE = 896
+
+
+def default_rows_per_pass(device_type: str, image_size: int) -> tuple[int | None, str]:
+    """How many query rows the recipe runs through the heads at once when the configuration does not say, and
+    why: one at a time on a CPU at SAM 3's size (a GPU's batch is fitted to its memory instead)."""
+    if device_type != "cuda" and image_size >= ROWS_BOUNDED_FROM_IMAGE_SIZE:
+        return 1, f"{image_size} px on a CPU: each row keeps gigabytes of activations"
+    return None, "all at once"
 
 
 def config_image_size(config: Sam3Config) -> int:

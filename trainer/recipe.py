@@ -36,10 +36,10 @@ from trainer.callbacks import NullCallbacks, TrainerCallbacks
 from trainer.config import Resolved, TrainConfig, explained, resolve, values
 from trainer.evaluate import Detection, EvalResult, coco_evaluate, limit_per_image, postprocess
 from trainer.extras import installed, require
-from trainer.forward import QueryModel, ask, text_backbone
+from trainer.forward import QueryModel, ask, recompute_head_activations, text_backbone
 from trainer.losses import LossWeights, SetCriterion
 from trainer.matcher import HungarianMatcher
-from trainer.memory import Budget, MemoryPlan, architecture, device_budget
+from trainer.memory import Budget, MemoryPlan, architecture, default_rows_per_pass, device_budget
 from trainer.preflight import DoesNotFit, find_batch_size
 from trainer.save import save_model
 from trainer.tokenizer import tokenize
@@ -111,6 +111,13 @@ class FineTuneRecipe:
         self.loaded: LoadedModel = load_base_model(cfg.base_model, device="cpu")
         self.image_size = cfg.image_size or self.loaded.image_size
         self.mask_size = mask_size_for(self.image_size)
+        # Query rows through the heads at once: the memory estimate counts them, the loop runs them in passes.
+        self.rows_per_pass: int | None = cfg.rows_per_pass
+        self.rows_per_pass_reason = "set in the configuration"
+        if cfg.rows_per_pass is None:
+            self.rows_per_pass, self.rows_per_pass_reason = default_rows_per_pass(
+                self.device.type, self.image_size
+            )
 
         if self.rank == 0:
             (self.out / "config.yaml").write_text(
@@ -133,6 +140,13 @@ class FineTuneRecipe:
             fingerprint = backbone_fingerprint(self.model, cfg.base_model, self.image_size)
             self.vision_cache = VisionCache(Path(cfg.cache_dir or self.out / "cache") / fingerprint)
             self._fill_vision_cache()
+            # The base's values of what this run trains (4% of SAM 3): enough to evaluate or restore the base
+            # in place, where a second copy of the model would cost 3.4 GB.
+            self.initial_trainable = {
+                name: p.detach().to("cpu", copy=True)
+                for name, p in self.model.named_parameters()
+                if p.requires_grad
+            }
         self.text_hidden = self._text_hidden()
 
         weights = LossWeights(cls_negative_queries=cfg.cls_negative_queries, one_to_many=cfg.one_to_many)
@@ -141,6 +155,7 @@ class FineTuneRecipe:
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
         self.query_model = QueryModel(self.model)
+        self._plan_head_passes()
         self.train_model: torch.nn.Module = self.query_model
         if self.world > 1:
             # Unused parameters are normal here: the geometry encoder idles without box prompts.
@@ -159,6 +174,19 @@ class FineTuneRecipe:
         self._resume_if_possible()
         self.writer = self._tensorboard()
         self.callbacks.on_setup(explained(self.resolved), self.step)
+
+    def _plan_head_passes(self) -> None:
+        """How many query rows go through the heads at once, and whether their activations are kept. At 1008 px
+        a row keeps about 1.9 GiB (bench/train_memory.py): a CPU step of 2 images x 3 classes needed 20 GiB."""
+        rows, why = self.rows_per_pass, self.rows_per_pass_reason
+        if self.cfg.recompute_activations:
+            recompute_head_activations(self.model)
+        if rows is not None or self.cfg.recompute_activations:
+            said = [f"{rows} query row(s) at a time through the heads ({why})"] if rows is not None else []
+            if self.cfg.recompute_activations:
+                said.append("their activations recomputed in the backward pass")
+            self._event("head_passes", "; ".join(said), {"rows_per_pass": rows,
+                        "recompute_activations": self.cfg.recompute_activations})  # fmt: skip
 
     def _resolve_hyperparameters(self, batch_size_found: int | None = None) -> None:
         """Every `None` of the config gets a value and a reason, recorded in config_resolved.yaml. Called
@@ -200,6 +228,7 @@ class FineTuneRecipe:
         return MemoryPlan(
             arch=architecture(self.loaded.model.config), image_size=self.image_size,
             queries_per_image=max(1, queries), prompts=k, budget=budget, device_type=self.device.type,
+            rows_per_pass=self.rows_per_pass,
         )  # fmt: skip
 
     def _preflight(self) -> None:
@@ -378,8 +407,18 @@ class FineTuneRecipe:
                     std=self.loaded.image_std, with_pixels=self.mode != "decoder",
                     jitter=cfg.scale_jitter and self.mode != "decoder", box_exemplar_prob=cfg.box_exemplar_prob,
                 ))  # fmt: skip
+            if self.rows_per_pass is not None:
+                micro_batches = [piece for b in micro_batches for piece in b.row_chunks(self.rows_per_pass)]
+            passes = len(micro_batches)
             queries = sum(len(b.targets) for b in micro_batches)
-            instances = max(1.0, float(sum(t.num for b in micro_batches for t in b.targets)))
+            instances = float(sum(t.num for b in micro_batches for t in b.targets))
+            if self.world > 1:
+                # Each rank normalises by the mean instance count over ranks (Meta's recipe), so DDP's average of
+                # the ranks' gradients is the gradient of one batch of all their instances.
+                counted = torch.tensor([instances], device=self.device)
+                dist.all_reduce(counted)
+                instances = float(counted.item()) / self.world
+            instances = max(1.0, instances)
             self.train_model.train()
             self.optimizer.zero_grad(set_to_none=True)
             loss_value, parts = 0.0, dict[str, torch.Tensor]()
@@ -387,21 +426,21 @@ class FineTuneRecipe:
                 share = len(batch.targets) / queries
                 # Dropout, independent of where a run resumed; micro-batch 0 as without accumulation.
                 torch.manual_seed(cfg.seed * 1_000_003 + step + micro * 1_000_000_007)
-                last = micro == accumulation - 1
+                last = micro == passes - 1
                 sync = nullcontext() if last or self.world == 1 else self.train_model.no_sync()  # type: ignore[operator]
                 with sync:
                     with self._autocast():
                         outputs = self._forward(batch, "train", train=True)
-                        if accumulation == 1:  # exactly the step without accumulation
+                        if passes == 1 and self.world == 1:  # exactly the step without accumulation
                             loss, micro_parts = self.criterion(outputs, batch.targets)
                         else:
                             loss, micro_parts = self.criterion(outputs, batch.targets, instances * share)
-                    if accumulation > 1:
+                    if passes > 1:
                         loss = loss * share
                     loss.backward()
                 loss_value += float(loss.detach())
                 for k, v in micro_parts.items():
-                    parts[k] = parts.get(k, 0.0) + v * (share if accumulation > 1 else 1.0)
+                    parts[k] = parts.get(k, 0.0) + v * (share if passes > 1 else 1.0)
                 del outputs, loss
             if self._diverged(loss_value):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -504,8 +543,11 @@ class FineTuneRecipe:
         )
 
     def _reload_initial_weights(self) -> None:
-        fresh = load_base_model(self.cfg.base_model, device="cpu").model
-        self.model.load_state_dict(fresh.state_dict())
+        if self.mode == "decoder":
+            self.model.load_state_dict(self.initial_trainable, strict=False)
+        else:
+            fresh = load_base_model(self.cfg.base_model, device="cpu").model
+            self.model.load_state_dict(fresh.state_dict())
         self.step = 0
         self.history.clear()
 
@@ -550,6 +592,23 @@ class FineTuneRecipe:
                     nms_iou=self.cfg.eval_nms_iou,
                 )  # fmt: skip
         return detections
+
+    def _evaluate_base(self, split: str) -> dict[str, Any]:
+        """The base model's evaluation. `decoder` mode: this model with the base's values of the trained
+        parameters put back for the evaluation (everything else is the base's already), then its own again;
+        `full` mode: a second copy of the base."""
+        if self.mode != "decoder":
+            base = load_base_model(self.cfg.base_model, device=self.device).model
+            try:
+                return self.evaluate(split, model=base, use_cache=False).to_dict()
+            finally:
+                del base
+        trained = {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+        self.model.load_state_dict(self.initial_trainable, strict=False)
+        try:
+            return self.evaluate(split).to_dict()
+        finally:
+            self.model.load_state_dict(trained, strict=False)
 
     def _validate(self, epoch: float) -> bool:
         """Evaluate on valid, keep the best weights; True when early stopping says enough."""
@@ -675,11 +734,7 @@ class FineTuneRecipe:
             if "test" in self.splits and self.splits["test"].samples:
                 test["fine_tuned"] = self.evaluate("test").to_dict()
                 if self.cfg.eval_base_model:
-                    base = load_base_model(self.cfg.base_model, device=self.device).model
-                    test["base"] = self.evaluate(
-                        "test", model=base, use_cache=self.mode == "decoder"
-                    ).to_dict()
-                    del base
+                    test["base"] = self._evaluate_base("test")
             model_dir = self.out / "model"
             if model_dir.exists():
                 shutil.rmtree(model_dir)

@@ -24,7 +24,14 @@ from app.settings import Settings
 from trainer.architecture import full_size_sam3_config
 from trainer.base_model import META_BASE
 from trainer.config import TrainConfig
-from trainer.memory import Budget, MemoryPlan, architecture, available_ram, config_image_size
+from trainer.memory import (
+    Budget,
+    MemoryPlan,
+    architecture,
+    available_ram,
+    config_image_size,
+    default_rows_per_pass,
+)
 
 
 def _config(base: BaseModelInfo) -> Any | None:
@@ -65,11 +72,16 @@ def memory_plan(
     train = counts.get("train") or {}
     per_image = math.ceil(int(train.get("annotations", 0)) / max(1, int(train.get("images", 0)) or 1))
     queries = max(1, min(classes, max(1, per_image) + cfg.max_negatives)) if classes else 1
+    image_size = cfg.image_size or config_image_size(config)
+    rows_per_pass = cfg.rows_per_pass
+    if rows_per_pass is None:
+        rows_per_pass, _ = default_rows_per_pass(device, image_size)
     return MemoryPlan(
         arch=architecture(config),
-        image_size=cfg.image_size or config_image_size(config),
+        image_size=image_size,
         queries_per_image=queries,
         prompts=max(1, classes),
         budget=budget,
         device_type=device,
+        rows_per_pass=rows_per_pass,
     )
