@@ -50,7 +50,7 @@ OVERRIDABLE = frozenset(
         "lr_vision", "lr_text", "layer_decay", "weight_decay", "grad_clip", "cooldown_fraction", "seed",
         "max_negatives", "prompts", "scale_jitter", "precision", "checkpoint_every_steps",
         "checkpoint_every_seconds", "eval_every_epochs", "eval_nms_iou", "eval_base_model", "one_to_many",
-        "box_exemplar_prob", "grad_accumulation",
+        "box_exemplar_prob", "grad_accumulation", "rows_per_pass", "recompute_activations",
     }
 )  # fmt: skip
 
