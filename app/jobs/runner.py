@@ -21,15 +21,16 @@ from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.errors import AppError
 from app.core.lease import may_start
 from app.core.queue import TaskQueue
-from app.core.storage import ObjectStorage, file_sha256, make_storage
+from app.core.storage import ObjectStorage, make_storage
 from app.jobs import base_models, repository
 from app.jobs.base_models import BaseModelInfo
 from app.jobs.callbacks import JobCallbacks, LeaseLost
-from app.jobs.checkpoints import job_prefix, upload_dir
+from app.jobs.checkpoints import job_prefix
 from app.jobs.feed import make_publisher
 from app.jobs.logbuffer import LogBuffer
 from app.jobs.service import notify_end, set_status, train_config
 from app.jobs.tables import TrainingJob
+from app.models.assembly import BaseRef, store_model
 from app.models.service import model_prefix, record_regression, register_model
 from app.models.serving import ModelCache
 from app.models.tables import Model
@@ -135,8 +136,10 @@ class _Attempt:
             # A workspace model as the base: its files, fetched (and checked against their sha256) once per
             # machine by the inference tier's own cache; the trainer loads that directory.
             cache = ModelCache(self.storage, self.settings.data_dir / "cache" / "models",
-                               self.settings.model_cache_bytes)  # fmt: skip
+                               self.settings.model_cache_bytes, settings=self.settings)  # fmt: skip
             base.location = str(cache.fetch(*stored))
+        # What registration compares a decoder-mode model against, to store only what it changed.
+        self.base = BaseRef(name=base.name, location=base.location, model=stored)
         if last:
             # Resume exactly where the last attempt's last uploaded checkpoint left off.
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
@@ -177,8 +180,7 @@ class _Attempt:
         # of its own: if the lease turns out lost, the files are deleted and nothing points at them.
         model_id = uuid.uuid4()
         prefix = model_prefix(model_id)
-        upload_dir(self.storage, result.model_dir, prefix)
-        sha = file_sha256(result.model_dir / "model.safetensors")
+        sha, _ = store_model(self.storage, result.model_dir, prefix, self.base, self.settings)
         with transaction(self.factory) as session:
             job = repository.fenced(session, self.job_id, self.token)
             if job is None:

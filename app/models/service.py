@@ -3,10 +3,14 @@ needs of one (a `Servable`); the model a job registers; batch predictions asked 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy.orm import Session
 from zipstream import ZIP_DEFLATED, ZipStream
 
@@ -23,8 +27,10 @@ from app.jobs.schemas import BaseVsFineTuned
 from app.jobs.service import record
 from app.jobs.tables import TrainingJob
 from app.models import repository
+from app.models.assembly import DELTA_CARD
 from app.models.repository import Row
 from app.models.schemas import BatchPredictionOut, ModelOut
+from app.models.serving import ModelCache
 from app.models.tables import BatchPrediction, Model
 from app.settings import Settings
 from app.versions import service as versions
@@ -170,14 +176,43 @@ def base_spec(settings: Settings, name: str) -> ModelSpec:
     return ModelSpec(key=f"base:{base.name}", classes=base_models.classes(base), base_name=base.name)
 
 
-def download_stream(storage: ObjectStorage, model: Model) -> Iterator[bytes]:
+def download_stream(
+    storage: ObjectStorage, model: Model, settings: Settings | None = None
+) -> Iterator[bytes]:
     """The model directory (what Sam3Model.from_pretrained loads, with processor files and card), zipped
-    while it is sent."""
+    while it is sent. A model stored whole is streamed from storage; one stored as a delta over its base is
+    first assembled into the model cache (app/models/assembly.py, through ModelCache.fetch like every other
+    use), so a missing or changed base is an error before the response starts, never a wrong model."""
     prefix = model.checkpoint_prefix.rstrip("/") + "/"
     zs = ZipStream(compress_type=ZIP_DEFLATED)
-    for key in storage.list(prefix):
-        zs.add(iter_object(storage, key), key[len(prefix) :])
-    return iter(zs)
+    if not storage.exists(prefix + DELTA_CARD):
+        for key in storage.list(prefix):
+            zs.add(iter_object(storage, key), key[len(prefix) :])
+        return iter(zs)
+    # The model cache when the settings are given; else (the route does not pass them yet) a folder of its own
+    # for this download, removed once the zip has been sent.
+    scratch = None if settings is not None else Path(tempfile.mkdtemp(prefix="samtune-download-"))
+    cache_dir = scratch or (settings or Settings()).data_dir / "cache" / "models"
+    cache = ModelCache(storage, cache_dir, (settings or Settings()).model_cache_bytes, torch.device("cpu"),
+                       settings=settings)  # fmt: skip
+    try:
+        directory = cache.fetch(model.id, model.checkpoint_prefix, model.checkpoint_sha256)
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.name != ".complete":
+                zs.add_path(str(path), path.relative_to(directory).as_posix())
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _then_remove(iter(zs), scratch)
+
+
+def _then_remove(chunks: Iterator[bytes], scratch: Path | None) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def delete(session: Session, storage: ObjectStorage, evict: Callable[[str], None], workspace_id: uuid.UUID,

@@ -22,6 +22,8 @@ import torch
 
 from app.core.errors import AppError
 from app.core.storage import ObjectStorage, file_sha256
+from app.models.assembly import assemble
+from app.settings import Settings
 from trainer.base_model import load_base_model
 from trainer.predict import Predictor
 
@@ -60,9 +62,12 @@ def weights_bytes(directory_or_name: Path | str) -> int | None:
 
 class ModelCache:
     def __init__(
-        self, storage: ObjectStorage, cache_dir: Path, budget_bytes: int, device: torch.device | None = None
-    ) -> None:
+        self, storage: ObjectStorage, cache_dir: Path, budget_bytes: int, device: torch.device | None = None,
+        settings: Settings | None = None,
+    ) -> None:  # fmt: skip
         self.storage, self.cache_dir, self.budget = storage, cache_dir, budget_bytes
+        # Where a model stored as a delta finds its catalog base (the environment's settings when not given).
+        self.settings = settings
         self.device = device if device is not None else serve_device()
         self._models: OrderedDict[str, Served] = OrderedDict()
         self._lock = threading.Lock()
@@ -88,16 +93,18 @@ class ModelCache:
         return sum(s.bytes for s in self._models.values())
 
     def fetch(self, model_id: uuid.UUID, prefix: str, sha256: str) -> Path:
-        """The model directory on local disk, downloaded and verified once."""
+        """The model directory on local disk, downloaded (a delta assembled over its base: app/models/assembly.py)
+        and verified once. A delta whose base is gone or changed is BaseUnavailable (503) or BaseChanged (409)."""
         target = self.cache_dir / str(model_id)
         if (target / ".complete").exists():
             return target
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_dir / f".{model_id}.{uuid.uuid4().hex}"
         try:
-            for key in self.storage.list(prefix):
-                dest = tmp / key[len(prefix) :].lstrip("/")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.storage.download(key, dest)
+            tmp.mkdir()
+            assemble(
+                self.storage, prefix, tmp, self.settings or Settings(), self.fetch, self.cache_dir / ".sha256"
+            )
             if not (tmp / "model.safetensors").exists() or file_sha256(tmp / "model.safetensors") != sha256:
                 raise ModelUnavailable(
                     f"model {model_id}: its stored weights are missing or do not match their sha256"
