@@ -178,6 +178,12 @@ def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
         "-l", _celery_log_level(settings),
         *celery_args,
     ]  # fmt: skip
+    from app.workers.registry import connect_to_celery
+
+    # Registers this worker and its device count in the database while it runs (a job's `gpus` is checked
+    # against it); only a worker that takes training jobs.
+    if "gpu" in queues.split(","):
+        connect_to_celery(settings)
     _run_celery(settings, argv)
 
 

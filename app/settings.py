@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         gt=0,
         description="A running job whose worker is silent this long is resumed elsewhere.",
     )
+    worker_devices: int | None = Field(
+        default=None,
+        gt=0,
+        description="Devices a training worker offers one job (DDP processes): unset, every CUDA device it sees, "
+        "or 1 on a CPU worker; on a CPU worker N means N gloo processes.",
+    )
     job_heartbeat_seconds: float = Field(
         default=10.0, gt=0, description="How often a worker renews its lease."
     )

@@ -6,6 +6,7 @@ from app.jobs.tables import JobEvent, Metric, TrainingJob
 from app.keys.tables import ApiKey
 from app.models.tables import BatchPrediction, Model
 from app.versions.tables import DatasetVersion
+from app.workers.tables import Worker
 from app.workspaces.tables import Workspace
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "Metric",
     "Model",
     "TrainingJob",
+    "Worker",
     "Workspace",
 ]

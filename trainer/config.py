@@ -176,6 +176,7 @@ def resolve(
     batch_size_found: int | None = None,
     recommended: dict[str, Any] | None = None,
     memory: MemoryPlan | None = None,
+    world: int = 1,
 ) -> dict[str, Resolved]:
     """Fill every `None` with a value and a reason. `batch_size_found` is the result of a CUDA memory preflight;
     `recommended` comes from the base model's card (`recommended_hyperparameters`) and wins over the recipe's
@@ -206,7 +207,8 @@ def resolve(
         )
 
     _resolve_batch(out, cfg, device_type, batch_size_found, memory)
-    batch = out["batch_size"].value * out["grad_accumulation"].value
+    # Under DDP each of `world` processes takes batch_size x grad_accumulation images per step.
+    batch = out["batch_size"].value * out["grad_accumulation"].value * world
     steps_per_epoch = max(1, math.ceil(num_train_images / batch))
 
     if cfg.epochs is not None:
@@ -220,9 +222,8 @@ def resolve(
     total = steps_per_epoch * out["epochs"].value
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    out["total_steps"] = Resolved(
-        value=total, reason=f"{steps_per_epoch} steps per epoch x epochs, capped by max_steps"
-    )
+    per_epoch = f"{steps_per_epoch} steps per epoch" + (f" ({world} processes)" if world > 1 else "")
+    out["total_steps"] = Resolved(value=total, reason=f"{per_epoch} x epochs, capped by max_steps")
 
     if cfg.warmup_steps is not None:
         out["warmup_steps"] = Resolved(value=cfg.warmup_steps, reason="set in the configuration")

@@ -206,6 +206,7 @@ class FineTuneRecipe:
                 batch_size_found=batch_size_found,
                 recommended=(self.loaded.card or {}).get("recommended_hyperparameters"),
                 memory=self._memory_plan(),
+                world=self.world,
             )
         except DoesNotFit as exc:
             raise TrainingFailed(str(exc)) from None

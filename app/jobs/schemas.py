@@ -27,6 +27,12 @@ class JobRequest(BaseModel):
         description="decoder: encoders frozen and cached, heads trained (fast); full: Meta's full fine-tuning; "
         "auto: chosen from the data size and the worker's GPU, with the reason shown.",
     )
+    gpus: int | None = Field(
+        default=None,
+        gt=0,
+        description="Devices to train on, one DDP process each (batch_size is per device); default 1. More than "
+        "the largest live worker has is a 422 naming it.",
+    )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict,
         description='Overrides of the automatic values, e.g. {"epochs": 10, "lr_heads": 1e-4}; '

@@ -38,6 +38,7 @@ from app.jobs.tables import TrainingJob
 from app.settings import Settings
 from app.versions import service as versions
 from app.versions.tables import DatasetVersion
+from app.workers.registry import check_devices
 from trainer.config import TrainConfig, resolve
 from trainer.preflight import DoesNotFit
 
@@ -115,11 +116,15 @@ def _preview(
             device_type=device,
             recommended=base.recommended,
             memory=plan,
+            world=req.gpus or 1,
         )
     except DoesNotFit as exc:
         source = "hyperparameters.batch_size" if cfg.batch_size is not None else "mode"
         raise Unprocessable(f"does not fit the worker's memory: {exc}", source=source) from None
+    # Devices: more than the largest live worker has is a 422 naming it (app/workers/registry.py).
+    check_devices(session, req.gpus or 1)
     hp = {k: ResolvedValue(value=r.value, reason=r.reason) for k, r in resolved.items()}
+    hp["gpus"] = gpus_value(req.gpus)
     name, resolved_mode = versions.version_name(dataset, version), str(hp["mode"].value)
     shown = JobPreview(
         base_model=base.name,
@@ -160,6 +165,7 @@ def create(
         base_model_id=base.model_id,
         base_lineage=base.lineage,
         mode=req.mode,
+        gpus=req.gpus,
         # The preview's values until a worker resolves them on its own device; the overrides are kept apart.
         hyperparameters={k: v.model_dump() for k, v in shown.hyperparameters.items()},
         overrides=req.hyperparameters,
@@ -278,6 +284,14 @@ def request_stop(session: Session, publisher: Publisher, workspace_id: uuid.UUID
     return job
 
 
+def gpus_value(gpus: int | None) -> ResolvedValue:
+    """A job's devices as the resolved hyperparameters show them (kept in a column of its own: the worker
+    replaces the rest of the resolved values with its own)."""
+    if gpus is None:
+        return ResolvedValue(value=1, reason="one device per job unless asked")
+    return ResolvedValue(value=gpus, reason=f"asked for: {gpus} DDP processes, batch_size each")
+
+
 def describe(session: Session, job: TrainingJob, version: DatasetVersion, dataset: Dataset) -> JobOut:
     progress = dict(job.progress or {})
     model = repository.model_row(session, job.id)
@@ -295,7 +309,8 @@ def describe(session: Session, job: TrainingJob, version: DatasetVersion, datase
         base_model_id=job.base_model_id,
         mode=job.mode,  # type: ignore[arg-type]
         resolved_mode=str((job.hyperparameters or {}).get("mode", {}).get("value", job.mode)),
-        hyperparameters={k: ResolvedValue(**v) for k, v in (job.hyperparameters or {}).items()},
+        hyperparameters={k: ResolvedValue(**v) for k, v in (job.hyperparameters or {}).items()}
+        | {"gpus": gpus_value(job.gpus)},
         attempt=job.attempt,
         max_restarts=job.max_restarts,
         queue_position=repository.queue_position(session, job),

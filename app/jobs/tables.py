@@ -44,6 +44,8 @@ class TrainingJob(IdMixin, CreatedAtMixin, LeaseColumns, Base):
     # None on jobs made before it was kept; they read as [base_model].
     base_lineage: Mapped[list[str] | None] = mapped_column(JSON)
     mode: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The devices (DDP processes) asked for; None: not asked, one.
+    gpus: Mapped[int | None] = mapped_column(Integer)
     # What the user set (TrainConfig field -> value); the worker resolves the rest on its own device.
     overrides: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
     # Resolved hyperparameters: {name: {"value": ..., "reason": "..."}}.
