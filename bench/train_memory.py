@@ -16,7 +16,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,35 +29,11 @@ import psutil  # noqa: E402
 GIB = 2**30
 
 
-class PeakRss:
-    """Peak resident memory of this process over a block, sampled every 10 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._proc = psutil.Process()
-
-    def __enter__(self) -> PeakRss:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.01)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
 def child(image_size: int, rows: int, recompute: bool, steps: int) -> dict[str, float]:
     import torch
     from transformers import Sam3Model
 
-    from bench.train_step import targets
+    from bench.train_step import PeakMemory, targets
     from trainer.architecture import full_size_sam3_config, mask_size_for
     from trainer.forward import QueryModel, recompute_head_activations, text_backbone, vision_backbone
     from trainer.losses import LossWeights, SetCriterion
@@ -67,14 +42,14 @@ def child(image_size: int, rows: int, recompute: bool, steps: int) -> dict[str, 
 
     torch.manual_seed(0)
     out: dict[str, float] = {}
-    with PeakRss() as mem:
-        model = Sam3Model(full_size_sam3_config(image_size))
+    cpu = torch.device("cpu")
+    model = Sam3Model(full_size_sam3_config(image_size))
     out["model_gib"] = psutil.Process().memory_info().rss / GIB
     for p in [*model.vision_encoder.backbone.parameters(), *model.text_encoder.parameters()]:
         p.requires_grad_(False)
     if recompute:
         recompute_head_activations(model)
-    with torch.no_grad(), PeakRss() as mem:
+    with torch.no_grad(), PeakMemory(cpu) as mem:
         cached = vision_backbone(model, torch.randn(1, 3, image_size, image_size)).to(torch.float16)
         ids = torch.randint(1, 49000, (rows, 32))
         attn = torch.ones(rows, 32, dtype=torch.long)
@@ -83,12 +58,12 @@ def child(image_size: int, rows: int, recompute: bool, steps: int) -> dict[str, 
 
     qm = QueryModel(model)
     criterion = SetCriterion(HungarianMatcher(), LossWeights())
-    tgts = targets(rows, mask_size_for(image_size), torch.device("cpu"))
+    tgts = targets(rows, mask_size_for(image_size), cpu)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     index = torch.zeros(rows, dtype=torch.long)
     classes = torch.arange(rows)
     hidden = cached.float()
-    with PeakRss() as mem:
+    with PeakMemory(cpu) as mem:
         t0 = time.perf_counter()
         for _ in range(steps):
             logits = qm(None, index, classes, ids, attn, backbone_hidden=hidden, text_hidden=text_hidden)

@@ -50,6 +50,7 @@ class LocalInference:
             settings.data_dir / "cache" / "models",
             settings.model_cache_bytes,
             serve_device(settings.inference_device),
+            settings=settings,
         )
         self.batcher: DynamicBatcher[_Item, _Found] = DynamicBatcher(
             self._run,

@@ -92,7 +92,9 @@ def _predict(
     """The batch's outcome as column values; an error is reported, not retried (the same input would fail
     the same way)."""
     try:
-        cache = ModelCache(storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes)
+        cache = ModelCache(
+            storage, settings.data_dir / "cache" / "models", settings.model_cache_bytes, settings=settings
+        )
         directory = cache.fetch(model.id, model.checkpoint_prefix, model.checkpoint_sha256)
         predictor = Predictor(load_base_model(str(directory)), serve_device())
         prompts = predictor.class_prompts(classes)  # what it was trained to answer; results keep the classes

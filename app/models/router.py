@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import CurrentPrincipal, SessionDep, StorageDep
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.models import service
 from app.models.batch_router import router as batch_router
 from app.models.predict_router import router as predict_router
@@ -31,13 +31,17 @@ def get_model(model_id: uuid.UUID, session: SessionDep, principal: CurrentPrinci
     responses={200: {"content": {"application/zip": {}}}},
 )
 def download_model(
-    model_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
+    model_id: uuid.UUID,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
 ) -> StreamingResponse:
     """A zip of a directory that `transformers.Sam3Model.from_pretrained` loads, with processor files and card."""
     model, _, _, _ = service.get(session, principal.workspace_id, model_id)
     filename = f"{model.version_name.replace('/', '-')}-{str(model.id)[:8]}.zip"
     return StreamingResponse(
-        service.download_stream(storage, model),
+        service.download_stream(storage, model, settings),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.deploy.topology import BIN, base_env
+from tests.deploy.topology import BIN, base_env, wait_version_ready
 from tests.support.ports import free_port
 from tests.support.servers import ServerProcess
 from tests.support.waiting import wait_until
@@ -140,12 +140,7 @@ def test_sam3_at_real_size_through_the_service(real_size_base: Path, tmp_path: P
         assert r.status_code == 202, r.text
         version_id = r.json()["id"]
 
-        def built() -> dict | None:
-            v = http.get(f"/api/v1/versions/{version_id}").json()
-            assert v["status"] != "failed", v
-            return v if v["status"] == "ready" else None
-
-        version = wait_until(built, timeout=600, interval=1, message="the 1008 px version")
+        version = wait_version_ready(http, version_id, timeout=600)
         resize = version["spec"]["preprocessing"]["resize"]
         assert (resize["width"], resize["height"]) == (1008, 1008), version["spec"]
         stages["upload and version"] = time.monotonic() - t

@@ -206,7 +206,8 @@ def test_make_run_embedded_default_and_a_killed_worker_is_restarted(tmp_path: Pa
         assert re.search(r'"POST /internal/v1/predict HTTP/1\.1" 200', up.logs()), up.logs()[-2000:]
         # The embedded default keeps everything in the data directory.
         assert (data / "samtune.db").is_file() and (data / "broker").is_dir()
-        assert (data / "objects" / "models" / result.model["id"] / "model.safetensors").is_file()
+        # A decoder-mode model is stored as its trained tensors over its base (app/models/assembly.py).
+        assert (data / "objects" / "models" / result.model["id"] / "delta.safetensors").is_file()
         assert httpx.get(f"{url}/healthz").status_code == 200
         children = supervisor.children(recursive=True)
         up.stop(grace=60, strict=True)  # `make run`'s Ctrl-C (SIGTERM): the supervisor stops its children

@@ -289,6 +289,17 @@ def read_events(http: httpx.Client, path: str, timeout: float) -> list[SseEvent]
     return events
 
 
+def wait_version_ready(http: httpx.Client, version_id: str, timeout: float) -> dict[str, Any]:
+    """The version once a worker has built it; a failed build fails the caller at once."""
+
+    def built() -> dict[str, Any] | None:
+        v: dict[str, Any] = http.get(f"/api/v1/versions/{version_id}").json()
+        assert v["status"] != "failed", v
+        return v if v["status"] == "ready" else None
+
+    return wait_until(built, timeout=timeout, interval=0.5, message="the version to be built by a worker")
+
+
 def drive_flow(url: str, key: str, root: Path, job_timeout: float = 240) -> FlowResult:
     """Dataset, upload, version, job, its events to the end, model, predict: all over HTTP with `key`."""
     auth = {"Authorization": f"Bearer {key}"}
@@ -306,12 +317,7 @@ def drive_flow(url: str, key: str, root: Path, job_timeout: float = 240) -> Flow
         assert r.status_code == 202, r.text
         version_id = r.json()["id"]
 
-        def built() -> dict | None:
-            v = http.get(f"/api/v1/versions/{version_id}").json()
-            assert v["status"] != "failed", v
-            return v if v["status"] == "ready" else None
-
-        version = wait_until(built, timeout=120, interval=0.5, message="the version to be built by a worker")
+        version = wait_version_ready(http, version_id, timeout=120)
 
         body = {"version_id": version_id, "base_model": EMBEDDED_BASE, "mode": "decoder",
                 "hyperparameters": dict(FAST_HYPERPARAMETERS)}  # fmt: skip
