@@ -110,7 +110,9 @@ def test_base_models_and_preview_creates_nothing(jobs_kit: JobKit) -> None:
                       **FAST_HYPERPARAMETERS)  # fmt: skip
     recommended = json.loads((EMBEDDED_BASE_DIR / CARD_FILE).read_text())["recommended_hyperparameters"]
     expected = resolve(cfg, num_train_images=2, device_type="cpu", recommended=recommended)
-    assert set(p["hyperparameters"]) == set(expected), "every resolved hyperparameter is shown"
+    assert set(p["hyperparameters"]) == set(expected) | {"gpus"}, "every resolved hyperparameter is shown"
+    # `gpus` is the API's own (the job's devices), not the trainer's
+    assert p["hyperparameters"].pop("gpus") == {"value": 1, "reason": "one device per job unless asked"}
     assert p["hyperparameters"]["lr_heads"] == {
         "value": recommended["lr_heads"],
         "reason": "recommended by the base model's card",
