@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from trainer.config import TrainConfig
 from trainer.extras import require
@@ -78,6 +82,71 @@ def launch_local(cfg: TrainConfig, mode: str, nprocs: int) -> dict[str, Any]:
     return json.loads(result_path.read_text())
 
 
+T = TypeVar("T")
+logger = logging.getLogger("samtune.trainer")
+
+# How long ranks 1..N-1 get to leave once rank 0 is done. A rank 0 that stopped early (a stop request, early
+# stopping) leaves the others waiting in a collective that its leaving fails; NCCL may wait instead of failing.
+CHILDREN_GRACE_SECONDS = 30.0
+
+
+def launch_with_rank0_here(cfg: TrainConfig, nprocs: int, rank0: Callable[[], T]) -> T:
+    """`nprocs` DDP processes on this machine with rank 0 in this process, running `rank0()` (the caller's
+    `run(cfg, callbacks)`), and ranks 1..N-1 as child processes running the same recipe without callbacks.
+
+    Why not `launch_local`'s spawn of every rank: a worker's callbacks hold database sessions, a heartbeat
+    thread and an upload thread, which cannot cross a spawn boundary; rank 0 is the only rank that reports, so it
+    stays where they are. The children are `python -m trainer.launch` processes (not multiprocessing: a
+    Celery pool child may not fork daemons), joining a rendezvous on 127.0.0.1 only; nccl on CUDA (rank r on
+    device r of what CUDA_VISIBLE_DEVICES shows), gloo on a CPU.
+
+    Rank 0's outcome is the run's: when it raises (a cancel, a lost lease, an error) the children are killed;
+    when it returns, the children get CHILDREN_GRACE_SECONDS to leave and are then killed, their exit status
+    logged, not raised (a rank 0 that stopped early leaves them failing in their next collective)."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if cuda else "gloo"
+    port = _free_port()
+    cfg_path = Path(cfg.output_dir) / "logs" / "ddp_config.json"
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(cfg.model_dump_json())
+    base_env = dict(os.environ, WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainer.launch", str(cfg_path)],
+            env=base_env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+        )
+        for rank in range(1, nprocs)
+    ]
+    finished = False
+    try:
+        if cuda:
+            torch.cuda.set_device(0)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=nprocs)
+        try:
+            result = rank0()
+        finally:
+            dist.destroy_process_group()
+        finished = True
+        return result
+    finally:
+        for rank, child in enumerate(children, start=1):
+            try:
+                child.wait(timeout=CHILDREN_GRACE_SECONDS if finished else 0.1)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            if child.returncode != 0 and finished:
+                logger.info("rank %d left with status %s after rank 0 finished", rank, child.returncode)
+
+
+def _child_main(cfg_path: str) -> None:
+    """A rank other than 0 of `launch_with_rank0_here` (its environment says which)."""
+    run_process(TrainConfig.model_validate_json(Path(cfg_path).read_text()), "train")
+
+
 class _ClusterJob:
     """What submitit runs on each SLURM task: it maps SLURM's variables to torch.distributed's."""
 
@@ -122,3 +191,7 @@ def submit_cluster(cfg: TrainConfig, mode: str, args: argparse.Namespace) -> str
     executor.update_parameters(**params)
     job = executor.submit(_ClusterJob(cfg.model_dump_json(), mode))
     return str(job.job_id)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

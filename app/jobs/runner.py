@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import traceback
 import uuid
 from datetime import timedelta
@@ -37,6 +38,8 @@ from app.models.tables import Model
 from app.settings import Settings
 from app.versions.snapshots import download_prefix, fetch_snapshot
 from app.versions.tables import DatasetVersion
+from app.workers.registry import device_count, worker_device
+from trainer.launch import launch_with_rank0_here
 from trainer.recipe import Cancelled, RunResult, run
 
 logger = logging.getLogger("samtune.worker.training")
@@ -61,6 +64,7 @@ class _Attempt:
         self.publisher = make_publisher(settings)
         self.token = uuid.uuid4().hex
         self.run_dir = settings.data_dir / "runs" / str(job_id)
+        self.gpus = 1
 
     def run(self) -> str:
         claimed = self._claim()
@@ -76,7 +80,11 @@ class _Attempt:
             cfg = self._prepare()
             callbacks.start()
             try:
-                result = run(cfg, callbacks)
+                if self.gpus > 1:
+                    # DDP: rank 0 here with the callbacks, the other ranks as child processes (trainer/launch.py).
+                    result = launch_with_rank0_here(cfg, self.gpus, lambda: run(cfg, callbacks))
+                else:
+                    result = run(cfg, callbacks)
             finally:
                 callbacks.close()
         except LeaseLost as exc:
@@ -130,7 +138,15 @@ class _Attempt:
             base, stored = self._base(session, job)
             overrides, mode = dict(job.overrides or {}), job.mode
             last, best = job.checkpoint_prefix, job.best_checkpoint_prefix
+            self.gpus = job.gpus or 1
             session.expunge(version)
+        devices = device_count(self.settings, worker_device(self.settings))
+        if self.gpus > devices:
+            # The API refused this against the live workers when the job was made; this worker has fewer.
+            raise AppError(
+                f"asked for {self.gpus} GPUs; this worker ({socket.gethostname()}) has {devices} "
+                "(SAMTUNE_WORKER_DEVICES, or the CUDA devices it sees)"
+            )
         data = fetch_snapshot(self.storage, version, self.settings.data_dir / "cache" / "snapshots")
         if stored is not None:
             # A workspace model as the base: its files, fetched (and checked against their sha256) once per

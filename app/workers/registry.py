@@ -151,5 +151,8 @@ def connect_to_celery(settings: Settings) -> None:
         if (engine := state.pop("engine", None)) is not None:
             engine.dispose()
 
-    worker_ready.connect(ready, weak=False, dispatch_uid="samtune.worker_registry.ready")
-    worker_shutdown.connect(shutdown, weak=False, dispatch_uid="samtune.worker_registry.shutdown")
+    # Connected once per process: a second call replaces the first (its settings), never adds to it.
+    for signal, receiver, uid in ((worker_ready, ready, "samtune.worker_registry.ready"),
+                                  (worker_shutdown, shutdown, "samtune.worker_registry.shutdown")):  # fmt: skip
+        signal.disconnect(dispatch_uid=uid)
+        signal.connect(receiver, weak=False, dispatch_uid=uid)
