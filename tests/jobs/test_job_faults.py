@@ -390,7 +390,8 @@ def test_sigkilled_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoi
                 assert loss_after[step] == pytest.approx(value, rel=1e-3), (step, value, loss_after[step])
         # The attempts' checkpoints are gone once the model is registered; the model is in storage.
         assert list(dep.storage.list(f"jobs/{job_id}/")) == []
-        assert dep.storage.exists(f"models/{done['model_id']}/model.safetensors")
+        # A decoder-mode model is stored as its changed tensors over its base (app/models/assembly.py).
+        assert dep.storage.exists(f"models/{done['model_id']}/delta.safetensors")
         # The second attempt ran in worker-b, the first in worker-a.
         assert f"resumed from the checkpoint at step {resumed_at}" in second.log()
         assert "resumed from the checkpoint" not in first.log()
@@ -592,7 +593,7 @@ def test_cancel_queued_and_running_and_stop_running(dep: Deployment, shared: Pro
         assert [e["data"].get("stopped") for e in status_events(stopped, "succeeded")] == [True], summary
         assert any(e["kind"] == "stop" for e in stopped["events"]), summary
         assert stopped["progress"]["step"] < 40 * STEPS_PER_EPOCH
-        assert dep.storage.exists(f"models/{stopped['model_id']}/model.safetensors")
+        assert dep.storage.exists(f"models/{stopped['model_id']}/delta.safetensors")
         assert list(dep.storage.list(f"jobs/{to_stop['id']}/")) == []
 
 
