@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Batching window of the metric writes to the database."
     )
     webhook_max_retries: int = Field(default=6, ge=0)
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Webhook destinations allowed although they are not public addresses, comma-separated host "
+        "names, addresses or networks (hooks.internal,10.0.5.0/24); empty: only public addresses.",
+    )
     model_cache_bytes: int = Field(
         default=8 * 2**30,
         gt=0,

@@ -43,7 +43,9 @@ class JobRequest(BaseModel):
 class JobCreate(JobRequest):
     webhook_url: AnyHttpUrl | None = Field(
         default=None,
-        description="POSTed when the job succeeds or fails, signed: X-Samtune-Signature: sha256=HMAC(secret, body).",
+        description="POSTed when the job succeeds or fails, signed the Standard Webhooks way (webhook-id, "
+        "webhook-timestamp, webhook-signature; docs/api.md). Its host must resolve to public addresses "
+        "unless the operator allows it (SAMTUNE_WEBHOOK_ALLOWED_HOSTS).",
     )
     max_restarts: int = Field(
         default=3, ge=0, le=20, description="Resumes after a lost worker before giving up."

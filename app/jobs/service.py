@@ -4,7 +4,6 @@ event and publishes it live."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.tasks import SEND_WEBHOOK, TRAIN_JOB
 from app.datasets.tables import Dataset
-from app.jobs import base_models, repository
+from app.jobs import base_models, repository, webhook_target
 from app.jobs.base_models import BaseModelInfo
 from app.jobs.estimate import estimate
 from app.jobs.feed import Publisher
@@ -74,7 +73,7 @@ def train_config(
     try:
         return TrainConfig.model_validate(
             {"base_model": base.location or base.name, "base_model_name": base.name, "data_dir": data_dir,
-             "output_dir": output_dir, "mode": mode, **overrides}
+             "output_dir": output_dir, "mode": mode, "hub_download": base.download, **overrides}
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -156,7 +155,11 @@ def create(
     req: JobCreate,
 ) -> tuple[TrainingJob, str | None]:  # fmt: skip
     shown, base, version = _preview(session, settings, workspace_id, req)
-    secret = secrets.token_urlsafe(24) if req.webhook_url else None
+    secret = None
+    if req.webhook_url:
+        # Checked here and again at each delivery (DNS may answer differently by then).
+        webhook_target.resolve(str(req.webhook_url), settings.webhook_allowed_hosts)
+        secret = webhook_target.new_secret()
     job = TrainingJob(
         workspace_id=workspace_id,
         version_id=req.version_id,

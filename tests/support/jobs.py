@@ -81,6 +81,8 @@ class JobKit:
             "worker_device": "cpu",
             "job_heartbeat_seconds": 1.0,
             "metrics_flush_seconds": 0.3,
+            # The tests' webhook receivers listen on 127.0.0.1, which webhooks may reach only when allowed.
+            "webhook_allowed_hosts": "127.0.0.1",
         }
         return Settings(**(values | overrides))
 
