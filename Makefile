@@ -50,7 +50,9 @@ lock:
 # tests/ui drive Debian's headless Chromium (Playwright's own browser download is never used).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	@# Waits for another apt run's lock (a machine's own updates at boot) instead of failing at once.
+	apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium
 
 # The web UI's browser files (Chart.js): package-lock.json pins them, app/ui/vendor.py serves them.
 node_modules/.package-lock.json: package.json package-lock.json
