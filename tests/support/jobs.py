@@ -66,7 +66,7 @@ class JobKit:
         self.tasks = RecordingQueue()
         self._clients: list[TestClient] = []
         self.client = self.make_client(self.settings)
-        self.auth = self.new_auth("jobs")
+        self.auth = self.new_auth("jobs-kit")
         self._zip: Path | None = None
         self.dataset_id, self.version = self.ready_version("shapes")
 

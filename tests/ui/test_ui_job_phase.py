@@ -40,7 +40,7 @@ def served(jobs_kit: JobKit) -> Iterator[tuple[str, str]]:
         except httpx.TransportError:
             time.sleep(0.1)
     with transaction(jobs_kit.factory) as session:
-        _, key = create_key_for_workspace(session, "jobs")
+        _, key = create_key_for_workspace(session, "jobs-kit")
     yield url, key
     server.should_exit = True
     thread.join(10)
