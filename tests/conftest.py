@@ -45,6 +45,14 @@ LONG_ONLY = {
     "tests/models/test_predict_limits.py::test_healthz_and_other_clients_answer_under_abusive_requests[postgres]": "the same on SQLite",
     "tests/jobs/test_jobs_api.py::test_webhook_task_retries_by_itself_in_a_real_worker[postgres]": "the same on SQLite",
     "tests/test_bench_scripts.py::test_one_off_script_runs_on_the_cpu[predict_full_size]": "test_script_starts and the import check cover it",
+    **{
+        f"tests/jobs/test_hub_download_job.py::{t}[postgres]": "the same on SQLite; the download never touches the database"
+        for t in (
+            "test_the_first_job_on_facebook_sam3_downloads_it_as_a_phase_then_trains",
+            "test_a_gated_refusal_fails_the_job_saying_what_to_do",
+            "test_without_a_token_or_with_hf_hub_offline_it_is_not_offered",
+        )
+    },
 }
 # The batch-chunking grid: its diagonal (each chunk size once, each NMS setting once) in `make test`.
 LONG_ONLY.update({

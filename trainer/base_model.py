@@ -1,5 +1,5 @@
-"""Loading a SAM 3 base model offline: a Hugging Face repo id from the hub cache, samtune's bundled tiny
-model, a local directory, or an earlier samtune output. `Sam3Model.from_pretrained` does the loading; this
+"""Loading a SAM 3 base model: a Hugging Face repo id from the hub cache (downloaded into it first when the
+caller allows), samtune's bundled tiny model, a local directory, or an earlier samtune output. `Sam3Model.from_pretrained` does the loading; this
 module finds the directory, checks it, and says where it looked when it cannot.
 """
 
@@ -25,6 +25,7 @@ from trainer.architecture import (
     model_image_size,
     to_device,
 )
+from trainer.hub_download import DownloadProgress, HubDownloadFailed, download_snapshot, offline
 from trainer.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
@@ -251,30 +252,40 @@ def _load_from_directory(
     )
 
 
-def _hub_snapshot(repo_id: str, *, local_files_only: bool) -> tuple[Path, Path]:
-    """(snapshot directory, cache directory) of `repo_id`, from the cache or (if allowed) downloaded."""
+def _hub_snapshot(
+    repo_id: str, *, local_files_only: bool, download_progress: DownloadProgress | None = None
+) -> tuple[Path, Path]:
+    """(snapshot directory, cache directory) of `repo_id`: from the cache, else (if allowed) downloaded."""
     from huggingface_hub import snapshot_download
 
     cache = _hub_cache_dir()
     repo_folder = cache / ("models--" + repo_id.replace("/", "--"))
     try:
         snapshot = snapshot_download(
-            repo_id, cache_dir=str(cache), local_files_only=local_files_only, allow_patterns=_HUB_PATTERNS
+            repo_id, cache_dir=str(cache), local_files_only=True, allow_patterns=_HUB_PATTERNS
         )
-    except (
-        Exception
-    ) as exc:  # LocalEntryNotFoundError, GatedRepoError, RepositoryNotFoundError, HTTP errors...
+        return Path(snapshot), repo_folder
+    except Exception as exc:  # LocalEntryNotFoundError: not (or not wholly) in the cache
         if local_files_only:
-            why = (
-                f"it is not in the Hugging Face cache (looked in {repo_folder}; cache dir {cache}) and "
-                "local_files_only=True forbids downloading. Download it first, e.g. "
+            raise BaseModelNotFound(
+                f"base model {repo_id!r} not found: it is not in the Hugging Face cache (looked in "
+                f"{repo_folder}; cache dir {cache}) and downloading is off here. Download it first, e.g. "
                 f"`hf auth login` then `hf download {repo_id}` (a gated model needs its licence accepted "
                 "on its hub page first), or pass a local directory"
-            )
-        else:
-            why = f"downloading into {repo_folder} failed: {type(exc).__name__}: {exc}"
-        raise BaseModelNotFound(f"base model {repo_id!r} not found: {why}") from exc
-    return Path(snapshot), repo_folder
+            ) from exc
+    if offline():
+        raise BaseModelNotFound(
+            f"base model {repo_id!r} is not in the Hugging Face cache ({repo_folder}) and HF_HUB_OFFLINE is set, "
+            f"which forbids downloading it: unset HF_HUB_OFFLINE, or `hf download {repo_id}` where the Hub is "
+            "reachable"
+        )
+    try:
+        snapshot_dir = download_snapshot(
+            repo_id, cache_dir=cache, allow_patterns=_HUB_PATTERNS, progress=download_progress
+        )
+    except HubDownloadFailed as exc:
+        raise BaseModelNotFound(f"base model {repo_id!r} could not be downloaded: {exc}") from None
+    return snapshot_dir, repo_folder
 
 
 def load_base_model(
@@ -283,13 +294,15 @@ def load_base_model(
     device: str | torch.device = "cpu",
     local_files_only: bool = True,
     dtype: torch.dtype | None = None,
+    download_progress: DownloadProgress | None = None,
 ) -> LoadedModel:
     """Load a SAM 3 detector (`Sam3Model`) with its tokenizer.
 
     `name_or_path`: a Hugging Face repo id (e.g. 'facebook/sam3'), EMBEDDED_BASE (the bundled tiny model), or a directory written by save_pretrained
     (config.json + model.safetensors), or one samtune saved (same layout + samtune_model_card.json). An
     existing directory wins over a repo id of the same spelling. Offline by default: with
-    local_files_only=True a repo id must already be in the hub cache. dtype defaults to float32 (training
+    local_files_only=True a repo id must already be in the hub cache; with False one that is not is downloaded
+    (HF_ENDPOINT, HF_TOKEN; never with HF_HUB_OFFLINE set), `download_progress` getting its bytes. dtype defaults to float32 (training
     keeps float32 master weights). The tokenizer comes from the directory when it has tokenizer files, else
     it is the offline CLIP BPE of `trainer.tokenizer`. The model is returned as from_pretrained leaves it
     (eval mode). Raises BaseModelNotFound naming the paths it checked.
@@ -312,6 +325,8 @@ def load_base_model(
         raise BaseModelNotFound(
             f"local model directory {path.resolve()} does not exist (and {name!r} is not a Hugging Face repo id)"
         )
-    snapshot, repo_folder = _hub_snapshot(name, local_files_only=local_files_only)
+    snapshot, repo_folder = _hub_snapshot(
+        name, local_files_only=local_files_only, download_progress=download_progress
+    )
     source = f"{name} (hub cache at {repo_folder}, snapshot {snapshot.name})"
     return _load_from_directory(snapshot, source=source, hub_repo=name, device=device, dtype=dtype)

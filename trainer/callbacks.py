@@ -12,6 +12,8 @@ StopRequest = Literal["stop", "cancel"] | None
 # The phases before the first step that take long enough to be shown (`on_phase_progress`'s `phase`).
 # decoder mode: the frozen vision encoder's output for every image (trainer/vision_cache.py).
 CACHING = "caching"
+# A base model from the Hugging Face Hub that is not in the cache yet: its items are bytes.
+DOWNLOADING = "downloading"
 
 
 class TrainerCallbacks(Protocol):

@@ -31,6 +31,11 @@ class TrainConfig(BaseModel):
         description="The base model's name for the model card when base_model is where it lies (a local "
         "copy of a Hub repo, say); default: base_model.",
     )
+    hub_download: bool = Field(
+        default=False,
+        description="When base_model is a Hugging Face repo id missing from the hub cache, download it (the "
+        "endpoint and token from HF_ENDPOINT and HF_TOKEN; never with HF_HUB_OFFLINE set). Off: the cache only.",
+    )
     data_dir: Path = Field(
         description="A version snapshot or Roboflow/ODinW export: {train,valid,test}/_annotations.coco.json"
     )

@@ -108,7 +108,7 @@ class FineTuneRecipe:
         if "train" not in self.splits or not self.splits["train"].samples:
             raise TrainingFailed(f"{root} has no train split with images")
 
-        self.loaded: LoadedModel = load_base_model(cfg.base_model, device="cpu")
+        self.loaded: LoadedModel = self._load_base()
         self.image_size = cfg.image_size or self.loaded.image_size
         self.mask_size = mask_size_for(self.image_size)
         # Query rows through the heads at once: the memory estimate counts them, the loop runs them in passes.
@@ -297,6 +297,42 @@ class FineTuneRecipe:
         if cool and step >= total - cool:
             factor *= max(0.0, (total - step) / cool)
         return factor * self.lr_scale
+
+    def _load_base(self) -> LoadedModel:
+        """The base model; a Hub repo missing from the cache is downloaded first when the config allows,
+        which at SAM 3's size is minutes before anything else: a phase of its own (bytes, with an ETA) between
+        events at its start and end, reported by rank 0 (the other ranks wait on huggingface_hub's file locks
+        and find the files there)."""
+        from trainer.callbacks import DOWNLOADING, PhaseProgress
+
+        phase: PhaseProgress | None = None
+        lead = self.rank == 0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal phase
+            if phase is None:
+                self._event(
+                    "download_start",
+                    f"downloading {self.cfg.base_model} from the Hugging Face Hub ({total / 1e9:.2f} GB)",
+                    {"repo": self.cfg.base_model, "bytes": total},
+                )
+                phase = PhaseProgress(self.callbacks if lead else NullCallbacks(), DOWNLOADING, total)
+            phase.advance(done)
+
+        loaded = load_base_model(
+            self.cfg.base_model,
+            device="cpu",
+            local_files_only=not self.cfg.hub_download,
+            download_progress=progress,
+        )
+        if phase is not None:
+            seconds = phase.finish()
+            self._event(
+                "download",
+                f"downloaded {self.cfg.base_model} ({phase.total / 1e9:.2f} GB) in {seconds:.1f} s",
+                {"repo": self.cfg.base_model, "bytes": phase.total, "seconds": round(seconds, 1)},
+            )
+        return loaded
 
     # --- caches (decoder mode) ---------------------------------------------------------------------
 

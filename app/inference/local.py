@@ -23,7 +23,7 @@ from app.inference.calls import Answer, ModelSpec, PredictCall
 from app.jobs import base_models
 from app.models import predict
 from app.models.batching import DynamicBatcher
-from app.models.serving import ModelCache, Served, serve_device
+from app.models.serving import ModelCache, ModelUnavailable, Served, serve_device
 from app.settings import Settings
 from trainer.predict import Ask, Prediction
 
@@ -62,9 +62,14 @@ class LocalInference:
     def files(self, model: ModelSpec) -> Path | str:
         """Blocking: where the model's files are; a fine-tuned model's are fetched from storage once."""
         if model.base_name is not None:
-            location = base_models.resolve(self.settings, model.base_name).location
-            assert location is not None  # resolve refuses an unavailable model
-            return location
+            base = base_models.resolve(self.settings, model.base_name)
+            if base.download:  # serving never downloads: a 3.4 GB fetch would hold the request for minutes
+                raise ModelUnavailable(
+                    f"base model {base.name!r} is not downloaded yet: the first training job that uses it "
+                    f"downloads it, or run `hf download {base.name}` where this service runs"
+                )
+            assert base.location is not None  # resolve refuses an unavailable model
+            return base.location
         assert model.model_id is not None and model.prefix is not None and model.sha256 is not None
         return self.cache.fetch(model.model_id, model.prefix, model.sha256)
 

@@ -1,7 +1,9 @@
 """Which base models this installation can fine-tune from, and what a job's `base_model` resolves to.
 
 Meta's `facebook/sam3` is used whenever it is here (a configured local directory or the hub cache);
-otherwise the bundled tiny model `samtune/sam3-tiny-shapes` is the default, and is named as such.
+otherwise the bundled tiny model `samtune/sam3-tiny-shapes` is the default, and is named as such. With a
+Hugging Face token configured (and HF_HUB_OFFLINE unset) `facebook/sam3` is also offered before it is here:
+the first job that names it downloads it.
 
 A job may also continue from a model of its own workspace (Roboflow's "train from a checkpoint"), named by its
 id or by its version's `slug/N` (`for_job`). Its files live in object storage; the worker fetches them
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import NotFound, Unprocessable
 from app.settings import Settings
 from trainer.base_model import CARD_FILE, EMBEDDED_BASE, EMBEDDED_BASE_DIR, META_BASE, hub_cached
+from trainer.hub_download import offline, token_configured
 
 
 class BaseModelInfo(BaseModel):
@@ -31,6 +34,8 @@ class BaseModelInfo(BaseModel):
     default: bool = False
     # What the trainer loads: a local directory or a repo id in the hub cache. Not shown to clients.
     location: str | None = None
+    # Not here yet: the first job that uses it downloads it from the Hugging Face Hub (a token is configured).
+    download: bool = False
     unavailable_reason: str | None = None
     # From the model's samtune card: values that suit it better than the recipe's defaults.
     recommended: dict[str, Any] = Field(default_factory=dict)
@@ -60,10 +65,21 @@ def _meta(settings: Settings) -> BaseModelInfo:
                 available=True,
                 location=META_BASE,
             )
+        if not offline() and token_configured():
+            return BaseModelInfo(
+                name=META_BASE,
+                description="Meta's SAM 3 (840M parameters), downloaded from the Hugging Face Hub by the first "
+                "job that uses it (about 3.4 GB; its licence must be accepted for this installation's token)",
+                available=True,
+                location=META_BASE,
+                download=True,
+            )
         reason = (
             "not in the Hugging Face cache and SAMTUNE_SAM3_PATH is not set: "
-            "accept Meta's licence at huggingface.co/facebook/sam3, then run `hf auth login` and "
-            "`hf download facebook/sam3` (docs/base-models.md)"
+            "accept Meta's licence at huggingface.co/facebook/sam3, then configure a token (HF_TOKEN, or "
+            "`hf auth login`) for jobs to download it on first use, or `hf download facebook/sam3` "
+            + ("(HF_HUB_OFFLINE is set: downloads are off) " if offline() else "")
+            + "(docs/base-models.md)"
         )
     return BaseModelInfo(
         name=META_BASE,
@@ -89,9 +105,13 @@ def _embedded() -> BaseModelInfo:
 
 
 def catalog(settings: Settings) -> list[BaseModelInfo]:
-    """Every base model this installation knows, the default first."""
+    """Every base model this installation knows, the default first. Meta's SAM 3 is the default once it is
+    here; while it would still be downloaded it is listed but not chosen unasked, so a token in the
+    environment never turns a laptop's first job into a 3.4 GB download and an 840M-parameter run."""
     meta, tiny = _meta(settings), _embedded()
-    first, second = (meta, tiny) if meta.available else (tiny, meta)
+    first, second = (
+        (meta, tiny) if meta.available and not (meta.download and tiny.available) else (tiny, meta)
+    )
     first.default = first.available
     return [first, second]
 

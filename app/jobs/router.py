@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
@@ -33,6 +33,11 @@ class BaseModelOut(BaseModel):
     available: bool
     default: bool
     unavailable_reason: str | None
+    download: bool = Field(
+        default=False,
+        description="Not on this installation yet: the first job that names it downloads it from the Hugging Face "
+        "Hub (its progress is the job's 'downloading' phase). Predictions with it answer 503 until then.",
+    )
 
 
 @router.get("/api/v1/base-models", response_model=list[BaseModelOut])

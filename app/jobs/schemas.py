@@ -82,10 +82,11 @@ class Phase(BaseModel):
     """A phase of the run before its first step that takes long enough to show."""
 
     name: str = Field(
-        description="'caching': decoder mode runs the frozen vision encoder over every image of every split "
+        description="'downloading': the base model is fetched from the Hugging Face Hub (first use; items are "
+        "bytes). 'caching': decoder mode runs the frozen vision encoder over every image of every split "
         "(image embeddings), once per worker and base model."
     )
-    done: int = Field(description="Items (images) done so far.")
+    done: int = Field(description="Items done so far: bytes while downloading, images while caching.")
     total: int
     eta_seconds: float | None = Field(
         default=None, description="From this phase's own measured rate so far; null before the first item."
@@ -100,8 +101,8 @@ class Progress(BaseModel):
     steps_per_second: float | None = None
     phase: Phase | None = Field(
         default=None,
-        description="While the running job is in a phase before training (caching); null once training "
-        "began. `eta_seconds` above is the training's.",
+        description="While the running job is in a phase before training (downloading, caching); null once "
+        "training began. `eta_seconds` above is the training's.",
     )
 
 

@@ -51,7 +51,13 @@ function setLive(state, text) {
 
 let lastProgress = { step: 0 };
 // What the job page calls each phase before training (progress.phase.name).
-const PHASES = { caching: "caching image embeddings" };
+const PHASES = { caching: "caching image embeddings", downloading: "downloading the base model" };
+// A phase's count as shown: bytes for a download, items for the rest.
+function phaseCount(ph) {
+  if (ph.name !== "downloading") return `${ph.done}/${ph.total}`;
+  const gb = (n) => ((n || 0) / 1e9).toFixed(2);
+  return `${gb(ph.done)}/${gb(ph.total)} GB`;
+}
 
 function showProgress(update) {
   // Snapshots (total, ETA, speed) come every few seconds and lag the metric points, which also tell the
@@ -63,11 +69,11 @@ function showProgress(update) {
   const running = p.phase && job && job.status === "running";
   document.getElementById("progress-text").dataset.phase = running ? p.phase.name : "";
   if (running) {
-    // A phase before step 0 (decoder mode's caching): its own count and its own ETA.
+    // A phase before step 0 (the base model's download, decoder mode's caching): its own count and ETA.
     const ph = p.phase;
     bar.max = Math.max(1, ph.total || 0);
     bar.value = Math.min(ph.done || 0, bar.max);
-    const text = [`${PHASES[ph.name] || ph.name} ${ph.done}/${ph.total}`];
+    const text = [`${PHASES[ph.name] || ph.name} ${phaseCount(ph)}`];
     if (ph.eta_seconds !== null && ph.eta_seconds !== undefined) text.push(`about ${duration(ph.eta_seconds)} left`);
     text.push("training starts after it");
     document.getElementById("progress-text").textContent = text.join(" · ");
