@@ -18,7 +18,8 @@ from typing import Any
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 # (bytes done, bytes total): called once with done=0 before the first byte, then as bytes arrive (from
-# huggingface_hub's download threads, serialised here), last with done == total.
+# huggingface_hub's download threads, serialised here), last with done == total. What it raises ends the
+# download and reaches the caller as it is (the files fetched so far stay, and a later download resumes them).
 DownloadProgress = Callable[[int, int], None]
 
 _TRUTHY = {"1", "on", "yes", "true"}
@@ -71,13 +72,18 @@ class _ByteCounter:
     def __init__(self, total: int, report: DownloadProgress | None) -> None:
         self.total, self.report = total, report
         self.done = 0
+        self.raised: BaseException | None = None
         self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
         with self._lock:
             self.done = min(self.total, self.done + n)
             if self.report is not None:
-                self.report(self.done, self.total)
+                try:
+                    self.report(self.done, self.total)
+                except BaseException as exc:  # the caller's own (a cancel): it ends the download as it is
+                    self.raised = exc
+                    raise
 
 
 def download_snapshot(
@@ -95,12 +101,12 @@ def download_snapshot(
     from huggingface_hub import snapshot_download
 
     cache, patterns, hub = str(cache_dir), list(allow_patterns), endpoint()
+    counter = _ByteCounter(0, progress)
     try:
         plan = snapshot_download(
             repo_id, cache_dir=cache, allow_patterns=patterns, endpoint=hub, dry_run=True
         )
-        total = sum(f.file_size or 0 for f in plan if f.will_download)
-        counter = _ByteCounter(total, progress)
+        total = counter.total = sum(f.file_size or 0 for f in plan if f.will_download)
         if progress is not None:
             progress(0, total)
         snapshot = snapshot_download(
@@ -108,6 +114,8 @@ def download_snapshot(
         )
     # Said in words with its kind; the Hub's own text may hold the URL, never the token.
     except Exception as exc:
+        if counter.raised is not None:  # `progress` raised (a cancel): the caller's, not a download failure
+            raise counter.raised from None
         raise HubDownloadFailed(_why(repo_id, exc)) from None
     if progress is not None and counter.done < total:  # files another process fetched meanwhile
         progress(total, total)

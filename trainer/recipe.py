@@ -310,6 +310,10 @@ class FineTuneRecipe:
 
         def progress(done: int, total: int) -> None:
             nonlocal phase
+            if (
+                lead and self.callbacks.should_stop() == "cancel"
+            ):  # minutes of bytes: a cancel is not kept waiting
+                raise Cancelled("cancelled")
             if phase is None:
                 self._event(
                     "download_start",
@@ -360,6 +364,8 @@ class FineTuneRecipe:
             bar = tqdm(total=len(todo), desc="caching image embeddings", unit="image", dynamic_ncols=True)
 
         def on_image(n: int) -> None:
+            if lead and self.callbacks.should_stop() == "cancel":  # minutes at SAM 3's size: not kept waiting
+                raise Cancelled("cancelled")
             phase.advance(n * self.world)
             if bar is not None:
                 bar.update(min(n * self.world, len(todo)) - bar.n)

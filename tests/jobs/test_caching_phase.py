@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,6 +97,43 @@ def test_a_decoder_job_shows_its_caching_phase_while_it_runs(
     assert phases[-1]["eta_seconds"] == 0.0 and {p["total"] for p in phases} == {IMAGES}
     last_phase = max(i for i, p in enumerate(progress) if p.get("phase"))
     assert any("phase" in p and p["phase"] is None for p in progress[last_phase + 1 :])
+
+
+def test_a_cancel_during_the_caching_phase_ends_the_job_there(
+    jobs_kit: JobKit, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """At SAM 3's size the phase lasts minutes: a cancel is obeyed between two images, not at step 0."""
+    kit = jobs_kit
+    reached, release = threading.Event(), threading.Event()
+    fill = VisionCache.fill
+
+    def held_fill(self: VisionCache, *args: Any, on_image: Callable[[int], None], **kw: Any) -> None:
+        def on(n: int) -> None:
+            on_image(n)
+            if n == PAUSE_AT:
+                reached.set()
+                release.wait(120)
+
+        fill(self, *args, on_image=on, **kw)
+
+    monkeypatch.setattr(VisionCache, "fill", held_fill)
+    job = kit.create()
+    own_cache = kit.make_settings(data_dir=tmp_path / "data")  # an empty embeddings cache: the phase runs
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: result.append(kit.run(job["id"], own_cache)), daemon=True)
+    worker.start()
+    try:
+        assert reached.wait(120), "the caching phase never reached its 2nd image"
+        r = kit.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=kit.auth)
+        assert r.status_code == 202, r.text
+        # The worker's heartbeat (every second here) reads the request from the row: three periods of margin.
+        time.sleep(3 * kit.settings.job_heartbeat_seconds)
+    finally:
+        release.set()
+        worker.join(300)
+    assert result == ["cancelled"]
+    kinds = [e["kind"] for e in kit.get(job["id"])["events"]]
+    assert "cache_start" in kinds and "cache" not in kinds, kinds  # it ended inside the phase
 
 
 def test_the_preview_counts_the_caching_phase_in_decoder_mode_only(jobs_kit: JobKit) -> None:

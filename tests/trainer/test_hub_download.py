@@ -87,3 +87,28 @@ def test_hf_hub_offline_forbids_the_download(hub: HubStandIn, monkeypatch: pytes
     with pytest.raises(BaseModelNotFound, match="HF_HUB_OFFLINE"):
         load_base_model("facebook/sam3", local_files_only=False)
     assert not hub.requests
+
+
+def test_what_the_progress_callback_raises_ends_the_download_and_a_later_one_completes_it(
+    hub: HubStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled job raises from the progress callback: that reaches the caller as it is (not as a download
+    failure), and the next job's download finishes the files."""
+    monkeypatch.setenv("HF_TOKEN", GOOD)
+
+    class Cancel(Exception):
+        pass
+
+    def cancel_midway(done: int, total: int) -> None:
+        if done > total // 4:
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        load_base_model("facebook/sam3", local_files_only=False, download_progress=cancel_midway)
+    with pytest.raises(BaseModelNotFound):
+        load_base_model("facebook/sam3")  # not complete in the cache
+    seen: list[tuple[int, int]] = []
+    loaded = load_base_model(
+        "facebook/sam3", local_files_only=False, download_progress=lambda d, t: seen.append((d, t))
+    )
+    assert loaded.num_parameters > 0 and seen[-1][0] == seen[-1][1] > 0
