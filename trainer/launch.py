@@ -85,8 +85,9 @@ def launch_local(cfg: TrainConfig, mode: str, nprocs: int) -> dict[str, Any]:
 T = TypeVar("T")
 logger = logging.getLogger("samtune.trainer")
 
-# How long ranks 1..N-1 get to leave once rank 0 is done. A rank 0 that stopped early (a stop request, early
-# stopping) leaves the others waiting in a collective that its leaving fails; NCCL may wait instead of failing.
+# How long ranks 1..N-1 get to leave once rank 0 is done. Ranks agree on stopping (a stop request, early
+# stopping: Recipe._agreed), so they normally finish with it; a rank 0 that left otherwise (an error, a lost
+# lease) leaves the others in a collective that its leaving fails, and NCCL may wait instead of failing.
 CHILDREN_GRACE_SECONDS = 30.0
 
 

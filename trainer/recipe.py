@@ -57,6 +57,10 @@ class TrainingFailed(Exception):
     pass
 
 
+# should_stop()'s answers as numbers that ranks can agree on (the largest wins: a cancel beats a stop).
+STOP_CODES: dict[str | None, int] = {None: 0, "stop": 1, "cancel": 2}
+
+
 class Cancelled(Exception):
     pass
 
@@ -425,10 +429,10 @@ class FineTuneRecipe:
         # Checkpoints come by steps and by time, whichever says so first.
         self.last_checkpoint_at = time.monotonic()
         while self.step < total:
-            request = self.callbacks.should_stop()
-            if request == "cancel":
+            request = self._agreed(STOP_CODES[self.callbacks.should_stop()])
+            if request == STOP_CODES["cancel"]:
                 raise Cancelled("cancelled")
-            if request == "stop":
+            if request == STOP_CODES["stop"]:
                 stop_reason = "stopped"
                 self._event(
                     "stop", f"stop requested at step {self.step}: finishing with the best checkpoint", {}
@@ -509,7 +513,7 @@ class FineTuneRecipe:
             # Validate before checkpointing the same step: a run resumed from that checkpoint starts after
             # this step and would never run (or record) its validation, nor know the best it found.
             if self.step % (per_epoch * cfg.eval_every_epochs) == 0 or self.step == total:
-                if self._validate(epoch):
+                if self._agreed(int(self._validate(epoch))):
                     stop_reason = "early_stopped"
                     break  # the checkpoint after the loop follows
             if (
@@ -652,6 +656,16 @@ class FineTuneRecipe:
             return self.evaluate(split).to_dict()
         finally:
             self.model.load_state_dict(trained, strict=False)
+
+    def _agreed(self, code: int) -> int:
+        """The largest `code` of all ranks. What rank 0 alone decides (a stop or cancel request reaches its
+        callbacks only; early stopping reads its validation only) is taken by every rank at the same step:
+        a rank that went on alone would wait forever in the next step's gradient all-reduce."""
+        if self.world == 1:
+            return code
+        flag = torch.tensor([code], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
 
     def _validate(self, epoch: float) -> bool:
         """Evaluate on valid, keep the best weights; True when early stopping says enough."""

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from app.jobs.base_models import BaseModelInfo
+from app.jobs.base_models import BaseModelInfo, catalog
 from app.settings import Settings
 from trainer.architecture import full_size_sam3_config
 from trainer.base_model import META_BASE
@@ -47,6 +47,15 @@ def _config(base: BaseModelInfo) -> Any | None:
     return Sam3Config.from_pretrained(base.location)
 
 
+def _architecture_of(settings: Settings, base: BaseModelInfo) -> BaseModelInfo:
+    """The catalog base whose architecture `base` has: itself, or for a workspace model (whose files are in
+    object storage, not here) the base model at the root of its lineage, since fine-tuning keeps the
+    architecture."""
+    if base.model_id is None or not base.lineage:
+        return base
+    return next((m for m in catalog(settings) if m.name == base.lineage[-1]), base)
+
+
 def worker_budget(settings: Settings, device: str) -> Budget | None:
     if settings.worker_memory_bytes is not None:
         return Budget(settings.worker_memory_bytes, "SAMTUNE_WORKER_MEMORY_BYTES")
@@ -66,7 +75,7 @@ def memory_plan(
 ) -> MemoryPlan | None:
     """What `trainer.config.resolve` fits the batch with, or None where nothing can be checked here."""
     budget = worker_budget(settings, device)
-    config = _config(base) if budget is not None else None
+    config = _config(_architecture_of(settings, base)) if budget is not None else None
     if budget is None or config is None:
         return None
     train = counts.get("train") or {}

@@ -149,3 +149,20 @@ def test_a_model_that_is_not_ready_is_422(jobs_kit: JobKit, first: Trained) -> N
         assert "not ready" in r.json()["detail"]
     finally:
         kit.update(Model, first.model["id"], status="ready")
+
+
+def test_the_memory_check_counts_a_model_base_as_its_root_architecture(
+    jobs_kit: JobKit, first: Trained
+) -> None:
+    """A workspace model's files are in object storage, not on the API's disk: its architecture is its lineage
+    root's, so a job from it that cannot fit is refused at preview and creation like one from the root."""
+    kit = jobs_kit
+    tiny = kit.make_client(kit.make_settings(worker_memory_bytes=10**6))
+    for path in ("/api/v1/jobs/preview", "/api/v1/jobs"):
+        r = tiny.post(path, json=kit.job_body(base_model=str(first.model["id"])), headers=kit.auth)
+        assert r.status_code == 422 and "does not fit the worker's memory" in r.json()["detail"], r.text
+    roomy = kit.make_client(kit.make_settings(worker_memory_bytes=64 * 2**30))
+    r = roomy.post(
+        "/api/v1/jobs/preview", json=kit.job_body(base_model=str(first.model["id"])), headers=kit.auth
+    )
+    assert r.status_code == 200, r.text

@@ -65,11 +65,31 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, tiny_base: Path, shapes_dat
 
 
 @pytest.mark.timeout(600)
-def test_ddp_two_gloo_processes(tmp_path: Path, tiny_base: Path, shapes_data: Path) -> None:
-    cfg = _config(tmp_path, tiny_base, shapes_data, max_steps=4, checkpoint_every_steps=2)
+def test_ddp_two_gloo_processes_early_stop_together(
+    tmp_path: Path, tiny_base: Path, shapes_data: Path
+) -> None:
+    """Two DDP processes train, checkpoint and save the model; early stopping reads rank 0's validation only,
+    and every rank leaves the loop at that step (rank 1 used to go on alone into the next gradient all-reduce
+    and fail on its closed peer)."""
+    # Learning rates too small to change a validation score: the 2nd evaluation is no better than the 1st.
+    tiny_lr = {"lr_heads": 1e-12, "lr_vision": 1e-12, "lr_text": 1e-12}
+    cfg = _config(
+        tmp_path,
+        tiny_base,
+        shapes_data,
+        epochs=8,
+        early_stopping_patience=1,
+        checkpoint_every_steps=2,
+        **tiny_lr,
+    )
     done = _run("-c", str(cfg), "--num-gpus", "2")
     assert done.returncode == 0, done.stderr[-4000:]
     result = _result(done.stdout)
-    assert result["status"] == "succeeded" and result["steps"] == 4
+    assert result["status"] == "succeeded", result
+    events = [
+        json.loads(line) for line in (tmp_path / "run" / "logs" / "events.jsonl").read_text().splitlines()
+    ]
+    stops = [e for e in events if e["kind"] == "early_stopping"]
+    assert stops and result["steps"] == stops[0]["step"], (result["steps"], stops)
     weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
     assert weights and (tmp_path / "run" / "model" / "model.safetensors").exists()
