@@ -19,10 +19,14 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/train")
 def train_page(
-    request: Request, user: PageUser, version_id: Annotated[str, Query(max_length=100)] = ""
+    request: Request,
+    user: PageUser,
+    version_id: Annotated[str, Query(max_length=100)] = "",
+    base_model: Annotated[str, Query(max_length=300)] = "",
 ) -> Response:
-    # The version is only preselected when it is one of the ready ones the page lists (the script says so
-    # otherwise), so a stale or mistyped link still opens the form. The settable names come from the
+    # The version (and the base model: a catalog name or a model id, the model page's "Train from this model")
+    # is only preselected when it is one the page lists (the script says so otherwise), so a stale or
+    # mistyped link still opens the form. The settable names come from the
     # service, so the form offers exactly what the API accepts.
     return render(
         request,
@@ -30,6 +34,7 @@ def train_page(
         user,
         nav="train",
         version_id=version_id,
+        base_model=base_model,
         overridable=json.dumps(sorted(OVERRIDABLE)),
     )
 

@@ -351,6 +351,17 @@ def test_train_watch_reload_stop_try_compare(
     assert head.status == 200 and head.headers["content-type"] == "application/zip"
     shot(page, "model")
 
+    # --- train from this model: the Train page opens with it as the base, and the preview accepts it -----
+    page.get_by_role("link", name="Train from this model").click()
+    page.wait_for_url(re.compile(rf"/train\?base_model={model_id}$"))
+    expect(page.locator("#base-model")).to_have_value(model_id)
+    expect(page.locator("#base-description")).to_contain_text(f"your model {model_id}")
+    expect(page.locator("#base-description")).to_contain_text("samtune/sam3-tiny-shapes")
+    expect(page.locator("#estimate")).to_contain_text("steps")
+    expect(page.locator("#base-error")).to_be_hidden()
+    page.go_back()
+    page.wait_for_url(re.compile(r"/models/[0-9a-f-]{36}$"))
+
     # --- try it: an image, prompts, confidence -> masks drawn, and the same request as curl ------------
     image = image_showing(shapes_zip.parent / "shapes" / "test", CONCEPTS[0].name)
     page.locator("#try-image").set_input_files(str(image))

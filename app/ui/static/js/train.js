@@ -18,6 +18,8 @@ const READ_ONLY = new Set(["total_steps"]);
 
 const state = {
   baseModels: [],
+  workspaceModels: [], // ready models of this workspace, as bases (asBase)
+  baseNote: false, // the note that a linked base model is not available is shown
   overrides: {}, // name -> value the user set
   preview: null,
   seq: 0, // the latest preview request; older answers are dropped
@@ -54,8 +56,20 @@ function describeVersion(v) {
   return `${v.name} · ${n("train")} train / ${n("valid")} valid / ${n("test")} test images · ${v.classes.length} classes`;
 }
 
+// A ready model of this workspace as a base: the job continues from its weights (named by its id).
+function asBase(m) {
+  const from = (m.lineage || []).slice(1).join(" ← ") || m.base_model;
+  return {
+    name: m.id,
+    label: `${m.version_name} · model ${m.id.slice(0, 8)}${m.regression ? " (scored below its base)" : ""}`,
+    description: `your model ${m.id} of ${m.version_name}, fine-tuned from ${from}: the job continues from its weights`,
+    available: true,
+    default: false,
+  };
+}
+
 function showBase() {
-  const chosen = state.baseModels.find((m) => m.name === baseSelect.value);
+  const chosen = [...state.baseModels, ...state.workspaceModels].find((m) => m.name === baseSelect.value);
   const box = document.getElementById("base-description");
   if (!chosen) {
     box.replaceChildren();
@@ -113,6 +127,7 @@ function clearFieldErrors() {
   for (const box of document.querySelectorAll("[id$='-error']")) {
     // The load error stays; the version note stays until another version is chosen.
     if (box.id === "load-error" || box.id === "version-error") continue;
+    if (box.id === "base-error" && state.baseNote) continue; // the link's base note, until another is picked
     clearError(box);
   }
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
@@ -245,7 +260,11 @@ document.getElementById("extra-add").addEventListener("click", () => {
 
 for (const select of [versionSelect, baseSelect, modeSelect]) {
   select.addEventListener("change", () => {
-    if (select === baseSelect) showBase();
+    if (select === baseSelect) {
+      state.baseNote = false;
+      clearError("base-error");
+      showBase();
+    }
     if (select === versionSelect) clearError("version-error");
     schedulePreview(0);
   });
@@ -270,7 +289,9 @@ form.addEventListener("submit", async (event) => {
 
 async function init() {
   try {
-    const [versions, baseModels] = await Promise.all([loadVersions(), api("/api/v1/base-models")]);
+    const [versions, baseModels, models] = await Promise.all([
+      loadVersions(), api("/api/v1/base-models"), api("/api/v1/models"),
+    ]);
     document.getElementById("train-loading").hidden = true;
     if (versions.length === 0) {
       document.getElementById("train-empty").hidden = false;
@@ -281,13 +302,25 @@ async function init() {
     const wanted = root.dataset.versionId;
     if (wanted && versions.some((v) => v.id === wanted)) versionSelect.value = wanted;
     else if (wanted) showError("version-error", `Version ${wanted} is not ready (or not in this workspace); pick another.`);
-    baseSelect.replaceChildren(
-      ...baseModels.map((m) =>
-        el("option", { value: m.name, disabled: !m.available }, m.available ? m.name : `${m.name} (not available)`),
-      ),
+    state.workspaceModels = (Array.isArray(models) ? models : models.items || [])
+      .filter((m) => m.status === "ready").map(asBase);
+    const catalog = baseModels.map((m) =>
+      el("option", { value: m.name, disabled: !m.available }, m.available ? m.name : `${m.name} (not available)`),
     );
+    const yours = state.workspaceModels.length
+      ? [el("optgroup", { label: "Your models (continue from a fine-tune)" },
+          ...state.workspaceModels.map((m) => el("option", { value: m.name }, m.label)))]
+      : [];
+    baseSelect.replaceChildren(el("optgroup", { label: "Base models" }, ...catalog), ...yours);
     const chosen = baseModels.find((m) => m.default && m.available) || baseModels.find((m) => m.available);
     if (chosen) baseSelect.value = chosen.name;
+    const askedBase = root.dataset.baseModel;
+    if (askedBase && [...baseModels.filter((m) => m.available), ...state.workspaceModels].some((m) => m.name === askedBase)) {
+      baseSelect.value = askedBase;
+    } else if (askedBase) {
+      state.baseNote = true;
+      showError("base-error", `Base model ${askedBase} is not available (or not a ready model of this workspace); pick another.`);
+    }
     showBase();
     form.hidden = false;
     await runPreview();
