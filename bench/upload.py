@@ -5,12 +5,19 @@ Starts `samtune serve` (embedded default, fresh data dir), builds a zip of uniqu
 next to a baseline measured in the same run: copying the same zip file on the same disk.
 
     .venv/bin/python bench/upload.py --size-mb 1024
+
+With --coco-mb the zip is a COCO dataset instead: a generated annotation file of about that many megabytes
+(polygons of 20 points, about 2,170 annotations per MB, as in the file issue 20 measured: 433k in 200 MB) and
+small unique JPEGs it refers to. The goal (issue 20): a 200 MB COCO file raises the API's RSS by at most 500 MB.
+
+    .venv/bin/python bench/upload.py --coco-mb 200
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import socket
@@ -47,6 +54,48 @@ def build_zip(path: Path, size_mb: int) -> int:
     return n
 
 
+def write_coco(path: Path, json_mb: float, n_images: int, seed: int = 0) -> int:
+    """A COCO file of about `json_mb` MB over `n_images` 640x480 images named NNNNN.jpg; the annotation count."""
+    rng = np.random.default_rng(seed)
+    target = int(json_mb * 1_000_000)
+    n = 0
+    with path.open("w") as f:
+        images = [
+            {"id": i, "file_name": f"{i:05d}.jpg", "width": 640, "height": 480} for i in range(n_images)
+        ]
+        categories = [{"id": c, "name": f"class{c}", "supercategory": "thing"} for c in range(10)]
+        f.write('{"info": {"description": "bench/upload.py"}, "images": ' + json.dumps(images))
+        f.write(', "categories": ' + json.dumps(categories) + ', "annotations": [')
+        while f.tell() < target:
+            pts = rng.uniform(10, 470, 40).round(2)
+            xs, ys = pts[0::2], pts[1::2]
+            box = [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+            f.write(("," if n else "") + json.dumps({
+                "id": n, "image_id": n % n_images, "category_id": n % 10, "iscrowd": 0, "area": 1000.0,
+                "bbox": [round(float(v), 2) for v in box], "segmentation": [[float(v) for v in pts]],
+            }))  # fmt: skip
+            n += 1
+        f.write("]}")
+    return n
+
+
+def build_coco_zip(path: Path, json_mb: float, n_images: int) -> tuple[int, int]:
+    """A zip of a COCO file (deflated) and its unique JPEGs: (images, annotations)."""
+    coco = path.with_suffix(".json")
+    n_annotations = write_coco(coco, json_mb, n_images)
+    base = np.full((480, 640, 3), 128, dtype=np.uint8)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(coco, "train/_annotations.coco.json")
+        for i in range(n_images):
+            img = base.copy()
+            img[:16, :16] = np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=80)
+            zf.writestr(f"train/{i:05d}.jpg", buf.getvalue(), compress_type=zipfile.ZIP_STORED)
+    coco.unlink()
+    return n_images, n_annotations
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,16 +105,25 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--coco-mb", type=float, default=None, help="upload a COCO file this large instead")
+    parser.add_argument("--coco-images", type=int, default=2000)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="samtune-bench-"))
     try:
         zpath = work / "upload.zip"
         t0 = time.perf_counter()
-        n_images = build_zip(zpath, args.size_mb)
+        n_annotations = 0
+        if args.coco_mb:
+            n_images, n_annotations = build_coco_zip(zpath, args.coco_mb, args.coco_images)
+            with zipfile.ZipFile(zpath) as zf:
+                json_bytes = zf.getinfo("train/_annotations.coco.json").file_size
+        else:
+            n_images = build_zip(zpath, args.size_mb)
         size = zpath.stat().st_size
         print(
-            f"built {zpath.name}: {size / 2**20:.0f} MiB, {n_images} JPEGs in {time.perf_counter() - t0:.0f}s"
+            f"built {zpath.name}: {size / 2**20:.0f} MiB, {n_images} JPEGs, {n_annotations} annotations "
+            f"in {time.perf_counter() - t0:.0f}s"
         )
 
         t0 = time.perf_counter()
@@ -126,17 +184,24 @@ def main() -> None:
             done.set()
             sampler.join()
             r.raise_for_status()
-            added = r.json()["added"]["train"]["images"]
-            assert added == n_images, (added, n_images)
+            added = r.json()["added"]["train"]
+            assert added["images"] == n_images, (added, n_images)
+            assert added["annotations"] == n_annotations, (added, n_annotations)
         finally:
             server.terminate()
             server.wait(timeout=60)
 
         mib = size / 2**20
+        grew = peak[0] - idle_rss
         print()
         print("| measure | value |")
         print("| --- | --- |")
         print(f"| zip | {mib:.0f} MiB, {n_images} images |")
+        if args.coco_mb:
+            print(f"| COCO file | {json_bytes / 1e6:.0f} MB, {n_annotations} annotations |")
+            print(
+                f"| API RSS growth / COCO file size | {grew / json_bytes:.2f}x (goal: +500 MB for 200 MB) |"
+            )
         print(f"| upload (HTTP, validate, store, insert) | {upload_s:.1f} s = {mib / upload_s:.1f} MiB/s |")
         print(f"| baseline: copy the zip on the same disk | {copy_s:.1f} s = {mib / copy_s:.1f} MiB/s |")
         print(f"| upload time / copy time | {upload_s / copy_s:.1f}x |")

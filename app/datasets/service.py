@@ -26,6 +26,7 @@ from app.settings import Settings
 from app.versions.tables import DatasetVersion
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+_INSERT_BATCH = 5000  # annotation rows per INSERT of an upload
 
 
 class DatasetNotFound(NotFound):
@@ -177,15 +178,17 @@ def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: P
             storage.delete(k)
 
     on_rollback(session, delete_written)
-    image_rows, annotation_rows = [], []
+    image_rows: list[dict[str, object]] = []
     added: Counter[tuple[str, str]] = Counter()
     prefix = dataset_prefix(dataset)
+    image_ids: list[uuid.UUID] = []
     for im in fresh:
         key = f"{prefix}images/{im.sha256}{_EXT[im.format]}"
         size = im.staged_path.stat().st_size
         storage.put_file(key, im.staged_path, move=True)
         written.append(key)
         image_id = uuid.uuid4()
+        image_ids.append(image_id)
         image_rows.append(
             {
                 "id": image_id,
@@ -201,6 +204,14 @@ def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: P
             }
         )
         added[(im.split, "images")] += 1
+
+    session.flush()
+    if image_rows:
+        session.execute(insert(Image), image_rows)
+    # Annotations go in batches, each image's read from the staging folder as it comes (ingest/spill.py): a
+    # 433k-annotation upload never has all its rows in memory at once. One transaction all the same.
+    annotation_rows: list[dict[str, object]] = []
+    for im, image_id in zip(fresh, image_ids, strict=True):
         for ann in im.annotations:
             annotation_rows.append(
                 {
@@ -214,10 +225,9 @@ def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: P
                 }
             )
             added[(im.split, "annotations")] += 1
-
-    session.flush()
-    if image_rows:
-        session.execute(insert(Image), image_rows)
+        if len(annotation_rows) >= _INSERT_BATCH:
+            session.execute(insert(Annotation), annotation_rows)
+            annotation_rows = []
     if annotation_rows:
         session.execute(insert(Annotation), annotation_rows)
     session.flush()

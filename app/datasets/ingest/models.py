@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ class StagedImage:
     height: int
     format: str
     split: str
-    annotations: list[ParsedAnnotation] = field(default_factory=list)
+    # A list, or (from a zip's annotation files) a SpilledAnnotations read from the staging folder when used.
+    annotations: Sequence[ParsedAnnotation] = field(default_factory=list)
 
 
 @dataclass

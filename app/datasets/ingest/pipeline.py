@@ -7,7 +7,9 @@ Nothing is returned until everything has been validated, so callers can write al
 
 from __future__ import annotations
 
+import functools
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,12 +25,14 @@ from app.images.formats import (
 )
 
 from .annotations import build_annotation, choose_frame
-from .coco import CocoAnnotation, CocoCategory, CocoFile, CocoImage, CocoIndex, id_key, index_coco, parse_coco
-from .errors import InvalidContent
+from .coco import CocoImage, id_key
+from .coco_stream import StreamedCoco, stream_coco
+from .errors import ArchiveTooLarge, InvalidContent
 from .layout import AnnotationFile, EntryResolver, Layout, detect_layout, split_from_folders
 from .models import IngestLimits, ParsedAnnotation, ParsedUpload, StagedImage
 from .notes import Notes
-from .safezip import SafeZip, ZipEntry
+from .safezip import SafeZip, ZipEntry, human_bytes
+from .spill import AnnotationSpill
 
 
 def ingest_zip(
@@ -43,8 +47,7 @@ def ingest_zip(
 @dataclass
 class _ParsedFile:
     file: AnnotationFile
-    doc: CocoFile
-    index: CocoIndex
+    coco: StreamedCoco
 
 
 @dataclass
@@ -52,8 +55,7 @@ class _PlannedImage:
     file: AnnotationFile
     record: CocoImage
     entry: ZipEntry
-    annotations: list[CocoAnnotation]
-    categories: dict[str, CocoCategory]
+    coco: StreamedCoco  # the image's annotations are read from it when the image is staged
 
 
 class _Ingest:
@@ -65,6 +67,7 @@ class _Ingest:
         self.images: list[StagedImage] = []
         self._first_by_sha: dict[str, str] = {}
         self._staged_entries: set[str] = set()
+        self._spill = AnnotationSpill(self.staging_dir / "annotations.jsonl")
 
     def run(self, subset: str | None) -> ParsedUpload:
         layout = detect_layout([e.name for e in self.archive.entries], subset)
@@ -89,10 +92,18 @@ class _Ingest:
     def _annotated(self, layout: Layout, scoped: list[ZipEntry]) -> list[str]:
         by_name = {e.name: e for e in scoped}
         parsed = []
-        for file in layout.annotation_files:
-            data = self.archive.read_bytes(by_name[file.entry], self.limits.max_json_bytes)
-            doc = parse_coco(data, file.entry)
-            parsed.append(_ParsedFile(file, doc, index_coco(doc, file.entry)))
+        for n, file in enumerate(layout.annotation_files):
+            entry = by_name[file.entry]
+            if entry.declared_size > self.limits.max_json_bytes:
+                raise ArchiveTooLarge(
+                    f"{entry.name} is {human_bytes(entry.declared_size)}, more than the limit of "
+                    f"{human_bytes(self.limits.max_json_bytes)}",
+                    source=entry.name,
+                )
+            # Streamed from the zip (once per top-level array), never held whole: see coco_stream.py.
+            spill = self.staging_dir / f"coco-{n}.jsonl"
+            chunks = functools.partial(self.archive.iter_chunks, entry)
+            parsed.append(_ParsedFile(file, stream_coco(chunks, entry.name, spill)))
         plans = self._plan(parsed, by_name)
         self._note_skipped(layout, scoped, {p.entry.name for p in plans})
         categories = self._categories(parsed)
@@ -107,7 +118,7 @@ class _Ingest:
         for item in parsed:
             source = item.file.entry
             json_dir = posixpath.dirname(source)
-            for key, record in item.index.images.items():
+            for record in item.coco.images.values():
                 found = resolver.resolve(record.file_name, json_dir, source)
                 if found is None:
                     raise InvalidContent(
@@ -115,15 +126,7 @@ class _Ingest:
                         "which is not in the zip",
                         source=source,
                     )
-                plans.append(
-                    _PlannedImage(
-                        item.file,
-                        record,
-                        by_name[found],
-                        item.index.annotations_by_image[key],
-                        item.index.categories,
-                    )
-                )
+                plans.append(_PlannedImage(item.file, record, by_name[found], item.coco))
         return plans
 
     def _note_skipped(self, layout: Layout, scoped: list[ZipEntry], referenced: set[str]) -> None:
@@ -149,13 +152,12 @@ class _Ingest:
         parents: set[str] = set()
         used: set[str] = set()
         for item in parsed:
-            for category in item.doc.categories:
+            for category in item.coco.categories.values():
                 names.setdefault(category.name)
                 parent = (category.supercategory or "").strip()
                 if parent and parent != category.name:
                     parents.add(parent)
-            for ann in item.doc.annotations:
-                used.add(item.index.categories[id_key(ann.category_id)].name)
+            used.update(item.coco.categories[key].name for key in item.coco.used_categories)
         placeholders = [n for n in names if n not in used and n in parents]
         for name in placeholders:
             self.notes.add(
@@ -172,12 +174,12 @@ class _Ingest:
         source = plan.file.entry
         frame = choose_frame(plan.record, info, self.notes, source)
         annotations = []
-        for ann in plan.annotations:
-            category = plan.categories[id_key(ann.category_id)].name
+        for ann in plan.coco.annotations_for(id_key(plan.record.id)):
+            category = plan.coco.categories[id_key(ann.category_id)].name
             parsed = build_annotation(ann, category, frame, self.notes, source)
             if parsed is not None:
                 annotations.append(parsed)
-        self._add(plan.entry, path, sha, info, plan.file.split, annotations)
+        self._add(plan.entry, path, sha, info, plan.file.split, self._spill.add(annotations))
 
     # --- images only -------------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class _Ingest:
         sha: str,
         info: ImageInfo,
         split: str,
-        annotations: list[ParsedAnnotation],
+        annotations: Sequence[ParsedAnnotation],
     ) -> None:
         self.images.append(
             StagedImage(
