@@ -9,6 +9,7 @@ export SAMTUNE_DATA_DIR ?= $(CURDIR)/data
 # the ranges that library users get.
 LOCK := requirements/lock.txt
 SDK_LOCK := requirements/sdk-lock.txt
+ROBOFLOW_LOCK := requirements/roboflow-lock.txt
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
 
 .PHONY: install install-dev run test test-long lint format demo clean lock
@@ -25,7 +26,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install --progress-bar on -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK)
+$(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK) $(ROBOFLOW_LOCK)
 	@echo ">> Installing the test tools ([dev] extra, pinned by $(LOCK))."
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	@# Roboflow's own client, in a venv of its own (it pins opencv-python, which would clash with ours):
@@ -33,6 +34,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(SDK_LOCK)
 	@echo ">> Installing Roboflow's inference-sdk into .venv-sdk (pinned by $(SDK_LOCK))."
 	$(PYTHON) -m venv .venv-sdk
 	.venv-sdk/bin/pip install --quiet -r $(SDK_LOCK)
+	@# Roboflow's Python package, in a third venv (its numpy and opencv pins differ from inference-sdk's):
+	@# tests/roboflow/ drive samtune's Roboflow REST API with it.
+	@echo ">> Installing Roboflow's roboflow package into .venv-roboflow (pinned by $(ROBOFLOW_LOCK))."
+	$(PYTHON) -m venv .venv-roboflow
+	.venv-roboflow/bin/pip install --quiet -r $(ROBOFLOW_LOCK)
 	touch $@
 
 ## make lock: resolve the lock files from pyproject.toml and requirements/*.in (Python 3.11, Linux x86_64)
@@ -46,6 +52,7 @@ lock:
 	.venv-lock/bin/pip install --quiet 'pip-tools>=7.4'
 	$(PIP_COMPILE) --all-extras -o $(LOCK) pyproject.toml requirements/pins.in
 	$(PIP_COMPILE) -o $(SDK_LOCK) requirements/sdk.in
+	$(PIP_COMPILE) -o $(ROBOFLOW_LOCK) requirements/roboflow.in
 
 # tests/ui drive Debian's headless Chromium (Playwright's own browser download is never used).
 CHROMIUM := /usr/bin/chromium
@@ -90,4 +97,4 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-sdk .venv-lock .pytest_cache
+	rm -rf $(VENV) .venv-sdk .venv-roboflow .venv-lock .pytest_cache

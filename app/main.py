@@ -24,8 +24,10 @@ from app.inference.tier import make_inference
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.models.roboflow import hosted_router as roboflow_hosted_router
 from app.models.roboflow import router as roboflow_router
 from app.models.router import router as models_router
+from app.roboflow_api.router import router as roboflow_api_router
 from app.settings import Settings
 from app.ui.install import install_ui
 from app.versions.router import router as versions_router
@@ -53,6 +55,9 @@ def body_limits(settings: Settings) -> dict[str, Any]:
             BodyLimit(r"/api/v1/base-models/[^/]+/[^/]+/predict", *predict),
             BodyLimit(r"/infer/instance_segmentation", *predict),
             BodyLimit(r"/model/add", settings.max_request_bytes, "SAMTUNE_MAX_REQUEST_BYTES"),
+            # Roboflow's one-image upload and its annotation (a COCO file may list a whole project).
+            BodyLimit(r"/dataset/[^/]+/upload", *predict),
+            BodyLimit(r"/dataset/[^/]+/annotate/[^/]+", *predict),
             # Roboflow's hosted form; the route is registered last, so any other two-segment path is its too.
             BodyLimit(r"/[^/]+/[^/]+", *predict),
         ],
@@ -101,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(models_router)
     install_ui(app)
-    # Last: its `/{project}/{version}` route would otherwise catch other two-segment POSTs.
     app.include_router(roboflow_router)
+    # Roboflow's REST API (`/{workspace}/...`) after every fixed path, so it never shadows a page or /api/v1.
+    app.include_router(roboflow_api_router)
+    # Last: its `/{project}/{version}` route would otherwise catch other two-segment POSTs.
+    app.include_router(roboflow_hosted_router)
     return app

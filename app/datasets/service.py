@@ -148,6 +148,13 @@ def upload_zip(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def add_staged(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: ParsedUpload) -> UploadResult:
+    """Merge images that another front door has already validated and staged (Roboflow's one-image upload,
+    app/roboflow_api) exactly as a zip's are: new classes added, duplicates by content skipped, objects removed
+    again if the transaction rolls back."""
+    return _merge(session, storage, dataset, parsed)
+
+
 def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: ParsedUpload) -> UploadResult:
     if not parsed.images:
         raise Unprocessable("the zip holds no images (JPEG, PNG or WebP)", source="upload")

@@ -178,8 +178,9 @@ class HostedOptions:
     visualize_predictions: bool = False
 
 
-def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
-    """The options of Roboflow's hosted-API form, from the query; confidence may be a percentage (theirs)."""
+def hosted_options(params: QueryParams, settings: Settings, *, percent: bool = False) -> HostedOptions:
+    """The options of Roboflow's hosted-API form, from the query. Confidence is a percentage with `percent` (the
+    hosted API's multipart form), else a fraction up to 1 and a percentage above (its inference server's)."""
     try:
         confidence = float(params.get("confidence", 40))
         max_detections = int(params.get("max_detections", min(300, settings.max_detections)))
@@ -191,7 +192,7 @@ def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
     if max_detections < 1:
         raise Unprocessable(f"max_detections {max_detections} is not at least 1", source="max_detections")
     check_max_detections(max_detections, settings)
-    confidence /= 100 if confidence > 1 else 1
+    confidence /= 100 if percent or confidence > 1 else 1
     mask_format: Literal["polygon", "rle"] = (
         "rle" if params.get("response_mask_format") == "rle" else "polygon"
     )
@@ -205,6 +206,29 @@ def hosted_options(params: QueryParams, settings: Settings) -> HostedOptions:
     overlap /= 100 if overlap > 1 else 1
     return HostedOptions(confidence, max_detections, mask_format, overlap,
                          _flag(params, "class_agnostic_nms"), _flag(params, "visualize_predictions"))  # fmt: skip
+
+
+async def hosted_file(request: Request, settings: Settings, *, visualize: bool) -> bytes:
+    """The image of the hosted API's multipart form: one file field named `file`, within the image limits."""
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except HTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        raise Unprocessable(
+            f"the multipart form was refused: {exc.detail} (one 'file' field)", source="body"
+        ) from None
+    upload = form.get("file")
+    if not isinstance(upload, StarletteUpload):
+        raise Unprocessable("file: send the image as a multipart file field named 'file'", source="file")
+    data = await upload.read(settings.max_predict_bytes + 1)
+    if len(data) > settings.max_predict_bytes:
+        raise PayloadTooLarge(f"the image is larger than {settings.max_predict_bytes} bytes "
+                              "(SAMTUNE_MAX_PREDICT_BYTES)", source="file")  # fmt: skip
+    if not data:
+        raise Unprocessable("file: the image is empty", source="file")
+    check_image(data, settings, visualize=visualize)
+    return data
 
 
 def _flag(params: QueryParams, name: str) -> bool:

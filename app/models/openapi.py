@@ -40,7 +40,8 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 HOSTED_FORM: dict[str, Any] = {
     "parameters": [
         {"name": "api_key", "in": "query", "schema": {"type": "string"}, "description": "Or a Bearer header."},
-        {"name": "confidence", "in": "query", "description": "0-1, or 0-100 as a percentage (Roboflow's).",
+        {"name": "confidence", "in": "query", "description": "With a multipart 'file': 0-100, a percentage (Roboflow's "
+         "hosted API); with a base64 body: 0-1, or above 1 a percentage.",
          "schema": {"type": "number", "minimum": 0, "maximum": 100, "default": 40}},
         {"name": "max_detections", "in": "query", "description": "At most SAMTUNE_MAX_DETECTIONS (1000).",
          "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 300}},
@@ -48,7 +49,12 @@ HOSTED_FORM: dict[str, Any] = {
     ],
     "requestBody": {
         "required": True,
-        "description": "The image, base64-encoded (Roboflow's clients send it as x-www-form-urlencoded).",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "description": "The image, base64-encoded (Roboflow's clients send it as x-www-form-urlencoded), or a "
+        "multipart form with the image in a 'file' field (the `roboflow` package's model.predict).",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+        },
     },
 }  # fmt: skip

@@ -26,6 +26,8 @@ from app.models.schemas import AddModel, InferRequest, PredictOptions
 from trainer.predict import DEFAULT_IOU_THRESHOLD
 
 router = APIRouter(tags=["roboflow compatibility"])
+# Registered after every other router (app/main.py): its `/{project}/{version}` matches any two-segment POST.
+hosted_router = APIRouter(tags=["roboflow compatibility"])
 TASK = "instance-segmentation"
 
 
@@ -131,21 +133,31 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
     return Response(b"[" + b",".join(a.body for a in answers) + b"]", media_type="application/json")
 
 
-@router.post("/{project}/{version}", openapi_extra=HOSTED_FORM)
+@hosted_router.post("/{project}/{version}", openapi_extra=HOSTED_FORM)
 async def infer_v0(project: str, version: str, request: Request, session: SessionDep) -> Response:
-    """Roboflow's hosted-API form: the base64 image is the body, options are query parameters."""
+    """Roboflow's hosted-API form: the image is the body (base64), or a multipart `file` field as the `roboflow`
+    package's `model.predict(path)` sends it; options are query parameters.
+
+    Confidence: the multipart form is what Roboflow's hosted API takes, where confidence is a percentage (0-100,
+    the `roboflow` package sends 40); with a base64 body, as Roboflow's inference server takes it, a value up to
+    1 is a fraction and a larger one a percentage."""
     settings = request.app.state.settings
-    options = bodies.hosted_options(request.query_params, settings)
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    options = bodies.hosted_options(request.query_params, settings, percent=multipart)
     # The key (query or header) and the model before the body: a wrong key reads none of it.
     spec = await run_in_threadpool(
         _look_up, request, session, request.query_params.get("api_key"), f"{project}/{version}"
     )
-    raw = (await request.body()).decode("ascii", errors="replace").strip()
-    if not raw:
-        raise AppError("the request body must be the base64-encoded image", status_code=400, source="body")
-    data = await run_in_threadpool(
-        bodies.roboflow_image, raw, settings, visualize=options.visualize_predictions
-    )
+    if multipart:
+        data = await bodies.hosted_file(request, settings, visualize=options.visualize_predictions)
+    else:
+        raw = (await request.body()).decode("ascii", errors="replace").strip()
+        if not raw:
+            raise AppError("the request body must be the base64-encoded image, or a multipart 'file'",
+                           status_code=400, source="body")  # fmt: skip
+        data = await run_in_threadpool(
+            bodies.roboflow_image, raw, settings, visualize=options.visualize_predictions
+        )
     call = PredictCall(
         model=spec,
         options=_options(confidence=options.confidence, max_detections=options.max_detections,

@@ -119,6 +119,8 @@ def _seed(client: httpx.Client, seeded: Seeded, settings: Settings, factory: Any
     archive = Path(shutil.make_archive(str(root / "synth"), "zip", data))
 
     ids = seeded.ids
+    # Roboflow's REST API names things: the workspace by its name, the export by its format.
+    ids["workspace"], ids["export_format"] = "workspace-a", "coco"
     dataset = _ok(client.post("/api/v1/datasets", json={"name": DATASET_NAME}), 201)
     ids["dataset_id"] = dataset["id"]
     ids["project"] = dataset["slug"]

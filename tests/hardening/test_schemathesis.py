@@ -107,6 +107,8 @@ def make_schema(seeded: Seeded) -> Any:
             refs["image"] = _real_image(body["image"])
         if path.endswith("/uploads") and "file" in body:  # a valid zip, so that uploads get past its checks
             refs["file"] = seeded.upload
+        if path == "/dataset/{project}/upload" and "file" in body:  # Roboflow's one-image upload
+            refs["file"] = _real_image(body["file"])
         return _seeded_choice(body, refs)
 
     return schema
@@ -162,7 +164,9 @@ def test_fuzz_every_operation(seeded: Seeded) -> None:
                   "GET /api/v1/batch-predictions/{batch_id}", "POST /api/v1/models/{model_id}/predict",
                   "POST /api/v1/datasets/{dataset_id}/uploads", "POST /{project}/{version}",
                   "POST /api/v1/jobs/{job_id}/stop", "POST /api/v1/jobs/{job_id}/cancel",
-                  "DELETE /api/v1/models/{model_id}", "DELETE /api/v1/versions/{version_id}"):  # fmt: skip
+                  "DELETE /api/v1/models/{model_id}", "DELETE /api/v1/versions/{version_id}",
+                  "GET /{workspace}/{project}/{version}", "GET /{workspace}/{project}/{version}/{export_format}",
+                  "POST /dataset/{project}/upload"):  # fmt: skip
         assert label in _reached(counts), (label, counts)
 
 
