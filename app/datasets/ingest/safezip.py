@@ -4,10 +4,18 @@ Entries are decompressed here rather than through `ZipFile.open`, because that r
 stops at the size the header declares: we want to *see* an entry that yields more than it
 declares (a lying header) and count every byte that really comes out, so the limits hold
 whatever the headers say.
+
+Not using `ZipFile.open` also means doing ourselves the two checks it makes of each entry's local header
+(`_check_layout`): the name there must be the central directory's (a zip whose two directories disagree shows
+one file to a validator and another to an extractor), and an entry's data must end before the next entry
+begins (CVE-2024-0450: overlapping entries let one compressed stream be counted as many files, the "better
+zip bomb"). Expansion is bounded for the archive as a whole too, not only per entry over 1 MiB: two hundred
+1 MiB files of zeros in a 330 KB zip pass every per-entry check.
 """
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import hashlib
 import posixpath
@@ -30,7 +38,9 @@ CHUNK = 2**20
 # stays small even for highly compressible entries.
 _RAW_CHUNK = 256 * 2**10
 _RATIO_FLOOR = 2**20
-_LOCAL_HEADER = struct.Struct("<4s22xHH")
+# The whole archive may unpack to this much whatever its ratio (a small zip of blank masks is normal).
+_ARCHIVE_RATIO_FLOOR = 8 * 2**20
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version .. sizes), name length, extra length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _JUNK_BASENAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -100,7 +110,9 @@ class SafeZip:
         self._fp = fileobj
         self._limits = limits
         self.bytes_read = 0
+        self._data_start: dict[int, int] = {}  # header offset -> where the entry's data begins
         try:
+            self.archive_size = fileobj.seek(0, 2)
             fileobj.seek(0)
             self._zip = zipfile.ZipFile(fileobj)
             infos = self._zip.infolist()
@@ -114,6 +126,7 @@ class SafeZip:
                     f"the zip has {len(infos)} entries, more than the limit of {limits.max_entries}"
                 )
             self.entries = self._validate(infos)
+            self._check_layout(infos)
             self._precheck_declared_sizes()
         except BaseException:
             self._zip.close()
@@ -160,6 +173,56 @@ class SafeZip:
             raise UnsafeArchive("the zip is empty (it holds no files)")
         return entries
 
+    def _check_layout(self, infos: list[zipfile.ZipInfo]) -> None:
+        """Each entry's local header names it as the central directory does, and its data ends before the
+        next entry's header (or the central directory) begins: no two entries share bytes."""
+        starts = sorted(info.header_offset for info in infos)
+        for a, b in zip(starts, starts[1:], strict=False):
+            if a == b:
+                shared = [i.orig_filename for i in infos if i.header_offset == a]
+                raise UnsafeArchive(
+                    f"zip entries {', '.join(repr(n) for n in shared[:3])} share one local header; "
+                    "the zip is malformed or crafted to overlap entries (a zip bomb)",
+                    source=shared[0],
+                )
+        central = getattr(self._zip, "start_dir", self.archive_size)
+        for info in infos:
+            raw = info.orig_filename
+            try:
+                self._fp.seek(info.header_offset)
+                header = self._fp.read(_LOCAL_HEADER.size)
+                signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+                local_name = self._fp.read(name_len)
+            except (OSError, ValueError, struct.error) as exc:
+                raise UnsafeArchive(f"zip entry '{raw}' has no readable local header", source=raw) from exc
+            if signature != _LOCAL_SIGNATURE:
+                raise UnsafeArchive(
+                    f"zip entry '{raw}' has no local header where the directory says", source=raw
+                )
+            # zipfile decoded the central name as UTF-8 when flag 0x800 says so, else as cp437: encode it back.
+            encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+            try:
+                central_name = raw.encode(encoding)
+            except UnicodeEncodeError:
+                central_name = b""
+            if local_name != central_name:
+                shown = local_name.decode(encoding, errors="replace")
+                raise UnsafeArchive(
+                    f"zip entry '{raw}' is named '{shown}' in its local header; a zip whose two directories "
+                    "disagree is malformed or crafted",
+                    source=raw,
+                )
+            start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            following = bisect.bisect_right(starts, info.header_offset)
+            end_limit = starts[following] if following < len(starts) else central
+            if start + info.compress_size > end_limit:
+                raise UnsafeArchive(
+                    f"zip entry '{raw}' overlaps the entry after it; the zip is malformed or crafted to reuse "
+                    "one compressed stream for several files (a zip bomb)",
+                    source=raw,
+                )
+            self._data_start[info.header_offset] = start
+
     def _precheck_declared_sizes(self) -> None:
         """Fail fast on what the headers admit to; the real guard is the counting in `_account`."""
         limits = self._limits
@@ -173,6 +236,9 @@ class SafeZip:
             size, packed = entry.declared_size, max(entry.info.compress_size, 1)
             if size > _RATIO_FLOOR and size > limits.max_ratio * packed:
                 raise self._ratio_error(entry, size)
+        # After the entries' own checks, which name a culprit when there is one.
+        if total > _ARCHIVE_RATIO_FLOOR and total > limits.max_ratio * self.archive_size:
+            raise self._archive_ratio_error(total)
 
     def _ratio_error(self, entry: ZipEntry, produced: int) -> ArchiveTooLarge:
         packed = max(entry.info.compress_size, 1)
@@ -181,6 +247,13 @@ class SafeZip:
             f"{human_bytes(produced)}), over the limit of {self._limits.max_ratio:g}x; "
             "this looks like a zip bomb",
             source=entry.name,
+        )
+
+    def _archive_ratio_error(self, produced: int) -> ArchiveTooLarge:
+        return ArchiveTooLarge(
+            f"the zip expands {produced / max(self.archive_size, 1):.0f}x as a whole "
+            f"({human_bytes(self.archive_size)} to {human_bytes(produced)}), over the limit of "
+            f"{self._limits.max_ratio:g}x; this looks like a zip bomb"
         )
 
     def _account(self, entry: ZipEntry, produced: int, fresh: int) -> None:
@@ -202,14 +275,7 @@ class SafeZip:
 
     def _raw_chunks(self, entry: ZipEntry, size: int) -> Iterator[bytes]:
         info = entry.info
-        self._fp.seek(info.header_offset)
-        header = self._fp.read(_LOCAL_HEADER.size)
-        if len(header) < _LOCAL_HEADER.size:
-            raise EOFError("local header cut short")
-        signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
-        if signature != _LOCAL_SIGNATURE:
-            raise zipfile.BadZipFile("bad local header")
-        pos = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        pos = self._data_start[info.header_offset]  # found and checked by _check_layout
         left = info.compress_size
         while left > 0:
             # Seek every time: a caller may interleave other reads on the shared file object.
