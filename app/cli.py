@@ -44,14 +44,19 @@ def keys() -> None:
 def keys_create(workspace: str, name: str) -> None:
     """Create an API key; the key is the last line printed."""
     from app.core.db import make_engine, make_sessionmaker, transaction
+    from app.core.errors import AppError
     from app.keys.service import create_key_for_workspace
 
     settings = Settings()
     engine = make_engine(settings.database_url)
-    with transaction(make_sessionmaker(engine)) as session:
-        row, secret = create_key_for_workspace(session, workspace, name)
-        click.echo(f"created key {row.prefix}... in workspace {workspace!r}", err=True)
-    engine.dispose()
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            row, secret = create_key_for_workspace(session, workspace, name)
+            click.echo(f"created key {row.prefix}... in workspace {workspace!r}", err=True)
+    except AppError as exc:  # a workspace name refused (a reserved word, too long): say so, not a traceback
+        raise click.ClickException(exc.detail) from None
+    finally:
+        engine.dispose()
     click.echo(secret)
 
 

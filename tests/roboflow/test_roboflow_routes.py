@@ -8,8 +8,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -264,3 +268,14 @@ def test_hosted_multipart_confidence_is_a_percentage(jobs_kit: JobKit) -> None:
     assert multipart("0.5") == b64("0.005")  # a percentage however small
     r = c.post(f"/{model}", params=q, files={"other": ("x.jpg", image, "image/jpeg")})
     assert r.status_code == 422 and "'file'" in r.json()["detail"]
+
+
+def test_the_cli_refuses_a_reserved_workspace_name_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "SAMTUNE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("SAMTUNE_DATABASE_URL", None)
+    samtune = str(Path(sys.executable).with_name("samtune"))
+    subprocess.run([samtune, "bootstrap"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    made = subprocess.run([samtune, "keys", "create", "--workspace", "datasets"], env=env, capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 1 and "'datasets' cannot be a workspace name" in made.stderr, made.stderr
+    assert "Traceback" not in made.stderr and not made.stdout
