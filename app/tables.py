@@ -5,6 +5,7 @@ from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import JobEvent, Metric, TrainingJob
 from app.keys.tables import ApiKey
 from app.models.tables import BatchPrediction, Model
+from app.ui.tables import EndedSession
 from app.versions.tables import DatasetVersion
 from app.workers.tables import Worker
 from app.workspaces.tables import Workspace
@@ -17,6 +18,7 @@ __all__ = [
     "Category",
     "Dataset",
     "DatasetVersion",
+    "EndedSession",
     "Image",
     "JobEvent",
     "Metric",

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
+from app.core.errors import Unauthorized
 from app.jobs import base_models, repository, service, stream, tokens
 from app.jobs.schemas import (
     EventsToken,
@@ -23,6 +27,7 @@ from app.jobs.schemas import (
     LogLine,
     MetricPoint,
 )
+from app.keys.tables import ApiKey
 
 router = APIRouter(tags=["jobs"])
 
@@ -169,12 +174,43 @@ def events_token(
 ) -> EventsToken:
     """A token for the event stream that a browser's EventSource can put in the URL (15 minutes)."""
     job, _, _ = service.get(session, principal.workspace_id, job_id)
-    token, expires = tokens.issue(settings.signing_key, job.id, principal.workspace_id)
+    token, expires = tokens.issue(settings.signing_key, job.id, principal.workspace_id, principal.key_id)
     return EventsToken(
         token=token,
         expires_at=datetime.fromtimestamp(expires, UTC),
         url=str(request.url_for("job_events", job_id=job.id).include_query_params(token=token)),
     )
+
+
+KEY_RECHECK_SECONDS = 2.0
+
+
+def _key_revoked(session: Session, key_id: uuid.UUID) -> bool:
+    key = session.get(ApiKey, key_id)
+    return key is None or key.revoked_at is not None
+
+
+def _stop_when(
+    request: Request, factory: sessionmaker[Session], key_id: uuid.UUID
+) -> Callable[[], Awaitable[bool]]:
+    """The stream's stop check: the client left, or the key it was opened with (or whose token it presented) has
+    been revoked since. A stream lasts as long as the job; revoking a key must not leave it open for hours."""
+    checked = time.monotonic()
+
+    def revoked() -> bool:
+        with transaction(factory) as session:
+            return _key_revoked(session, key_id)
+
+    async def stop() -> bool:
+        nonlocal checked
+        if await request.is_disconnected():
+            return True
+        if time.monotonic() - checked < KEY_RECHECK_SECONDS:
+            return False
+        checked = time.monotonic()
+        return await run_in_threadpool(revoked)
+
+    return stop
 
 
 @router.get(
@@ -196,20 +232,25 @@ async def job_events(
     (EventSource then stops reconnecting)."""
     factory = request.app.state.sessionmaker
 
-    def authorise() -> uuid.UUID:
+    def authorise() -> tuple[uuid.UUID, uuid.UUID]:
         with transaction(factory) as session:
-            workspace = (
-                tokens.verify(settings.signing_key, token, job_id)
-                if token
-                else get_principal(request, session).workspace_id
-            )
+            if token:
+                grant = tokens.verify(settings.signing_key, token, job_id)
+                if _key_revoked(session, grant.api_key_id):
+                    raise Unauthorized("the API key this event token was issued to has been revoked")
+                workspace, key_id = grant.workspace_id, grant.api_key_id
+            else:
+                principal = get_principal(request, session)
+                workspace, key_id = principal.workspace_id, principal.key_id
             job, _, _ = service.get(session, workspace, job_id)
-            return job.id
+            return job.id, key_id
 
-    found = await run_in_threadpool(authorise)
+    found, key_id = await run_in_threadpool(authorise)
     if await stream.finished_for(factory, found, last_event_id, settings.redis_url):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    body = stream.events(factory, found, last_event_id, settings.redis_url, request.is_disconnected)
+    body = stream.events(
+        factory, found, last_event_id, settings.redis_url, _stop_when(request, factory, key_id)
+    )
     return StreamingResponse(
         body,
         media_type="text/event-stream",

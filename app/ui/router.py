@@ -98,12 +98,17 @@ def signin(
 
 @router.post("/signout")
 def signout(
-    request: Request, settings: SettingsDep, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     cookie = request.cookies.get(ui_session.SESSION_COOKIE)
     # Without the token another site could sign the visitor out; an invalid session has nothing to end.
     if cookie and not ui_session.csrf_matches(settings.signing_key, cookie, csrf_token):
         return RedirectResponse("/", status_code=303)
+    if cookie:
+        ui_session.end_session(session, settings.signing_key, cookie)  # on the server, not only the browser
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(ui_session.SESSION_COOKIE, path="/", httponly=True, samesite="lax")
     return response

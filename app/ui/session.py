@@ -2,7 +2,9 @@
 bound to that cookie.
 
 The cookie holds the key's id and an expiry, never the key itself, so a leaked cookie does not leak the
-secret, and revoking the key ends every session made with it (each request re-reads the key's row). It is
+secret, and revoking the key ends every session made with it (each request re-reads the key's row). Signing
+out ends the session on the server too: its nonce goes into `ended_session` until the cookie's expiry, and
+every request checks it, so a copy of the cookie taken before sign-out is refused by every API process. It is
 HttpOnly (page scripts cannot read it) and SameSite=Lax (other sites' forms and fetches do not carry it on
 POST). The CSRF token is an HMAC of the cookie value: the page receives it in a <meta> tag and sends it back
 in `X-CSRF-Token` on every unsafe request, which a cross-site page cannot read or forge.
@@ -17,12 +19,15 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, Unauthorized
 from app.keys.service import Principal
 from app.keys.tables import ApiKey
+from app.ui.tables import EndedSession
 
 SESSION_COOKIE = "samtune_session"
 SIGNIN_COOKIE = "samtune_signin"
@@ -46,8 +51,16 @@ def issue_session(key: bytes, api_key_id: uuid.UUID, *, now: float | None = None
     return f"{payload}.{_mac(key, 'session', payload)}"
 
 
-def session_key_id(key: bytes, cookie: str, *, now: float | None = None) -> uuid.UUID | None:
-    """The API key id the cookie was issued for, or None when it is forged, malformed or expired."""
+@dataclass(frozen=True)
+class SessionCookie:
+    api_key_id: uuid.UUID
+    nonce: str
+    expires: int
+
+
+def parse_session(key: bytes, cookie: str, *, now: float | None = None) -> SessionCookie | None:
+    """What a genuine, unexpired cookie says, or None when it is forged, malformed or expired (whether it
+    was signed out is the database's to say: `is_ended`)."""
     try:
         version, key_hex, expires, nonce, mac = cookie.split(".")
         payload = f"{version}.{key_hex}.{expires}.{nonce}"
@@ -55,9 +68,31 @@ def session_key_id(key: bytes, cookie: str, *, now: float | None = None) -> uuid
             return None
         if int(expires) < (time.time() if now is None else now):
             return None
-        return uuid.UUID(hex=key_hex)
+        return SessionCookie(uuid.UUID(hex=key_hex), nonce, int(expires))
     except (ValueError, TypeError):
         return None
+
+
+def session_key_id(key: bytes, cookie: str, *, now: float | None = None) -> uuid.UUID | None:
+    """The API key id the cookie was issued for, or None when it is forged, malformed or expired."""
+    parsed = parse_session(key, cookie, now=now)
+    return parsed.api_key_id if parsed else None
+
+
+def is_ended(session: Session, cookie: SessionCookie) -> bool:
+    return session.get(EndedSession, cookie.nonce) is not None
+
+
+def end_session(session: Session, key: bytes, cookie: str) -> None:
+    """Sign-out: the session is refused from now on, whoever holds a copy of its cookie. Rows of sessions
+    whose cookies have expired anyway are pruned here, so the table holds at most 7 days of sign-outs."""
+    parsed = parse_session(key, cookie)
+    if parsed is None:
+        return
+    session.execute(delete(EndedSession).where(EndedSession.expires_at < datetime.now(UTC)))
+    if not is_ended(session, parsed):
+        session.add(EndedSession(nonce=parsed.nonce, expires_at=datetime.fromtimestamp(parsed.expires, UTC)))
+        session.flush()
 
 
 def csrf_token(key: bytes, cookie: str) -> str:
@@ -103,9 +138,11 @@ def authenticate_cookie(
     session: Session, key: bytes, cookie: str, method: str, presented_csrf: str | None
 ) -> Principal:
     """The principal of a cookie-authenticated API request; unsafe methods also need the CSRF header."""
-    api_key_id = session_key_id(key, cookie)
-    if api_key_id is None:
+    parsed = parse_session(key, cookie)
+    if parsed is None:
         raise Unauthorized("the session has expired or is not valid; sign in again")
+    if is_ended(session, parsed):
+        raise Unauthorized("this session was signed out; sign in again")
     if method.upper() not in SAFE_METHODS and not csrf_matches(key, cookie, presented_csrf):
         raise AppError(
             f"a cookie-authenticated {method.upper()} needs the {CSRF_HEADER} header of this session "
@@ -113,16 +150,16 @@ def authenticate_cookie(
             status_code=403,
             title="CSRF token missing or wrong",
         )
-    return principal_for_key_id(session, api_key_id)[0]
+    return principal_for_key_id(session, parsed.api_key_id)[0]
 
 
 def load_ui_session(session: Session, key: bytes, cookie: str | None) -> UiSession | None:
     """The signed-in user of an HTML page, or None (the page then redirects to sign-in)."""
-    api_key_id = session_key_id(key, cookie) if cookie else None
-    if api_key_id is None or cookie is None:
+    parsed = parse_session(key, cookie) if cookie else None
+    if parsed is None or cookie is None or is_ended(session, parsed):
         return None
     try:
-        principal, row = principal_for_key_id(session, api_key_id)
+        principal, row = principal_for_key_id(session, parsed.api_key_id)
     except Unauthorized:
         return None
     return UiSession(principal=principal, key_prefix=row.prefix, csrf=csrf_token(key, cookie))

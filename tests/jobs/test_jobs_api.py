@@ -428,11 +428,13 @@ def test_event_stream_token(jobs_kit: JobKit, finished: Finished) -> None:
     events = parse_sse(with_token.text)
     assert events[-1].kind == "status" and events[-1].data["status"] == "succeeded"
 
-    _, workspace, _, _ = token.split(".")
-    job_id = uuid.UUID(finished.id)
+    _, workspace, api_key, _, _ = token.split(".")
+    job_id, key_id = uuid.UUID(finished.id), uuid.UUID(hex=api_key)
     key = kit.settings.signing_key
-    expired, _ = tokens.issue(key, job_id, uuid.UUID(workspace), now=time.time() - tokens.TOKEN_SECONDS - 5)
-    foreign, _ = tokens.issue(b"another installation's key", job_id, uuid.UUID(workspace))
+    expired, _ = tokens.issue(
+        key, job_id, uuid.UUID(workspace), key_id, now=time.time() - tokens.TOKEN_SECONDS - 5
+    )
+    foreign, _ = tokens.issue(b"another installation's key", job_id, uuid.UUID(workspace), key_id)
     another_job = kit.create()
     theirs = kit.client.post(f"/api/v1/jobs/{another_job['id']}/events-token", headers=kit.auth).json()[
         "token"
