@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_zip_entries: int = 100_000
     max_zip_uncompressed_bytes: int = 20 * 2**30
     max_zip_ratio: float = 200.0
+    max_classes: int = Field(
+        default=2000,
+        gt=0,
+        description="Most classes a dataset may have (an upload adding more is refused with 422).",
+    )
     max_image_pixels: int = Field(
         default=64_000_000, gt=0, description="Largest image (width x height, read from its header) decoded."
     )

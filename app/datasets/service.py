@@ -19,6 +19,7 @@ from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.storage import ObjectStorage
 from app.datasets import repository
 from app.datasets.ingest import SPLITS, IngestLimits, ParsedUpload, ingest_zip
+from app.datasets.ingest.models import MAX_NAME_CHARS
 from app.datasets.schemas import ClassOut, DatasetOut, SplitCounts, UploadResult
 from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import TrainingJob
@@ -50,6 +51,7 @@ def limits_from(settings: Settings) -> IngestLimits:
         max_uncompressed_bytes=settings.max_zip_uncompressed_bytes,
         max_ratio=settings.max_zip_ratio,
         max_image_pixels=settings.max_image_pixels,
+        max_classes=settings.max_classes,
     )
 
 
@@ -143,23 +145,45 @@ def upload_zip(
     staging = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix="upload-"))
     try:
         parsed = ingest_zip(fileobj, staging, limits_from(settings), subset=subset)
-        return _merge(session, storage, dataset, parsed)
+        return _merge(session, storage, dataset, parsed, max_classes=settings.max_classes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def add_staged(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: ParsedUpload) -> UploadResult:
+def add_staged(
+    session: Session, storage: ObjectStorage, dataset: Dataset, parsed: ParsedUpload
+) -> UploadResult:
     """Merge images that another front door has already validated and staged (Roboflow's one-image upload,
     app/roboflow_api) exactly as a zip's are: new classes added, duplicates by content skipped, objects removed
     again if the transaction rolls back."""
     return _merge(session, storage, dataset, parsed)
 
 
-def _merge(session: Session, storage: ObjectStorage, dataset: Dataset, parsed: ParsedUpload) -> UploadResult:
+def _merge(
+    session: Session,
+    storage: ObjectStorage,
+    dataset: Dataset,
+    parsed: ParsedUpload,
+    *,
+    max_classes: int = IngestLimits.max_classes,
+) -> UploadResult:
     if not parsed.images:
         raise Unprocessable("the zip holds no images (JPEG, PNG or WebP)", source="upload")
 
     known = {c.name: c for c in repository.categories(session, dataset.id)}
+    new_names = [n for n in dict.fromkeys(parsed.categories) if n not in known]
+    if len(known) + len(new_names) > max_classes:
+        raise Unprocessable(
+            f"the dataset has {len(known)} classes and this upload adds {len(new_names)}, more than the limit "
+            f"of {max_classes} classes per dataset (SAMTUNE_MAX_CLASSES)",
+            source="upload",
+        )
+    long = next((n for n in new_names if len(n) > MAX_NAME_CHARS), None)
+    if long is not None:
+        raise Unprocessable(
+            f"class name '{long[:40]}...' is {len(long)} characters, more than the limit of {MAX_NAME_CHARS}",
+            source="upload",
+        )
     next_position = max((c.position for c in known.values()), default=-1) + 1
     classes_added: list[str] = []
     for name in parsed.categories:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from app.datasets.ingest.models import MAX_NAME_CHARS
 from app.datasets.schemas import SplitCounts
+
+ClassName = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 
 
 class _Strict(BaseModel):
@@ -31,8 +34,9 @@ class Preprocessing(_Strict):
     filter_null: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of images without annotations to leave out (0..1)."
     )
-    classes: dict[str, str | None] = Field(
+    classes: dict[ClassName, ClassName | None] = Field(
         default_factory=dict,
+        max_length=10_000,
         description="Remap by name: {'old': 'new'} renames (two names to one merges), {'old': null} drops.",
     )
     min_instance_px: float = Field(

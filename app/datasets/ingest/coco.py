@@ -23,9 +23,11 @@ from pydantic import (
 )
 
 from .errors import InvalidContent
+from .models import MAX_NAME_CHARS
 
 CocoId = int | str
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+ClassName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
 _MAX_REPORTED_ERRORS = 3
 
 
@@ -103,7 +105,7 @@ class CocoAnnotation(_Model):
 
 class CocoCategory(_Model):
     id: CocoId
-    name: Name
+    name: ClassName
     supercategory: str | None = None
 
 

@@ -20,6 +20,12 @@ class IngestLimits:
     # width*height from the image header; anything larger is treated as a decompression bomb.
     max_image_pixels: int = 64_000_000
     max_json_bytes: int = 512 * 2**20
+    # Classes one upload may bring (a dataset is held to the same number by the service).
+    max_classes: int = 2000
+
+
+# Class and dataset names, in characters: the database columns' size, checked before anything is written.
+MAX_NAME_CHARS = 200
 
 
 @dataclass

@@ -107,6 +107,12 @@ class _Ingest:
         plans = self._plan(parsed, by_name)
         self._note_skipped(layout, scoped, {p.entry.name for p in plans})
         categories = self._categories(parsed)
+        if len(categories) > self.limits.max_classes:
+            raise InvalidContent(
+                f"the upload's annotation files name {len(categories)} classes, more than the limit of "
+                f"{self.limits.max_classes} (SAMTUNE_MAX_CLASSES)",
+                source=layout.annotation_files[0].entry,
+            )
         for plan in plans:
             self._stage_annotated(plan)
         return categories
