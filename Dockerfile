@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every samtune process: api, worker, beat and the migration (docker-compose.yml picks the
 # command). PyPI's Linux torch wheels are CUDA builds that carry their CUDA libraries (nvidia-* wheels), so the
 # same image trains and predicts on a GPU when the container is given one (NVIDIA driver on the host recent
@@ -13,6 +12,13 @@ WORKDIR /ui
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
+# --- the lock file's lines for pip, torch and its CUDA libraries, alone ------------------------------------
+# The layer that installs torch (gigabytes) is keyed on this file, so it is rebuilt when one of these pins
+# changes, not on every change of the lock file.
+FROM ${PYTHON_IMAGE} AS torch-pins
+COPY requirements/lock.txt /tmp/lock.txt
+RUN grep -E '^(pip|torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==' /tmp/lock.txt >/torch-pins.txt
+
 # --- a virtual environment with torch and samtune's dependencies (compilers stay in this stage) ----------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,11 +26,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/samtune
 ENV PATH=/opt/samtune/bin:$PATH
-# Every version from the lock file, as `make install` does. torch first, in its own layer, so that nothing
-# but a change of the lock's torch downloads it again.
+# torch first, in its own layer: its few pure-Python dependencies may come out newer here, and the next
+# layer brings every package to the lock's version, as `make install` does.
+COPY --from=torch-pins /torch-pins.txt /tmp/torch-pins.txt
+RUN pip install -c /tmp/torch-pins.txt --upgrade pip \
+ && pip install -c /tmp/torch-pins.txt torch torchvision
 COPY requirements/lock.txt /tmp/lock.txt
-RUN pip install -c /tmp/lock.txt --upgrade pip \
- && pip install -c /tmp/lock.txt torch torchvision
 WORKDIR /srv/samtune
 # Installed in place (editable) at the path the runtime stage puts the code at: the code keeps its checkout
 # layout (models/, node_modules/ and the UI's templates beside it, as in `make run`). Empty packages stand
@@ -37,8 +44,11 @@ RUN mkdir app worker trainer migrations \
 
 # --- what runs: Python, the environment, the code, the bundled base model; no compilers, no node ---------
 FROM ${PYTHON_IMAGE} AS runtime
+# /data and the Hugging Face cache exist in the image, owned by the user, so that the named volumes that
+# docker-compose.yml mounts there start out writable by it.
 RUN useradd --create-home --uid 10001 --user-group samtune \
- && mkdir -p /data && chown samtune:samtune /data
+ && mkdir -p /data /home/samtune/.cache/huggingface \
+ && chown samtune:samtune /data /home/samtune/.cache /home/samtune/.cache/huggingface
 COPY --from=build /opt/samtune /opt/samtune
 WORKDIR /srv/samtune
 # The code belongs to root: the service can read it, not change it.

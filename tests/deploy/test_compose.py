@@ -6,6 +6,7 @@ the image is multi-stage, non-root, probed, and copies only paths that exist."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import sys
@@ -40,6 +41,10 @@ BIN = Path(sys.executable).parent
 # Code that reads a SAMTUNE_ variable itself, outside Settings (set by the Dockerfile): the trainer, which
 # never imports app/.
 CODE_ENV = {"SAMTUNE_EMBEDDED_BASE_DIR", "SAMTUNE_TOKENIZER_CACHE"}
+
+
+# An image pinned to one release: a tag of at least major.minor (an optional -variant after it), or a digest.
+PINNED_IMAGE = re.compile(r"[a-z0-9./_-]+(:\d+\.\d+(\.\d+)*(-[a-z0-9.]+)?|@sha256:[0-9a-f]{64})")
 
 
 def check_samtune_argv(argv: list[str]) -> click.Context:
@@ -107,12 +112,26 @@ def test_every_service_names_an_image() -> None:
         if "build" in svc:
             assert svc["build"] == "." and image == "samtune:latest", name
         else:
-            assert ":" in image, f"{name}: name a tag for {image}"
+            assert PINNED_IMAGE.fullmatch(image), (
+                f"{name}: {image} is not pinned to an exact version (name a release tag such as postgres:16.10, "
+                "or a digest); a moving tag changes what runs under the same file"
+            )
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [("postgres:16.10", True), ("redis:7.4.5", True), ("chrislusf/seaweedfs:3.97", True),
+     ("postgres:16.10-bookworm", True), ("redis@sha256:" + "a" * 64, True), ("redis:7", False),
+     ("postgres:16", False), ("minio/minio:latest", False), ("redis", False), ("redis:stable", False),
+     ("redis:7-alpine", False)],
+)  # fmt: skip
+def test_the_pinned_image_rule(image: str, pinned: bool) -> None:
+    assert bool(PINNED_IMAGE.fullmatch(image)) is pinned
 
 
 def test_samtune_services_run_commands_that_exist() -> None:
     run = {name: command(name) for name in samtune_services()}
-    assert set(run) == {"migrate", "api", "inference", "worker", "worker-cpu", "beat"}, set(run)
+    assert set(run) == {"s3-bucket", "migrate", "api", "inference", "worker", "worker-cpu", "beat"}, set(run)
     for argv in run.values():
         check_image_argv(argv)
     assert run["migrate"] == ["alembic", "upgrade", "head"]
@@ -140,13 +159,34 @@ def test_the_image_default_command_is_the_api() -> None:
 
 
 def test_the_bucket_job_creates_the_bucket_samtune_is_given() -> None:
-    storage = load_compose()["x-samtune"]["environment"]["SAMTUNE_STORAGE_URL"]
-    bucket = re.match(r"s3://([^/]+)", storage)
-    assert bucket, storage
-    script = " ".join(command("minio-bucket"))
-    assert f"mc mb --ignore-existing local/{bucket.group(1)}" in script
-    assert "http://minio:9000" in script
-    assert load_compose()["x-samtune"]["environment"]["SAMTUNE_S3_ENDPOINT_URL"] == "http://minio:9000"
+    """The one-shot job runs samtune's own storage client with the services' settings (so it creates exactly
+    the bucket of SAMTUNE_STORAGE_URL at SAMTUNE_S3_ENDPOINT_URL); tests/docker/ runs it against a real S3
+    endpoint."""
+    env = load_compose()["x-samtune"]["environment"]
+    assert re.fullmatch(r"s3://[a-z0-9-]+", env["SAMTUNE_STORAGE_URL"]), env["SAMTUNE_STORAGE_URL"]
+    argv = command("s3-bucket")
+    assert argv[:2] == ["python", "-c"]
+    assert "make_storage(Settings())" in argv[2] and "create_bucket(Bucket=s.bucket)" in argv[2]
+    assert services()["s3-bucket"]["restart"] == "no"
+    # The endpoint is the S3 service's gateway port, as its command sets it.
+    s3 = services()["s3"]
+    assert env["SAMTUNE_S3_ENDPOINT_URL"] == "http://s3:8333" and "-s3.port=8333" in s3["command"]
+    assert services()["s3-bucket"]["depends_on"]["s3"]["condition"] == "service_healthy"
+
+
+def test_the_s3_server_knows_samtune_s_credentials() -> None:
+    """SeaweedFS's identities file (a compose config) holds the key and secret samtune's services are given."""
+    compose = load_compose()
+    s3 = compose["services"]["s3"]
+    (config,) = s3["configs"]
+    assert f"-s3.config={config['target']}" in s3["command"]
+    text = interpolate(compose["configs"][config["source"]]["content"], env_example().values)
+    (identity,) = json.loads(text)["identities"]
+    env = service_environment("api", env_example().values)
+    assert identity["credentials"] == [
+        {"accessKey": env["SAMTUNE_S3_ACCESS_KEY_ID"], "secretKey": env["SAMTUNE_S3_SECRET_ACCESS_KEY"]}
+    ]
+    assert {"Read", "Write", "List"} <= set(identity["actions"])
 
 
 def test_the_first_key_command_in_the_docs_exists() -> None:
@@ -288,7 +328,7 @@ def test_depends_on_is_consistent() -> None:
     for name in ("api", "inference", "worker", "worker-cpu", "beat"):
         assert svcs[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for name in ("api", "inference", "worker", "worker-cpu"):
-        assert "minio-bucket" in svcs[name]["depends_on"]
+        assert "s3-bucket" in svcs[name]["depends_on"]
     assert svcs["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -302,8 +342,28 @@ def test_volumes_are_declared_and_used() -> None:
             if not source.startswith((".", "/", "~", "$")):
                 used.add(source)
     assert used == declared, (used, declared)
-    for name in ("postgres", "redis", "minio"):
+    for name in ("postgres", "redis", "s3"):
         assert compose["services"][name].get("volumes"), f"{name} keeps its data in a volume"
+
+
+def test_hugging_face_weights_survive_a_rebuild() -> None:
+    """Meta's weights, downloaded once with HF_TOKEN into a named volume at the image user's cache; the
+    image creates that directory, owned by the user, so that the new volume is writable by it."""
+    for name, svc in samtune_services().items():
+        assert "hf-cache:/home/samtune/.cache/huggingface" in svc["volumes"], name
+    assert "hf-cache" in load_compose()["volumes"]
+    runs = " ".join(i.args for i in dockerfile_stages()[-1].all("RUN"))
+    assert "/home/samtune/.cache/huggingface" in runs and "chown" in runs
+    assert "HF_TOKEN" in env_example().documented
+    assert "SAMTUNE_SAM3_PATH" in env_example().documented
+
+
+def test_only_the_gpu_services_reserve_gpus() -> None:
+    for name, svc in services().items():
+        devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+            "devices"
+        )
+        assert bool(devices) == (name in ("worker", "inference")), name
 
 
 def reserved_gpu(name: str) -> dict[str, Any]:
@@ -435,8 +495,22 @@ def test_dockerfile_installs_from_the_lock_file() -> None:
         if re.search(r"\bpip install\b", cmd)
     ]
     assert installs
+    # torch's own layer is constrained by the lock's lines for pip, torch and its CUDA libraries, which a
+    # stage of their own takes from the lock (so that the layer outlives other changes of the lock).
+    (pins_stage,) = [s for s in dockerfile_stages() if s.name == "torch-pins"]
+    (pins_copy,) = copies(pins_stage)
+    (grep,) = pins_stage.all("RUN")
+    assert pins_copy.sources == ["requirements/lock.txt"] and grep.args.startswith("grep -E '^(pip|torch|")
+    pins_file = grep.args.rsplit(">", 1)[1].strip()
+    pins_in_image = [c.dest for s in dockerfile_stages() for c in copies(s) if c.sources == [pins_file]]
+    assert pins_in_image, f"{pins_file} is not copied into the build stage"
     for cmd in installs:
-        assert f"-c {lock_in_image}" in cmd or f"-r {lock_in_image}" in cmd, cmd
+        constraint = re.search(r"-[cr] (\S+)", cmd)
+        assert constraint and constraint.group(1) in (lock_in_image, *pins_in_image), cmd
+        if constraint.group(1) != lock_in_image:
+            assert re.fullmatch(r"\s*pip install -c \S+ (--upgrade pip|torch torchvision)\s*", cmd), cmd
+    # ... and the layer after it brings every package to the lock's version.
+    assert any(f"-c {lock_in_image} -e ." in cmd for cmd in installs), installs
 
 
 def test_python_of_the_image_is_one_the_project_supports() -> None:

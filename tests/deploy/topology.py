@@ -4,7 +4,7 @@
 changes what runs here) as separate processes on this machine: the migration, then the API, the inference
 service, the workers and beat, with the environment compose gives them (each service's `environment` block
 interpolated with .env.example, and the image's ENV with its paths moved to this checkout), except that the
-service host names (`postgres`, `redis`, `minio`) point at the real PostgreSQL, Redis and S3 endpoint (moto's
+service host names (`postgres`, `redis`, `s3`) point at the real PostgreSQL, Redis and S3 endpoint (moto's
 server) of this machine, in a fresh database, fresh Redis databases and a fresh bucket, and `inference`
 (named in the API's SAMTUNE_INFERENCE_URLS) at the inference process. The API and the inference service
 listen on free ports of 127.0.0.1 instead of 0.0.0.0:8000 and 0.0.0.0:8001.
@@ -54,7 +54,7 @@ IMAGE_EXECUTABLES = ("samtune", "alembic", "celery", "python")
 # Redis databases of this module (the server is shared with the other tests): the broker and the live feed.
 BROKER_DB, FEED_DB = 8, 9
 # The hosts of the compose network, as they appear in samtune's environment.
-COMPOSE_HOSTS = ("@postgres:", "@redis:", "//minio:", "//inference:")
+COMPOSE_HOSTS = ("@postgres:", "@redis:", "//s3:", "//inference:")
 # The compose services that listen on a port (their command's --host/--port): here on a free port of 127.0.0.1.
 LISTENING = ("api", "inference")
 
