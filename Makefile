@@ -86,6 +86,12 @@ test: install-dev
 test-long: install-dev
 	$(BIN)/python -m pytest -q -m slow
 
+## make test-docker: build the image (a Docker engine with its bridge off, installed and started when missing)
+## and run docker-compose.yml's samtune services in containers through the whole flow (tests/docker/).
+.PHONY: test-docker
+test-docker: install-dev
+	bash deploy/ci/test-docker.sh
+
 ## make lint: ruff's lint and format check, then mypy on what [tool.mypy] in pyproject.toml names.
 lint: install-dev
 	$(BIN)/ruff check .

@@ -112,6 +112,11 @@ def serve(host: str, port: int, workers: int) -> None:
         # they close an idle connection first: when the server closes it as a client reuses it, that request
         # fails (bench/load.py saw it at uvicorn's default of 5 s, which equals httpx's).
         timeout_keep_alive=75,
+        # uvicorn's supervisor kills a worker process that does not answer its ping within this time; a process
+        # still importing torch does not answer, and on a busy machine (or a cold disk) that import takes longer
+        # than the default 5 s, so the workers were killed and restarted in a loop that never served (seen with
+        # the image under load in tests/docker/). A hung worker is still replaced, a minute later.
+        timeout_worker_healthcheck=60,
     )
 
 
