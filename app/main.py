@@ -58,6 +58,7 @@ def body_limits(settings: Settings) -> dict[str, Any]:
             # Roboflow's one-image upload and its annotation (a COCO file may list a whole project).
             BodyLimit(r"/dataset/[^/]+/upload", *predict),
             BodyLimit(r"/dataset/[^/]+/annotate/[^/]+", *predict),
+            BodyLimit(r"/[^/]+/projects", settings.max_request_bytes, "SAMTUNE_MAX_REQUEST_BYTES"),
             # Roboflow's hosted form; the route is registered last, so any other two-segment path is its too.
             BodyLimit(r"/[^/]+/[^/]+", *predict),
         ],

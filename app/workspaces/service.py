@@ -9,10 +9,12 @@ from app.workspaces.tables import Workspace
 # Roboflow's REST API names a workspace by the first path segment (`GET /{workspace}`, `/{workspace}/{project}`),
 # where samtune's own pages and APIs also live: a workspace named like one of them could not be reached that way
 # (the fixed routes are matched first), so these words are not workspace names. tests/roboflow checks that every
-# fixed first segment of the app's routes is listed here.
+# fixed first segment of the app's routes is listed here. Also reserved: paths browsers and tools ask any server
+# for (favicon.ico, robots.txt) and FastAPI's usual ReDoc page, which samtune does not serve: they stay 404s.
 RESERVED_NAMES = frozenset({
     "api", "compare", "dataset", "datasets", "docs", "healthz", "infer", "internal", "jobs", "keys", "metrics",
     "model", "models", "openapi.json", "projects", "signin", "signout", "static", "train", "versions",
+    "favicon.ico", "redoc", "robots.txt",
 })  # fmt: skip
 
 

@@ -40,7 +40,17 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     def _stream() -> StreamingResponse:
         return StreamingResponse(iter([b"a", b"b"]), media_type="text/plain")
 
+    _before_roboflow_paths(app)
     return app
+
+
+def _before_roboflow_paths(app: FastAPI) -> None:
+    """Put the stand-ins where a page is: before Roboflow's `/{workspace}/...` routes, which app/main.py registers
+    after every page and would otherwise answer `/_test/...` (a workspace look-up)."""
+    routes = app.router.routes
+    routes[:] = [r for r in routes if getattr(r, "path", "").startswith("/_test/")] + [
+        r for r in routes if not getattr(r, "path", "").startswith("/_test/")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +163,7 @@ def test_a_page_that_sets_its_own_policy_keeps_it(app: FastAPI, tmp_path: Path) 
     def _own() -> HTMLResponse:
         return HTMLResponse("<p>x</p>", headers={"Content-Security-Policy": "default-src 'none'"})
 
+    _before_roboflow_paths(app)
     with TestClient(app) as client:
         r = client.get("/_test/own-policy")
     assert r.headers["content-security-policy"] == "default-src 'none'"

@@ -163,6 +163,10 @@ def test_the_roboflow_package_uploads_trains_predicts_and_downloads(samtune: Sam
     jobs = [j for j in api.get("/api/v1/jobs").json() if j["version_id"] == version["id"]]
     assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
     assert jobs[0]["hyperparameters"]["epochs"]["value"] == EPOCHS
+    # The version's model (what model.predict reached) is that job's. The upload has no test split, so there is
+    # no base-vs-fine-tuned comparison that could hold it back as a regression, whatever three epochs achieve.
+    model = api.get(f"/api/v1/models/{jobs[0]['model_id']}").json()
+    assert model["version_name"] == f"{PROJECT}/{result['version']}" and model["regression"] is False, model
 
     # The prediction came back in Roboflow's shape and was drawn.
     for p in result["predictions"]:
