@@ -93,8 +93,29 @@ export function upload(path, file, { field = "file", onProgress, extra = {} } = 
   });
 }
 
+// Elements whose text cannot hold markup: their strings stay plain text (a <select> is a box of its own, so an
+// option's text cannot reorder anything around it).
+const PLAIN_TEXT = new Set(["option", "textarea", "title", "script", "style"]);
+
+// Text from the API (dataset, class and key names, file names, errors) inside <bdi>: bidirectional isolation,
+// so a name holding U+202E (RIGHT-TO-LEFT OVERRIDE), as in "ok\u202etxt.exe", cannot reorder the text around it
+// (issue 20). Static labels pass through here too, which costs nothing: isolating left-to-right text changes
+// nothing on screen.
+export function bdi(text) {
+  const node = document.createElement("bdi");
+  node.textContent = String(text);
+  return node;
+}
+
+// Replace what `target` (an element or its id) shows with `parts`: strings isolated as bdi() does, nodes as they are.
+export function setText(target, ...parts) {
+  const node = typeof target === "string" ? document.getElementById(target) : target;
+  node.replaceChildren(...parts.flat().filter((p) => p !== undefined && p !== null).map((p) => (p instanceof Node ? p : bdi(p))));
+  return node;
+}
+
 // Small DOM builder: el("a", {href: "/x", class: "button"}, "text", child). Never uses innerHTML, so API
-// text (dataset names, error details) cannot inject markup.
+// text (dataset names, error details) cannot inject markup; every string child is isolated (bdi above).
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -107,7 +128,9 @@ export function el(tag, attrs = {}, ...children) {
   }
   for (const child of children.flat()) {
     if (child === undefined || child === null || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    if (child instanceof Node) node.append(child);
+    else if (PLAIN_TEXT.has(tag)) node.append(document.createTextNode(String(child)));
+    else node.append(bdi(child));
   }
   return node;
 }
@@ -117,8 +140,9 @@ export function showError(target, error) {
   const box = typeof target === "string" ? document.getElementById(target) : target;
   if (!box) return;
   const message = error instanceof Error ? error.message : String(error);
-  const source = error && error.source ? ` (${error.source})` : "";
-  box.replaceChildren(el("p", { class: "error", role: "alert" }, message + source));
+  // The culprit (a file in the zip, a field) is the user's own text: isolated apart from the message.
+  const source = error && error.source ? [" (", error.source, ")"] : [];
+  box.replaceChildren(el("p", { class: "error", role: "alert" }, message, ...source));
   box.hidden = false;
 }
 

@@ -142,7 +142,7 @@ function renderPicks() {
       });
       return el("li", {}, el("label", {}, box,
         el("span", {}, el("span", { class: "mono" }, shortId(job.id)), " ", statusBadge(job.status),
-          el("br"), el("span", { class: "small" }, `${job.version_name} · ${job.base_model}`))));
+          el("br"), el("span", { class: "small" }, job.version_name, " · ", job.base_model))));
     }),
   );
 }

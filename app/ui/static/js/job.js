@@ -130,7 +130,7 @@ function render() {
     outcome.push(el("p", { class: "notice" }, "Finished: ", el("a", { href: `/models/${job.model_id}`, id: "model-link" }, "open the model"),
       " to try it and download it."));
   }
-  if (job.error) outcome.push(el("p", { class: "error", role: "alert" }, `Error: ${job.error}`));
+  if (job.error) outcome.push(el("p", { class: "error", role: "alert" }, "Error: ", job.error));
   document.getElementById("job-outcome").replaceChildren(...outcome);
 
   const active = !TERMINAL.has(job.status);

@@ -2,7 +2,7 @@
 // "try it": send an image with prompts to POST .../predict and draw the returned polygons over it, with the
 // equivalent curl command beside the form.
 
-import { api, classColour, copyText, el, formatDate, showError, clearError } from "./api.js";
+import { api, classColour, copyText, el, formatDate, setText, showError, clearError } from "./api.js";
 import { baseVsTuned, fixed3 } from "./job-format.js";
 
 const root = document.getElementById("model");
@@ -77,7 +77,7 @@ function perClassTable(base, tuned) {
 function render() {
   document.getElementById("model-loading").hidden = true;
   document.getElementById("model-body").hidden = false;
-  document.getElementById("model-title").textContent = `Model ${model.version_name}`;
+  setText("model-title", "Model ", model.version_name);
   document.title = `Model ${model.version_name} · samtune`;
   document.getElementById("model-base").replaceChildren(
     el("p", {}, "Fine-tuned from base model ", el("strong", { id: "base-model-name" }, model.base_model), " · ", model.base_model_description),

@@ -1,7 +1,7 @@
 // Train page: choose a ready version and a base model, see the automatic hyperparameters with their
 // reasons (POST /api/v1/jobs/preview), override any, start (POST /api/v1/jobs) and go to the job's page.
 
-import { api, clearError, el, showError } from "./api.js";
+import { api, clearError, el, setText, showError } from "./api.js";
 
 const root = document.getElementById("train");
 const form = document.getElementById("train-form");
@@ -208,9 +208,9 @@ function renderPlan(preview) {
   if (left.includes(picked)) extraName.value = picked;
   document.getElementById("reset-all").hidden = Object.keys(state.overrides).length === 0;
   const e = preview.estimate;
-  document.getElementById("estimate").textContent =
-    `Plan: ${preview.base_model} on ${preview.version_name}, ${preview.resolved_mode} mode on ${preview.device}: ` +
-    `${e.steps} steps, about ${Math.max(1, Math.round(e.seconds))} s of training (${e.basis}).`;
+  setText("estimate", "Plan: ", preview.base_model, " on ", preview.version_name,
+    `, ${preview.resolved_mode} mode on ${preview.device}: ` +
+    `${e.steps} steps, about ${Math.max(1, Math.round(e.seconds))} s of training (${e.basis}).`);
   document.getElementById("start-note").textContent = "";
 }
 

@@ -1,4 +1,4 @@
-import { api, classColour, clearError, el, formatBytes, formatDate, showError, upload } from "../api.js";
+import { api, bdi, classColour, clearError, el, formatBytes, formatDate, setText, showError, upload } from "../api.js";
 import { paintImage } from "../masks.js";
 
 const datasetId = document.getElementById("main").dataset.datasetId;
@@ -12,7 +12,7 @@ async function loadDataset() {
   const d = await api(base);
   state.dataset = d;
   document.title = `${d.name} · samtune`;
-  document.getElementById("dataset-name").textContent = d.name;
+  setText("dataset-name", d.name);
   const splits = Object.entries(d.splits)
     .map(([s, c]) => `${s} ${c.images}`)
     .join(", ");
@@ -227,8 +227,10 @@ function describeResult(r) {
     .join("; ");
   const parts = [`Added (${r.layout}) ${added || "nothing new"}.`];
   if (r.duplicates_skipped) parts.push(`${r.duplicates_skipped} duplicates skipped.`);
-  if (r.classes_added.length) parts.push(`New classes: ${r.classes_added.join(", ")}.`);
-  return parts.join(" ");
+  const out = [parts.join(" ")];
+  // Class names are the upload's own text: each isolated, apart from the sentence around them.
+  if (r.classes_added.length) out.push(" New classes: ", ...r.classes_added.flatMap((c, i) => (i ? [", ", bdi(c)] : [bdi(c)])), ".");
+  return out;
 }
 
 async function uploadOne(file) {
@@ -253,7 +255,7 @@ async function uploadOne(file) {
       },
     });
     bar.value = 1;
-    status.textContent = describeResult(result);
+    status.replaceChildren(...describeResult(result));
     status.classList.add("done");
     item.dataset.state = "done";
     if (result.warnings.length) {

@@ -1,4 +1,4 @@
-import { api, classColour, el, formatDate, showError } from "../api.js";
+import { api, classColour, el, formatDate, setText, showError } from "../api.js";
 
 const versionId = document.getElementById("main").dataset.versionId;
 const POLL_MS = 1000;
@@ -10,10 +10,10 @@ const DROPPED_LABELS = {
 
 function render(v) {
   document.title = `${v.name} · samtune`;
-  document.getElementById("version-name").textContent = `Version ${v.name}`;
+  setText("version-name", "Version ", v.name);
   const back = document.getElementById("back-link");
   back.href = `/datasets/${v.dataset_id}`;
-  back.textContent = `← Dataset ${v.name.split("/")[0]}`;
+  setText(back, "← Dataset ", v.name.split("/")[0]);
   const badge = document.getElementById("version-status");
   badge.textContent = v.status;
   badge.className = `badge badge-${v.status}`;
@@ -24,7 +24,7 @@ function render(v) {
   const failed = document.getElementById("failed");
   failed.hidden = v.status !== "failed";
   if (v.status === "failed") {
-    failed.textContent = `The build failed: ${v.error || "no reason was recorded"}. Change the spec and build a new version.`;
+    setText(failed, "The build failed: ", v.error || "no reason was recorded", ". Change the spec and build a new version.");
   }
   if (v.status === "building") {
     document.getElementById("build-progress").value = v.progress;

@@ -1,4 +1,4 @@
-import { api, classColour, clearError, el, showError } from "../api.js";
+import { api, classColour, clearError, el, setText, showError } from "../api.js";
 import { paintImage } from "../masks.js";
 
 const datasetId = document.getElementById("main").dataset.datasetId;
@@ -198,7 +198,7 @@ form.addEventListener("submit", async (event) => {
   try {
     const dataset = await api(base);
     classes = dataset.classes;
-    document.getElementById("dataset-name").textContent = dataset.name;
+    setText("dataset-name", dataset.name);
     document.title = `New version of ${dataset.name} · samtune`;
     const body = document.getElementById("class-map-body");
     if (!classes.length) {
