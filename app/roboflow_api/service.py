@@ -264,13 +264,19 @@ def upload_image(session: Session, storage: ObjectStorage, settings: Settings, d
         if partial.stat().st_size == 0:
             raise Unprocessable("file: the image is empty", source="file")
         sha = digest.hexdigest()
-        existing = repository.image_by_sha(session, dataset.id, sha)
-        if existing is not None:
-            return {"duplicate": True, "id": str(existing.id)}
         try:
             info = probe_image(partial, max_pixels=settings.max_image_pixels, source=name or "file")
         except InvalidImage as exc:
             raise Unprocessable(exc.detail, source="file") from None
+        # The SDK uploads ten images at a time, and a folder may hold the same picture twice. Two uploads of one
+        # content would both find it absent, both store its object (one key per content) and race on the insert;
+        # the loser's rollback would then delete the object the winner's row points to. So the dataset is locked
+        # first (its row on PostgreSQL, the database's write lock on SQLite) and the check follows: the second
+        # waits, then sees the first's image.
+        repository.lock_dataset(session, dataset.id)
+        existing = repository.image_by_sha(session, dataset.id, sha)
+        if existing is not None:
+            return {"duplicate": True, "id": str(existing.id)}
         path = partial.with_suffix(FORMAT_SUFFIX[info.format])
         partial.replace(path)
         staged = StagedImage(source=name or f"image{FORMAT_SUFFIX[info.format]}", staged_path=path, sha256=sha,

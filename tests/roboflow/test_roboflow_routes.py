@@ -13,8 +13,10 @@ import subprocess
 import sys
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
@@ -29,6 +31,7 @@ from app.versions.builder import build_version
 from app.workspaces.service import RESERVED_NAMES
 from tests.factories import jpeg_bytes
 from tests.support.jobs import JobKit
+from tests.support.servers import LiveServer
 
 WORKSPACE = "jobs-kit"  # the kit's key's workspace
 
@@ -279,3 +282,42 @@ def test_the_cli_refuses_a_reserved_workspace_name_in_one_line(tmp_path: Path) -
                           text=True, cwd=tmp_path)  # fmt: skip
     assert made.returncode == 1 and "'datasets' cannot be a workspace name" in made.stderr, made.stderr
     assert "Traceback" not in made.stderr and not made.stdout
+
+
+def test_the_same_picture_uploaded_at_once_is_stored_once(jobs_kit: JobKit) -> None:
+    """upload_dataset sends ten images at a time; a folder holding one picture twice must neither fail nor lose
+    the stored object (one key per content) to the other upload's rollback."""
+    q = {"api_key": _key(jobs_kit)}
+    slug = (
+        jobs_kit.client.post(
+            f"/{WORKSPACE}/projects", params=q, json={"name": f"twice-{uuid.uuid4().hex[:6]}"}
+        )
+        .json()["id"]
+        .split("/")[1]
+    )
+    image = jpeg_bytes(40, 40, seed=11)
+    with (
+        LiveServer(jobs_kit.make_app(jobs_kit.settings)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+
+        def upload(i: int) -> httpx.Response:
+            return http.post(f"/dataset/{slug}/upload", params=q, data={"name": f"copy{i}.jpg", "split": "train"},
+                             files={"file": (f"copy{i}.jpg", image, "image/jpeg")})  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(upload, range(8)))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    bodies = [a.json() for a in answers]
+    assert (
+        sum(1 for b in bodies if b.get("success")) == 1 and sum(1 for b in bodies if b.get("duplicate")) == 7
+    )
+    assert len({b["id"] for b in bodies}) == 1
+    dataset = next(
+        d for d in jobs_kit.client.get("/api/v1/datasets", headers=jobs_kit.auth).json() if d["slug"] == slug
+    )
+    assert dataset["image_count"] == 1
+    shown = jobs_kit.client.get(
+        f"/api/v1/datasets/{dataset['id']}/images/{bodies[0]['id']}/file", headers=jobs_kit.auth
+    )
+    assert shown.status_code == 200 and shown.content == image
