@@ -157,15 +157,15 @@ def annotate_image(
     image_id: str,
     body: Annotate,
     session: SessionDep,
+    settings: SettingsDep,
     principal: Caller,
     name: Annotated[str, Query(max_length=500)] = "annotation.coco.json",
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """An uploaded image's annotations, as COCO text (the file's one image or the one named like the image)."""
     dataset = service.project(session, principal.workspace_id, project)
-    return service.annotate(
-        session, dataset, image_id, name=name, text=body.annotationFile, overwrite=overwrite
-    )
+    return service.annotate(session, dataset, image_id, name=name, text=body.annotationFile, overwrite=overwrite,
+                            max_classes=settings.max_classes)  # fmt: skip
 
 
 @router.post("/{workspace}/{project}/generate")

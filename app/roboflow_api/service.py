@@ -334,7 +334,14 @@ def _category(session: Session, dataset: Dataset, name: str) -> Category:
 
 
 def annotate(
-    session: Session, dataset: Dataset, image_id: str, *, name: str, text: str, overwrite: bool
+    session: Session,
+    dataset: Dataset,
+    image_id: str,
+    *,
+    name: str,
+    text: str,
+    overwrite: bool,
+    max_classes: int,
 ) -> dict[str, Any]:
     """Roboflow's annotation of an uploaded image: its COCO text, normalised as a zip's annotations are; 409
     'already annotated' (which the SDK reports as a warning) unless `overwrite`."""
@@ -354,7 +361,14 @@ def annotate(
                 f"image {image_id} is already annotated; pass overwrite to replace its annotations"
             )
         repository.delete_annotations(session, image.id)
-    known = {name: _category(session, dataset, name) for name in dict.fromkeys(c for _, c in parsed)}
+    names = list(dict.fromkeys(c for _, c in parsed))
+    existing = {c.name for c in datasets_repository.categories(session, dataset.id)}
+    total = len(existing | set(names))
+    if total > max_classes:
+        raise Unprocessable(f"annotation {name!r} would bring project {dataset.slug!r} to {total} classes, more than "
+                            f"the limit of {max_classes} classes per dataset (SAMTUNE_MAX_CLASSES)",
+                            source="annotationFile")  # fmt: skip
+    known = {n: _category(session, dataset, n) for n in names}
     if parsed:
         rows = [{"id": uuid.uuid4(), "image_id": image.id, "category_id": known[c].id, "bbox": [float(v) for v in p.bbox],
                  "segmentation": p.segmentation, "area": float(p.area), "iscrowd": bool(p.iscrowd)}

@@ -321,3 +321,33 @@ def test_the_same_picture_uploaded_at_once_is_stored_once(jobs_kit: JobKit) -> N
         f"/api/v1/datasets/{dataset['id']}/images/{bodies[0]['id']}/file", headers=jobs_kit.auth
     )
     assert shown.status_code == 200 and shown.content == image
+
+
+def test_annotations_keep_the_class_limit(jobs_kit: JobKit) -> None:
+    """SAMTUNE_MAX_CLASSES holds for classes an annotation brings, as for a zip's."""
+    client = jobs_kit.make_client(jobs_kit.make_settings(max_classes=1))
+    q = {"api_key": _key(jobs_kit)}
+    slug = client.post(
+        f"/{WORKSPACE}/projects", params=q, json={"name": f"few-{uuid.uuid4().hex[:6]}"}
+    ).json()["id"]
+    slug = slug.split("/")[1]
+    ids = [client.post(f"/dataset/{slug}/upload", params=q, files={"file": (f"{i}.jpg", jpeg_bytes(30, 30, seed=i))},
+                       data={"name": f"{i}.jpg"}).json()["id"] for i in (1, 2)]  # fmt: skip
+
+    def coco(image: str, cls: str) -> dict:
+        return {"annotationFile": json.dumps({
+            "images": [{"id": 1, "file_name": image, "width": 30, "height": 30}],
+            "categories": [{"id": 1, "name": cls}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100}],
+        })}  # fmt: skip
+
+    assert (
+        client.post(f"/dataset/{slug}/annotate/{ids[0]}", params=q, json=coco("1.jpg", "cat")).status_code
+        == 200
+    )
+    r = client.post(f"/dataset/{slug}/annotate/{ids[1]}", params=q, json=coco("2.jpg", "dog"))
+    assert r.status_code == 422 and "SAMTUNE_MAX_CLASSES" in r.json()["error"]["message"], r.text
+    assert (
+        client.post(f"/dataset/{slug}/annotate/{ids[1]}", params=q, json=coco("2.jpg", "cat")).status_code
+        == 200
+    )
