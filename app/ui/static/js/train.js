@@ -232,7 +232,9 @@ hpBody.addEventListener("change", (event) => {
 });
 
 hpBody.addEventListener("click", (event) => {
-  const name = event.target.dataset && event.target.dataset.reset;
+  // The click may land on the button's label (a <bdi>, api.js), not the button itself.
+  const button = event.target.closest && event.target.closest("[data-reset]");
+  const name = button && button.dataset.reset;
   if (!name) return;
   delete state.overrides[name];
   schedulePreview(0);
