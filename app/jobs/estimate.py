@@ -14,7 +14,11 @@ _SECONDS_PER_IMAGE: dict[tuple[str, str, str], tuple[float, str]] = {
     ("tiny", "cuda", "full"): (0.004, "scaled from the CPU figure; not measured on a GPU"),
     ("tiny", "cuda", "decoder"): (0.002, "scaled from the CPU figure; not measured on a GPU"),
     ("sam3", "cpu", "full"): (110.0, "bench/train_step.py at 504 px on a 2-core CPU, x4 for 1008 px"),
-    ("sam3", "cpu", "decoder"): (9.7, "bench/train_step.py at 504 px on a 2-core CPU, x4 for 1008 px"),
+    ("sam3", "cpu", "decoder"): (
+        90.0,
+        "measured by tests/deploy/test_real_size.py at 1008 px on a 2-core CPU with other work running: 6 steps "
+        "at batch 2 in about 1080 s, one query row per pass through the heads (bench/RESULTS.md)",
+    ),
     ("sam3", "cuda", "full"): (0.5, "an order of magnitude; not yet measured here (bench/gpu_trainer.py)"),
     ("sam3", "cuda", "decoder"): (0.1, "an order of magnitude; not yet measured here (bench/gpu_trainer.py)"),
 }
@@ -24,7 +28,11 @@ _SECONDS_PER_IMAGE: dict[tuple[str, str, str], tuple[float, str]] = {
 _CACHE_SECONDS_PER_IMAGE: dict[tuple[str, str], tuple[float, str]] = {
     ("tiny", "cpu"): (0.03, "bench/cache_phase.py, tiny base at 112 px, 2-core CPU: 0.022-0.027 s measured"),
     ("tiny", "cuda"): (0.006, "scaled from the CPU figure of bench/cache_phase.py; not measured on a GPU"),
-    ("sam3", "cpu"): (44.0, "bench/train_step.py: 10.9 s at 504 px on a 2-core CPU, x4 for 1008 px"),
+    ("sam3", "cpu"): (
+        85.0,
+        "measured by tests/deploy/test_real_size.py at 1008 px on a 2-core CPU with other work running: "
+        "81 s and 89 s per image in two runs (bench/RESULTS.md)",
+    ),
     ("sam3", "cuda"): (
         0.1,
         "an order of magnitude (about 5 TFLOP per 1008 px image); not yet measured here (bench/gpu_trainer.py)",
