@@ -35,12 +35,13 @@ COPY requirements/lock.txt /tmp/lock.txt
 WORKDIR /srv/samtune
 # Installed in place (editable) at the path the runtime stage puts the code at: the code keeps its checkout
 # layout (models/, node_modules/ and the UI's templates beside it, as in `make run`). Empty packages stand
-# in for the code here so that a code change does not reinstall the dependencies.
-COPY pyproject.toml README.md ./
+# in for the code here, and an empty README for the one pyproject.toml names (its text is only the package's
+# description), so that a change of either does not reinstall the dependencies.
+COPY pyproject.toml ./
 RUN mkdir app worker trainer migrations \
- && touch app/__init__.py worker/__init__.py trainer/__init__.py migrations/__init__.py \
+ && touch README.md app/__init__.py worker/__init__.py trainer/__init__.py migrations/__init__.py \
  && pip install -c /tmp/lock.txt -e . \
- && rm -rf app worker trainer migrations
+ && rm -rf README.md app worker trainer migrations
 
 # --- what runs: Python, the environment, the code, the bundled base model; no compilers, no node ---------
 FROM ${PYTHON_IMAGE} AS runtime
