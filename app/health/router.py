@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.core.deps import SessionDep
+from app.health.readiness import Readiness, readiness
 
 router = APIRouter(tags=["health"])
 
@@ -16,5 +18,19 @@ class Health(BaseModel):
 
 @router.get("/healthz", response_model=Health)
 def healthz(session: SessionDep) -> Health:
+    """Liveness: this process answers and reaches its database."""
     session.execute(text("SELECT 1"))
     return Health(status="ok", database="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down; `checks` says which."}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database, the broker, object storage, the live-feed Redis and the inference services (the
+    last two when configured) each answer, each with its own status; 503 when any does not."""
+    state = request.app.state
+    answer = await readiness(state.settings, state.engine, state.storage)
+    return JSONResponse(answer.model_dump(), status_code=200 if answer.status == "ready" else 503)

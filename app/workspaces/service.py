@@ -13,7 +13,7 @@ from app.workspaces.tables import Workspace
 # for (favicon.ico, robots.txt) and FastAPI's usual ReDoc page, which samtune does not serve: they stay 404s.
 RESERVED_NAMES = frozenset({
     "api", "compare", "dataset", "datasets", "docs", "healthz", "infer", "internal", "jobs", "keys", "metrics",
-    "model", "models", "openapi.json", "projects", "signin", "signout", "static", "train", "versions",
+    "model", "models", "openapi.json", "projects", "readyz", "signin", "signout", "static", "train", "versions",
     "favicon.ico", "redoc", "robots.txt",
 })  # fmt: skip
 

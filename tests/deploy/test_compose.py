@@ -291,7 +291,8 @@ def test_healthchecks_run_commands_that_exist() -> None:
         if check and not check.get("disable"):
             check_image_argv(healthcheck_argv(check["test"]))
     api_probe = healthcheck_argv(services()["api"]["healthcheck"]["test"])
-    assert "http://127.0.0.1:8000/healthz" in api_probe[-1]
+    # The API's is readiness (its dependencies answer), what depends_on and a load balancer wait for.
+    assert "http://127.0.0.1:8000/readyz" in api_probe[-1]
     assert check_samtune_argv(command("api")).params["port"] == 8000
     # The inference service is probed on its own port (the image's HEALTHCHECK probes the API's).
     inference_probe = healthcheck_argv(services()["inference"]["healthcheck"]["test"])

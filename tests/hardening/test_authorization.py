@@ -29,6 +29,7 @@ from tests.hardening.seed import DATASET_NAME, Seeded
 # Answer without a key, by design. (method, path) as the router declares them.
 PUBLIC = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),  # which dependency is down, by kind only: no hosts, no data
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),  # the API reference (Swagger UI): the OpenAPI document only, no data
