@@ -31,24 +31,31 @@ def _wait_for(what: Callable[[], Any], timeout: float = 60.0) -> Any:
     raise AssertionError("not seen in time")
 
 
-def test_a_decoder_job_shows_its_caching_phase_while_it_runs(
-    jobs_kit: JobKit, feed_redis: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kit = jobs_kit
-    # The phase is held after its 2nd image until the test has seen it through the API.
+def _hold_fill_at(image: int, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Holds the caching phase once its `image`-th image is cached: the first event is set when it gets there,
+    and it goes on once the second is set (or after 120 s)."""
     reached, release = threading.Event(), threading.Event()
     fill = VisionCache.fill
 
     def held_fill(self: VisionCache, *args: Any, on_image: Callable[[int], None], **kw: Any) -> None:
         def on(n: int) -> None:
             on_image(n)
-            if n == PAUSE_AT:
+            if n == image:
                 reached.set()
                 release.wait(120)
 
         fill(self, *args, on_image=on, **kw)
 
     monkeypatch.setattr(VisionCache, "fill", held_fill)
+    return reached, release
+
+
+def test_a_decoder_job_shows_its_caching_phase_while_it_runs(
+    jobs_kit: JobKit, feed_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = jobs_kit
+    # The phase is held after its 2nd image until the test has seen it through the API.
+    reached, release = _hold_fill_at(PAUSE_AT, monkeypatch)
     job = kit.create()
     result: list[str] = []
     worker = threading.Thread(
@@ -104,19 +111,7 @@ def test_a_cancel_during_the_caching_phase_ends_the_job_there(
 ) -> None:
     """At SAM 3's size the phase lasts minutes: a cancel is obeyed between two images, not at step 0."""
     kit = jobs_kit
-    reached, release = threading.Event(), threading.Event()
-    fill = VisionCache.fill
-
-    def held_fill(self: VisionCache, *args: Any, on_image: Callable[[int], None], **kw: Any) -> None:
-        def on(n: int) -> None:
-            on_image(n)
-            if n == PAUSE_AT:
-                reached.set()
-                release.wait(120)
-
-        fill(self, *args, on_image=on, **kw)
-
-    monkeypatch.setattr(VisionCache, "fill", held_fill)
+    reached, release = _hold_fill_at(PAUSE_AT, monkeypatch)
     job = kit.create()
     own_cache = kit.make_settings(data_dir=tmp_path / "data")  # an empty embeddings cache: the phase runs
     result: list[str] = []

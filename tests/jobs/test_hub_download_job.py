@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.hub import HubStandIn
+from tests.support.hub import HubStandIn, point_the_hub_client_at
 from tests.support.jobs import JobKit
 from trainer.base_model import CARD_FILE, EMBEDDED_BASE_DIR, META_BASE
 
@@ -32,11 +32,8 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]
     )
     # Slowed to about 5 s for its 20 MB, so that the job is seen inside its download phase.
     server = HubStandIn(META_BASE, repo, granted={GOOD}, chunk_delay=0.06).start()
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    point_the_hub_client_at(server, tmp_path / "hub-cache", monkeypatch)
     monkeypatch.delenv("SAMTUNE_SAM3_PATH", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     yield server
     server.stop()
 

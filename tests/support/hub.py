@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 
 @dataclass
 class _File:
@@ -174,3 +176,12 @@ class HubStandIn:
         req.end_headers()
         if not head:
             req.wfile.write(body)
+
+
+def point_the_hub_client_at(hub: HubStandIn, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's huggingface_hub asks `hub` (HF_ENDPOINT), caches into `cache`, may download
+    (HF_HUB_OFFLINE unset) and sends no telemetry; the token is each test's to set."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hub import HubStandIn
+from tests.support.hub import HubStandIn, point_the_hub_client_at
 from trainer.base_model import BaseModelNotFound, load_base_model
 
 GOOD, REFUSED = "hf_granted_token_0123456789", "hf_refused_token_9876543210"
@@ -19,10 +19,7 @@ GOOD, REFUSED = "hf_granted_token_0123456789", "hf_refused_token_9876543210"
 @pytest.fixture
 def hub(tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
     server = HubStandIn("facebook/sam3", tiny_base, granted={GOOD}, chunk_delay=0.002).start()
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    point_the_hub_client_at(server, tmp_path / "hub-cache", monkeypatch)
     yield server
     server.stop()
 
