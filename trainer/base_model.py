@@ -1,6 +1,7 @@
 """Loading a SAM 3 base model: a Hugging Face repo id from the hub cache (downloaded into it first when the
-caller allows), samtune's bundled tiny model, a local directory, or an earlier samtune output. `Sam3Model.from_pretrained` does the loading; this
-module finds the directory, checks it, and says where it looked when it cannot.
+caller allows), samtune's bundled tiny model, a local directory, or an earlier samtune output.
+`Sam3Model.from_pretrained` does the loading; this module finds the directory, checks it, and says where it
+looked when it cannot.
 """
 
 from __future__ import annotations
