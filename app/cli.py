@@ -42,12 +42,16 @@ def keys() -> None:
 @click.option("--workspace", required=True, help="Workspace name; created if it does not exist.")
 @click.option("--name", default="", help="A label for the key.")
 def keys_create(workspace: str, name: str) -> None:
-    """Create an API key; the key is the last line printed."""
+    """Create an API key; the key is the last line printed. Migrates the database first (a no-op when it is
+    current), so it also works on a fresh data directory before `samtune up` has ever run."""
+    from app.core import migrate
     from app.core.db import make_engine, make_sessionmaker, transaction
     from app.core.errors import AppError
     from app.keys.service import create_key_for_workspace
 
     settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         with transaction(make_sessionmaker(engine)) as session:
