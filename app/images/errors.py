@@ -10,3 +10,4 @@ class InvalidImage(AppError):
     limit. `source` names the file at fault. Callers with their own error family (ingest) wrap it."""
 
     status_code = 422
+    kind = "invalid-image"

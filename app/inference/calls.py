@@ -57,6 +57,7 @@ class Answer:
 
 class InferenceUnavailable(AppError):
     status_code = 503
+    kind = "inference-unavailable"
 
 
 # The body of an internal predict call: the call as one line of JSON, then the image's bytes as sent. JSON

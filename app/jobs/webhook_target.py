@@ -45,9 +45,13 @@ def new_secret() -> str:
 class DestinationRefused(Unprocessable):
     """The URL's host is not one a webhook may reach (a 422 when the webhook is set)."""
 
+    kind = "webhook-refused"
+
 
 class HostUnresolved(Unprocessable):
     """The host has no address now (DNS down or a name that does not exist); a delivery retries it."""
+
+    kind = "webhook-refused"
 
 
 @dataclass(frozen=True)

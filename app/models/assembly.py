@@ -51,12 +51,14 @@ class BaseUnavailable(AppError):
     """The model's base is not on this installation (a catalog model not installed, a parent model deleted)."""
 
     status_code = 503
+    kind = "base-model-unavailable"
 
 
 class BaseChanged(AppError):
     """The model's base is here but its weights are not the ones the model was fine-tuned from."""
 
     status_code = 409
+    kind = "base-model-changed"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 class ModelUnavailable(AppError):
     status_code = 503
+    kind = "model-unavailable"
 
 
 @dataclass

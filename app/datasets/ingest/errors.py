@@ -14,18 +14,21 @@ class IngestError(AppError):
     annotation file at fault."""
 
     status_code = 422
+    kind = "invalid-upload"
 
 
 class UnsafeArchive(IngestError):
     """The archive itself is malformed or unsafe to unpack (not a zip, corrupt, path traversal...)."""
 
     status_code = 400
+    kind = "unsafe-archive"
 
 
 class ArchiveTooLarge(IngestError):
     """A size limit was hit; counted on bytes actually decompressed, so lying headers do not help."""
 
     status_code = 413
+    kind = "archive-too-large"
 
 
 class InvalidContent(IngestError):
