@@ -102,6 +102,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from app.core.logging import logging_config
 
     settings = Settings()
+    _enable_metrics(settings)
     uvicorn.run(
         "app.asgi:app",
         host=host,
@@ -136,6 +137,7 @@ def inference(host: str, port: int) -> None:
     from app.core.logging import logging_config
 
     settings = Settings()
+    _enable_metrics(settings)
     uvicorn.run(
         "app.inference.asgi:app",
         host=host,
@@ -157,6 +159,14 @@ def _celery_log_level(settings: Settings) -> str:
 
     # Celery's -l knows the standard names only; uvicorn's `trace` is DEBUG there.
     return logging.getLevelName(max(level_number(settings.log_level), logging.DEBUG))
+
+
+def _enable_metrics(settings: Settings, *, wipe: bool = False) -> None:
+    """Before anything imports prometheus-client: this process and its children (uvicorn's workers, Celery's pool)
+    write their samples where /metrics adds them up (app/metrics/multiprocess.py)."""
+    from app.metrics.multiprocess import enable
+
+    enable(settings, wipe=wipe)
 
 
 def _run_celery(settings: Settings, argv: list[str]) -> None:
@@ -183,6 +193,7 @@ def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
 
     Further options go to `celery worker` as they are, e.g. `-n gpu0@%h`."""
     settings = Settings()
+    _enable_metrics(settings)
     argv = [
         "worker",
         "-Q", queues,
@@ -209,6 +220,7 @@ def beat(celery_args: tuple[str, ...]) -> None:
     Further options go to `celery beat` as they are."""
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+    _enable_metrics(settings)  # as every samtune process, though beat itself records nothing yet
     _run_celery(settings, ["beat", "-l", _celery_log_level(settings), *celery_args])
 
 
@@ -230,6 +242,8 @@ def up(host: str, port: int, inference_port: int | None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
     os.environ.setdefault("SAMTUNE_DATA_DIR", str(settings.data_dir))
+    # Every process of this installation starts here, so last run's samples (of processes now gone) go.
+    _enable_metrics(settings, wipe=True)
     click.echo(f"samtune on http://{host}:{port}  (data in {settings.data_dir})")
     children = []
     api_env: dict[str, str] = {}

@@ -24,6 +24,9 @@ from app.inference.tier import make_inference
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.metrics.collector import ScrapeTimeCollector
+from app.metrics.multiprocess import mark_dead
+from app.metrics.router import install_metrics
 from app.models.roboflow import hosted_router as roboflow_hosted_router
 from app.models.roboflow import router as roboflow_router
 from app.models.router import router as models_router
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await app.state.inference.aclose()
         engine.dispose()
+        mark_dead()  # this process's live gauges stop counting (app/metrics/multiprocess.py)
 
     app = FastAPI(
         title="samtune",
@@ -100,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outside BodySizeLimit: a wrong key is told so (401) before the size of what it sends matters.
     app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
     app.add_middleware(SecurityHeaders)
+    # Outermost of the middlewares: a request's latency includes what they add, its status what they answer.
+    install_metrics(app, settings, "api", [ScrapeTimeCollector(settings, engine)])
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(datasets_router)

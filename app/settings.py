@@ -164,6 +164,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest image (width x height) a ?visualize=true prediction draws on; larger ones are refused.",
     )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Where every process of this machine writes its Prometheus samples, for /metrics to add up "
+        "(prometheus-client's multiprocess mode); default: DATA_DIR/metrics.",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="A bearer token that opens /metrics from anywhere; empty: only the networks of METRICS_ALLOW.",
+    )
+    metrics_allow: str = Field(
+        default="127.0.0.0/8,::1/128",
+        description="Networks /metrics answers without the token, comma-separated addresses or CIDRs; "
+        "default: loopback only; empty: none.",
+    )
     ui_vendor_dir: Path = Field(
         default=Path(__file__).resolve().parent.parent / "node_modules",
         description="The web UI's third-party browser files (`npm ci` at the repository root makes them); "
@@ -219,6 +233,13 @@ class Settings(BaseSettings):
         if self.inference_token:
             return self.inference_token
         return hmac.new(self.signing_key, b"samtune inference service", hashlib.sha256).hexdigest()
+
+    @cached_property
+    def metrics_path(self) -> Path:
+        """METRICS_DIR, or DATA_DIR/metrics; made when first asked for."""
+        path = (self.metrics_dir or self.data_dir / "metrics").expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @cached_property
     def broker_dir(self) -> Path:

@@ -15,6 +15,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from app import tables as _every_table  # noqa: F401  (all mapped before a task runs: foreign keys resolve)
 from app.core.logging import install_redaction
 from app.core.tasks import make_celery
+from app.metrics import tasks as task_metrics
 from app.settings import Settings
 
 
@@ -24,6 +25,9 @@ def _redact_celerys_handlers(**_: Any) -> None:
     # Sent only when Celery configured logging itself (`celery -A worker.celery_app worker`); `samtune worker`
     # and `samtune beat` install samtune's configuration instead (app/cli.py), redacting already.
     install_redaction()
+
+
+task_metrics.connect()
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from app.datasets.ingest.models import MAX_NAME_CHARS
 from app.datasets.schemas import ClassOut, DatasetOut, SplitCounts, UploadResult
 from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import TrainingJob
+from app.metrics.series import UPLOAD_BYTES
 from app.settings import Settings
 from app.versions.tables import DatasetVersion
 
@@ -142,6 +144,8 @@ def upload_zip(
     Nothing is written until every entry has passed; if storing or inserting fails part-way, the
     objects written so far are deleted when the transaction rolls back."""
     dataset = get_dataset(session, workspace_id, dataset_id)
+    UPLOAD_BYTES.labels("zip").observe(fileobj.seek(0, os.SEEK_END))
+    fileobj.seek(0)
     staging = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix="upload-"))
     try:
         parsed = ingest_zip(fileobj, staging, limits_from(settings), subset=subset)

@@ -21,6 +21,7 @@ from app.core.storage import ObjectStorage
 from app.images.decode import load_rgb
 from app.inference.calls import Answer, ModelSpec, PredictCall
 from app.jobs import base_models
+from app.metrics.series import PREDICTION_BATCH_SIZE, PREDICTION_DURATION
 from app.models import predict
 from app.models.batching import DynamicBatcher
 from app.models.serving import ModelCache, ModelUnavailable, Served, serve_device
@@ -94,6 +95,7 @@ class LocalInference:
         t2 = time.perf_counter()
         body, media = await run_in_threadpool(self._encode, call, image, found, t2 - t1)
         t3 = time.perf_counter()
+        PREDICTION_DURATION.observe(t3 - t0)
         embedding = "reused" if found.reused_embedding else "computed"
         timing = (
             f"decode;dur={(t1 - t0) * 1e3:.2f}, predict;dur={(t2 - t1) * 1e3:.2f}, "
@@ -111,6 +113,7 @@ class LocalInference:
 
     def _run(self, _key: Hashable, items: list[_Item]) -> list[_Found | BaseException]:
         """On the inference thread: one batch of requests for one model."""
+        PREDICTION_BATCH_SIZE.labels("online").observe(len(items))
         served = self.served(items[0].call.model)
         asks = []
         for item in items:

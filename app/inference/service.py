@@ -22,6 +22,8 @@ from app.core.storage import make_storage
 from app.health.router import router as health_router
 from app.inference.internal_router import router as internal_router
 from app.inference.local import LocalInference
+from app.metrics.multiprocess import mark_dead
+from app.metrics.router import install_metrics
 from app.models.predict_router import router as predict_router
 from app.models.roboflow import router as roboflow_router
 from app.settings import Settings
@@ -40,6 +42,7 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
         install_redaction()
         yield
         engine.dispose()
+        mark_dead()  # its model cache's bytes stop counting (app/metrics/multiprocess.py)
 
     app = FastAPI(
         title="samtune inference", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -59,6 +62,8 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, **limits)
     app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
     app.add_middleware(SecurityHeaders)
+    # Its own requests, predictions and model cache; the API's /metrics adds the database's facts.
+    install_metrics(app, settings, "inference", [])
     app.include_router(health_router)
     app.include_router(internal_router)
     app.include_router(predict_router)

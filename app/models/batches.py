@@ -18,6 +18,7 @@ from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, make_storage
 from app.core.tasks import PREDICT_VERSION
+from app.metrics.series import PREDICTION_BATCH_SIZE
 from app.models.masks import rle_json
 from app.models.serving import ModelCache, serve_device
 from app.models.tables import BatchPrediction, Model
@@ -125,6 +126,7 @@ def coco_results(
                     nms_iou=nms[0], class_agnostic_nms=nms[1])
                 for img in chunk
             ]  # fmt: skip
+            PREDICTION_BATCH_SIZE.labels("batch").observe(len(asks))
             answers = predictor.predict_many(asks)
         for img, found in zip(chunk, answers, strict=True):
             if isinstance(found, Exception):

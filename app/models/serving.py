@@ -22,6 +22,7 @@ import torch
 
 from app.core.errors import AppError
 from app.core.storage import ObjectStorage, file_sha256
+from app.metrics.series import MODEL_CACHE_BYTES, MODEL_CACHE_MODELS
 from app.models.assembly import assemble
 from app.settings import Settings
 from trainer.base_model import load_base_model
@@ -139,6 +140,7 @@ class ModelCache:
                 served = Served(Predictor(loaded, self.device), size)
                 with self._lock:
                     self._models[key] = served
+                    self._report()
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
@@ -156,9 +158,16 @@ class ModelCache:
             while self._models and self.used_bytes + size > self.budget:
                 self._models.popitem(last=False)
                 dropped = True
+            self._report()
         if dropped and self.device.type == "cuda":
             torch.cuda.empty_cache()  # hand the dropped model's blocks back before the next one asks
 
     def evict(self, key: str) -> None:
         with self._lock:
             self._models.pop(key, None)
+            self._report()
+
+    def _report(self) -> None:
+        """This process's model-cache series (app/metrics); called under the lock, after each change."""
+        MODEL_CACHE_BYTES.set(self.used_bytes)
+        MODEL_CACHE_MODELS.set(len(self._models))

@@ -38,6 +38,7 @@ from app.jobs import service as jobs
 from app.jobs.feed import Publisher
 from app.jobs.schemas import JobCreate
 from app.jobs.tables import TrainingJob
+from app.metrics.series import UPLOAD_BYTES
 from app.models import service as models
 from app.roboflow_api import links, repository
 from app.roboflow_api.schemas import CreateProject, TrainBody
@@ -261,6 +262,7 @@ def upload_image(session: Session, storage: ObjectStorage, settings: Settings, d
             while chunk := upload.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+        UPLOAD_BYTES.labels("roboflow_image").observe(partial.stat().st_size)
         if partial.stat().st_size == 0:
             raise Unprocessable("file: the image is empty", source="file")
         sha = digest.hexdigest()
