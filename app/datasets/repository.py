@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
+from app.core.pagination import PageParams, fetch_page
 from app.datasets.tables import Annotation, Category, Dataset, Image
 
 _SHA_BATCH = 500
@@ -21,6 +22,18 @@ def get(session: Session, workspace_id: uuid.UUID, dataset_id: uuid.UUID) -> Dat
 def list_for_workspace(session: Session, workspace_id: uuid.UUID) -> list[Dataset]:
     stmt = select(Dataset).where(Dataset.workspace_id == workspace_id).order_by(Dataset.created_at)
     return list(session.scalars(stmt))
+
+
+def page_for_workspace(
+    session: Session, workspace_id: uuid.UUID, params: PageParams
+) -> tuple[list[Dataset], int]:
+    """The workspace's datasets, newest first."""
+    stmt = (
+        select(Dataset)
+        .where(Dataset.workspace_id == workspace_id)
+        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+    )
+    return fetch_page(session, stmt, params, lambda r: r[0])
 
 
 def slugs_like(session: Session, workspace_id: uuid.UUID, base: str) -> set[str]:
@@ -83,18 +96,16 @@ def page_images(
     *,
     split: str | None,
     category_id: uuid.UUID | None,
-    limit: int,
-    offset: int,
+    params: PageParams,
 ) -> tuple[list[Image], int]:
+    """A page of the dataset's images, oldest first (upload order)."""
     stmt = select(Image).where(Image.dataset_id == dataset_id)
     if split:
         stmt = stmt.where(Image.split == split)
     if category_id is not None:
         has_class = select(Annotation.image_id).where(Annotation.category_id == category_id)
         stmt = stmt.where(Image.id.in_(has_class))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Image.created_at, Image.id).limit(limit).offset(offset))
-    return list(rows), total
+    return fetch_page(session, stmt.order_by(Image.created_at, Image.id), params, lambda r: r[0])
 
 
 def classes_per_image(

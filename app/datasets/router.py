@@ -9,6 +9,7 @@ from starlette.datastructures import UploadFile
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.core.errors import AppError, NotFound, Unprocessable
+from app.core.pagination import Page, PageDep
 from app.datasets import health, preview, repository, service
 from app.datasets.schemas import (
     AnnotationOut,
@@ -18,7 +19,6 @@ from app.datasets.schemas import (
     Health,
     ImageDetail,
     ImageOut,
-    ImagePage,
     UploadResult,
 )
 from app.datasets.tables import Image
@@ -57,9 +57,10 @@ def create_dataset(body: DatasetCreate, session: SessionDep, principal: CurrentP
     return service.describe(session, [dataset])[0]
 
 
-@router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep, principal: CurrentPrincipal) -> list[DatasetOut]:
-    return service.describe(session, repository.list_for_workspace(session, principal.workspace_id))
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(session: SessionDep, principal: CurrentPrincipal, params: PageDep) -> Page[DatasetOut]:
+    datasets, total = repository.page_for_workspace(session, principal.workspace_id, params)
+    return params.page(service.describe(session, datasets), total)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
@@ -138,16 +139,15 @@ def dataset_health(dataset_id: uuid.UUID, session: SessionDep, principal: Curren
     return health.dataset_health(session, dataset.id)
 
 
-@router.get("/{dataset_id}/images", response_model=ImagePage)
+@router.get("/{dataset_id}/images", response_model=Page[ImageOut])
 def list_images(
     dataset_id: uuid.UUID,
     session: SessionDep,
     principal: CurrentPrincipal,
+    params: PageDep,
     split: Annotated[str | None, Query(pattern="^(train|valid|test)$")] = None,
     class_name: Annotated[str | None, Query(alias="class", max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> ImagePage:
+) -> Page[ImageOut]:
     dataset = service.get_dataset(session, principal.workspace_id, dataset_id)
     category_id = None
     if class_name is not None:
@@ -156,7 +156,7 @@ def list_images(
             raise NotFound(f"dataset {dataset.name!r} has no class {class_name!r}")
         category_id = match[0].id
     images, total = repository.page_images(
-        session, dataset.id, split=split, category_id=category_id, limit=limit, offset=offset
+        session, dataset.id, split=split, category_id=category_id, params=params
     )
     classes = repository.classes_per_image(session, [im.id for im in images])
     items = []
@@ -165,7 +165,7 @@ def list_images(
         out.annotation_count = sum(n for _, n in classes[im.id])
         out.classes = sorted(name for name, _ in classes[im.id])
         items.append(out)
-    return ImagePage(items=items, total=total, limit=limit, offset=offset)
+    return params.page(items, total)
 
 
 def _image(

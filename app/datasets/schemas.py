@@ -72,13 +72,6 @@ class ImageOut(BaseModel):
     classes: list[str] = []
 
 
-class ImagePage(BaseModel):
-    items: list[ImageOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class AnnotationOut(BaseModel):
     id: uuid.UUID
     class_name: str

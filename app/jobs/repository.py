@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core import lease
 from app.core.db import utcnow
+from app.core.pagination import PageParams, fetch_page
 from app.datasets.tables import Dataset
 from app.jobs.tables import JobEvent, Metric, TrainingJob
 from app.models.tables import Model
@@ -43,25 +44,22 @@ def get(
     return (row[0], row[1], row[2]) if row else None
 
 
-def list_jobs(
+def page_jobs(
     session: Session,
     workspace_id: uuid.UUID,
+    params: PageParams,
     *,
     status: str | None = None,
     dataset_id: uuid.UUID | None = None,
-    limit: int = 100,
-) -> list[tuple[TrainingJob, DatasetVersion, Dataset]]:
-    stmt = (
-        lineage()
-        .where(TrainingJob.workspace_id == workspace_id)
-        .order_by(TrainingJob.created_at.desc())
-        .limit(limit)
-    )
+) -> tuple[list[tuple[TrainingJob, DatasetVersion, Dataset]], int]:
+    """The workspace's jobs (only those with `status`, or of `dataset_id`, when given), newest first."""
+    stmt = lineage().where(TrainingJob.workspace_id == workspace_id)
     if status is not None:
         stmt = stmt.where(TrainingJob.status == status)
     if dataset_id is not None:
         stmt = stmt.where(Dataset.id == dataset_id)
-    return [(r[0], r[1], r[2]) for r in session.execute(stmt)]
+    stmt = stmt.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+    return fetch_page(session, stmt, params, lambda r: (r[0], r[1], r[2]))
 
 
 def queue_position(session: Session, job: TrainingJob) -> int | None:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.db import transaction
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
 from app.core.errors import Unauthorized
+from app.core.pagination import Page, PageDep
 from app.jobs import base_models, repository, service, stream, tokens
 from app.jobs.schemas import (
     EventsToken,
@@ -91,15 +92,18 @@ def create_job(
     return JobCreated(**out.model_dump(), webhook_secret=secret)
 
 
-@router.get("/api/v1/jobs", response_model=list[JobOut])
+@router.get("/api/v1/jobs", response_model=Page[JobOut])
 def list_jobs(
     session: SessionDep,
     principal: CurrentPrincipal,
+    params: PageDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     dataset_id: uuid.UUID | None = None,
-) -> list[JobOut]:
-    rows = repository.list_jobs(session, principal.workspace_id, status=status_, dataset_id=dataset_id)
-    return [service.describe(session, *row) for row in rows]
+) -> Page[JobOut]:
+    rows, total = repository.page_jobs(
+        session, principal.workspace_id, params, status=status_, dataset_id=dataset_id
+    )
+    return params.page([service.describe(session, *row) for row in rows], total)
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobOut)

@@ -5,15 +5,17 @@ import uuid
 from fastapi import APIRouter, status
 
 from app.core.deps import CurrentPrincipal, SessionDep
+from app.core.pagination import Page, PageDep
 from app.keys import service
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
 
-@router.get("", response_model=list[KeyOut])
-def list_keys(session: SessionDep, principal: CurrentPrincipal) -> list[KeyOut]:
-    return [KeyOut.model_validate(k) for k in service.list_keys(session, principal.workspace_id)]
+@router.get("", response_model=Page[KeyOut])
+def list_keys(session: SessionDep, principal: CurrentPrincipal, params: PageDep) -> Page[KeyOut]:
+    keys, total = service.page_keys(session, principal.workspace_id, params)
+    return params.page([KeyOut.model_validate(k) for k in keys], total)
 
 
 @router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.errors import NotFound, Unauthorized
+from app.core.pagination import PageParams
 from app.keys import repository
 from app.keys.tables import ApiKey
 from app.workspaces import service as workspaces
@@ -67,8 +68,9 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     return Principal(workspace_id=row.workspace_id, key_id=row.id, scopes=tuple(row.scopes or ()))
 
 
-def list_keys(session: Session, workspace_id: uuid.UUID) -> list[ApiKey]:
-    return repository.list_for_workspace(session, workspace_id)
+def page_keys(session: Session, workspace_id: uuid.UUID, params: PageParams) -> tuple[list[ApiKey], int]:
+    """The workspace's keys, newest first (revoked ones too, marked)."""
+    return repository.page_for_workspace(session, workspace_id, params)
 
 
 def revoke(session: Session, workspace_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.core.pagination import PageParams, fetch_page
 from app.datasets.tables import Dataset
 from app.jobs import repository as jobs
 from app.jobs.tables import TrainingJob
@@ -31,9 +32,9 @@ def get(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row |
     return _row(found) if found else None
 
 
-def list_newest_first(session: Session, workspace_id: uuid.UUID) -> list[Row]:
-    stmt = _lineage(workspace_id).order_by(Model.created_at.desc())
-    return [_row(found) for found in session.execute(stmt)]
+def page_newest_first(session: Session, workspace_id: uuid.UUID, params: PageParams) -> tuple[list[Row], int]:
+    stmt = _lineage(workspace_id).order_by(Model.created_at.desc(), Model.id.desc())
+    return fetch_page(session, stmt, params, _row)
 
 
 # What a version's `slug/number` name may name: a model that did not score below its base, or was promoted.
@@ -86,6 +87,17 @@ def active_batch(session: Session, model_id: uuid.UUID) -> uuid.UUID | None:
             BatchPrediction.model_id == model_id, BatchPrediction.status.in_(("queued", "running"))
         )
     )
+
+
+def page_batches(
+    session: Session, workspace_id: uuid.UUID, params: PageParams, *, model_id: uuid.UUID | None = None
+) -> tuple[list[BatchPrediction], int]:
+    """The workspace's batch predictions (of `model_id` only, when given), newest first."""
+    stmt = select(BatchPrediction).where(BatchPrediction.workspace_id == workspace_id)
+    if model_id is not None:
+        stmt = stmt.where(BatchPrediction.model_id == model_id)
+    stmt = stmt.order_by(BatchPrediction.created_at.desc(), BatchPrediction.id.desc())
+    return fetch_page(session, stmt, params, lambda r: r[0])
 
 
 def get_batch(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) -> BatchPrediction | None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
+from app.core.pagination import Page, PageDep
 from app.models import service
 from app.models.batch_router import router as batch_router
 from app.models.predict_router import router as predict_router
@@ -14,9 +15,10 @@ from app.models.schemas import ModelOut
 router = APIRouter(tags=["models"])
 
 
-@router.get("/api/v1/models", response_model=list[ModelOut])
-def list_models(session: SessionDep, principal: CurrentPrincipal) -> list[ModelOut]:
-    return [service.describe(*row) for row in service.list_models(session, principal.workspace_id)]
+@router.get("/api/v1/models", response_model=Page[ModelOut])
+def list_models(session: SessionDep, principal: CurrentPrincipal, params: PageDep) -> Page[ModelOut]:
+    rows, total = service.page_models(session, principal.workspace_id, params)
+    return params.page([service.describe(*row) for row in rows], total)
 
 
 @router.get("/api/v1/models/{model_id}", response_model=ModelOut)

@@ -16,6 +16,7 @@ from zipstream import ZIP_DEFLATED, ZipStream
 
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.pagination import PageParams
 from app.core.queue import TaskQueue, enqueue_after_commit
 from app.core.storage import ObjectStorage, iter_object
 from app.core.tasks import PREDICT_VERSION
@@ -50,8 +51,8 @@ def get(session: Session, workspace_id: uuid.UUID, model_id: uuid.UUID) -> Row:
     return found
 
 
-def list_models(session: Session, workspace_id: uuid.UUID) -> list[Row]:
-    return repository.list_newest_first(session, workspace_id)
+def page_models(session: Session, workspace_id: uuid.UUID, params: PageParams) -> tuple[list[Row], int]:
+    return repository.page_newest_first(session, workspace_id, params)
 
 
 def by_reference(session: Session, workspace_id: uuid.UUID, reference: str) -> Row:
@@ -306,6 +307,12 @@ def get_batch(session: Session, workspace_id: uuid.UUID, batch_id: uuid.UUID) ->
     if batch is None:
         raise NotFound(f"batch prediction {batch_id} not found in this workspace")
     return batch
+
+
+def page_batches(
+    session: Session, workspace_id: uuid.UUID, params: PageParams, *, model_id: uuid.UUID | None = None
+) -> tuple[list[BatchPrediction], int]:
+    return repository.page_batches(session, workspace_id, params, model_id=model_id)
 
 
 def describe_batch(batch: BatchPrediction, results_url: str) -> BatchPredictionOut:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core import lease
+from app.core.pagination import PageParams, fetch_page
 from app.datasets.tables import Annotation, Category, Dataset, Image
 from app.jobs.tables import TrainingJob
 from app.versions.plan import SourceImage
@@ -44,6 +45,18 @@ def list_for_dataset(session: Session, dataset_id: uuid.UUID) -> list[DatasetVer
         select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id).order_by(DatasetVersion.number)
     )
     return list(session.scalars(stmt))
+
+
+def page_for_dataset(
+    session: Session, dataset_id: uuid.UUID, params: PageParams
+) -> tuple[list[DatasetVersion], int]:
+    """The dataset's versions, newest (highest number) first."""
+    stmt = (
+        select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset_id)
+        .order_by(DatasetVersion.number.desc(), DatasetVersion.id.desc())
+    )
+    return fetch_page(session, stmt, params, lambda r: r[0])
 
 
 def next_number(session: Session, dataset_id: uuid.UUID) -> int:

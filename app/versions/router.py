@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
+from app.core.pagination import Page, PageDep
 from app.datasets import service as datasets
 from app.versions import preview, repository, service
 from app.versions.schemas import VersionOut, VersionSpec
@@ -61,12 +62,13 @@ def preview_version(
     )
 
 
-@router.get("/api/v1/datasets/{dataset_id}/versions", response_model=list[VersionOut])
+@router.get("/api/v1/datasets/{dataset_id}/versions", response_model=Page[VersionOut])
 def list_versions(
-    dataset_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
-) -> list[VersionOut]:
+    dataset_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, params: PageDep
+) -> Page[VersionOut]:
     dataset = datasets.get_dataset(session, principal.workspace_id, dataset_id)
-    return [service.describe(v, dataset) for v in repository.list_for_dataset(session, dataset.id)]
+    versions, total = repository.page_for_dataset(session, dataset.id, params)
+    return params.page([service.describe(v, dataset) for v in versions], total)
 
 
 @router.get("/api/v1/versions/{version_id}", response_model=VersionOut)

@@ -37,8 +37,8 @@ def test_crud(client: TestClient, auth: dict[str, str]) -> None:
 
     r = client.patch(f"/api/v1/datasets/{ds['id']}", json={"name": "Renamed"}, headers=auth)
     assert r.status_code == 200 and r.json()["name"] == "Renamed" and r.json()["slug"] == "my-pets"
-    listed = client.get("/api/v1/datasets", headers=auth).json()
-    assert [d["name"] for d in listed] == ["Renamed", "My Pets"]
+    listed = client.get("/api/v1/datasets", headers=auth).json()["items"]
+    assert [d["name"] for d in listed] == ["My Pets", "Renamed"], "newest first"
     # Times read back from the database are UTC with their offset, on SQLite too.
     assert all(d["created_at"].endswith("Z") for d in listed)
 
@@ -160,7 +160,7 @@ def test_other_workspace_sees_404(client: TestClient, auth: dict[str, str], new_
         assert r.status_code == 404, (method, path, r.text)
     r = _upload(client, other, ds["id"], tmp_path / "c.zip")
     assert r.status_code == 404
-    assert client.get("/api/v1/datasets", headers=other).json() == []
+    assert client.get("/api/v1/datasets", headers=other).json()["items"] == []
     assert client.get(base, headers=auth).json()["image_count"] == 3
 
 

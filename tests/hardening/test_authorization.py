@@ -246,7 +246,7 @@ def test_a_is_intact_after_b_tried_everything(http: httpx.Client, seeded: Seeded
         r = http.get("/api/v1/" + _fill(path, seeded.ids), headers=a)
         assert r.status_code == 200, (path, r.text)
     assert http.get(f"/api/v1/datasets/{seeded.ids['dataset_id']}", headers=a).json()["name"] == DATASET_NAME
-    keys = {k["id"]: k for k in http.get("/api/v1/keys", headers=a).json()}
+    keys = {k["id"]: k for k in http.get("/api/v1/keys", params={"limit": 500}, headers=a).json()["items"]}
     assert keys[seeded.key_id]["revoked_at"] is None
 
 

@@ -208,7 +208,7 @@ def test_another_workspace_sees_404(jobs_kit: JobKit, other: tuple[dict[str, str
         r = kit.client.request(method, base + path, headers=their_auth)
         assert r.status_code == 404, (method, path, r.text)
         assert "not found in this workspace" in r.json()["detail"]
-    assert job["id"] not in {j["id"] for j in kit.client.get("/api/v1/jobs", headers=their_auth).json()}
+    assert job["id"] not in {j["id"] for j in kit.client.get("/api/v1/jobs", headers=their_auth).json()["items"]}
     assert kit.get(job["id"])["status"] == "queued", "their stop and cancel changed nothing"
     assert kit.client.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=kit.auth).status_code == 404
     assert kit.client.get(base).status_code == 401
@@ -230,7 +230,7 @@ def test_list_filters_by_status_and_dataset(jobs_kit: JobKit) -> None:
     def ids(**params: str) -> list[str]:
         r = kit.client.get("/api/v1/jobs", params=params, headers=auth)
         assert r.status_code == 200, r.text
-        return [j["id"] for j in r.json()]
+        return [j["id"] for j in r.json()["items"]]
 
     assert ids() == [c["id"], b["id"], a["id"]], "newest first"
     assert ids(status="queued") == [c["id"], a["id"]]
@@ -241,7 +241,7 @@ def test_list_filters_by_status_and_dataset(jobs_kit: JobKit) -> None:
     assert ids(dataset_id=second, status="cancelled") == []
     assert ids(dataset_id=str(uuid.uuid4())) == []
     assert kit.client.get("/api/v1/jobs", params={"status": "paused"}, headers=auth).status_code == 422
-    listed = kit.client.get("/api/v1/jobs", params={"dataset_id": second}, headers=auth).json()[0]
+    listed = kit.client.get("/api/v1/jobs", params={"dataset_id": second}, headers=auth).json()["items"][0]
     assert listed["version_name"] == listed["version"] == "second/1" and listed["dataset_id"] == second
 
 

@@ -17,7 +17,7 @@ from trainer.base_model import EMBEDDED_BASE
 
 def test_list_and_get(jobs_kit: JobKit, model_id: str) -> None:
     kit = jobs_kit
-    listed = kit.client.get("/api/v1/models", headers=kit.auth).json()
+    listed = kit.client.get("/api/v1/models", headers=kit.auth).json()["items"]
     assert model_id in [m["id"] for m in listed]
     m = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()
     assert m["base_model"] == "samtune/sam3-tiny-shapes" and "Not Meta's SAM 3" in m["base_model_description"]

@@ -173,10 +173,10 @@ def test_a_project_from_upload_to_export(jobs_kit: JobKit) -> None:
     assert c.get(f"/{WORKSPACE}/{slug}/1/yolov8", params=q).status_code == 400
 
     dataset_id = next(
-        d["id"] for d in c.get("/api/v1/datasets", headers=jobs_kit.auth).json() if d["slug"] == slug
+        d["id"] for d in c.get("/api/v1/datasets", headers=jobs_kit.auth).json()["items"] if d["slug"] == slug
     )
     version_id = next(
-        x["id"] for x in c.get(f"/api/v1/datasets/{dataset_id}/versions", headers=jobs_kit.auth).json()
+        x["id"] for x in c.get(f"/api/v1/datasets/{dataset_id}/versions", headers=jobs_kit.auth).json()["items"]
     )
     assert (
         build_version(jobs_kit.factory, jobs_kit.storage, jobs_kit.settings, uuid.UUID(version_id)) == "ready"
@@ -314,7 +314,7 @@ def test_the_same_picture_uploaded_at_once_is_stored_once(jobs_kit: JobKit) -> N
     )
     assert len({b["id"] for b in bodies}) == 1
     dataset = next(
-        d for d in jobs_kit.client.get("/api/v1/datasets", headers=jobs_kit.auth).json() if d["slug"] == slug
+        d for d in jobs_kit.client.get("/api/v1/datasets", headers=jobs_kit.auth).json()["items"] if d["slug"] == slug
     )
     assert dataset["image_count"] == 1
     shown = jobs_kit.client.get(

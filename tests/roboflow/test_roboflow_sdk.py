@@ -145,7 +145,7 @@ def test_the_roboflow_package_uploads_trains_predicts_and_downloads(samtune: Sam
     assert result["model"] == "InstanceSegmentationModel"
 
     api = httpx.Client(base_url=samtune.url, headers={"Authorization": f"Bearer {samtune.key}"}, timeout=60)
-    dataset = next(d for d in api.get("/api/v1/datasets").json() if d["slug"] == PROJECT)
+    dataset = next(d for d in api.get("/api/v1/datasets").json()["items"] if d["slug"] == PROJECT)
     # 7 train images (one unlabeled, one without a COCO entry) + the extra one; 2 valid.
     assert dataset["splits"]["train"]["images"] == 8 and dataset["splits"]["valid"]["images"] == 2, dataset
     unlabeled = api.get(
@@ -157,10 +157,10 @@ def test_the_roboflow_package_uploads_trains_predicts_and_downloads(samtune: Sam
     assert {c["name"] for c in dataset["classes"]} == {c.name for c in HELD_OUT_DOMAINS["new-colours"]}
 
     # The training was a samtune job on that version, on the bundled base, run to the end.
-    versions = api.get(f"/api/v1/datasets/{dataset['id']}/versions").json()
+    versions = api.get(f"/api/v1/datasets/{dataset['id']}/versions").json()["items"]
     version = next(v for v in versions if v["number"] == result["version"])
     assert version["status"] == "ready" and version["spec"]["preprocessing"]["resize"]["width"] == 112
-    jobs = [j for j in api.get("/api/v1/jobs").json() if j["version_id"] == version["id"]]
+    jobs = [j for j in api.get("/api/v1/jobs").json()["items"] if j["version_id"] == version["id"]]
     assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
     assert jobs[0]["hyperparameters"]["epochs"]["value"] == EPOCHS
     # The version's model (what model.predict reached) is that job's. The upload has no test split, so there is

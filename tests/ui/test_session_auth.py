@@ -60,10 +60,10 @@ def test_cookie_posts_need_the_sessions_csrf_token(client: TestClient, api_key: 
     _problem(client.post("/api/v1/datasets", json={"name": "a"}), 403, "X-CSRF-Token")
     wrong = client.post("/api/v1/datasets", json={"name": "a"}, headers={"X-CSRF-Token": token[:-2] + "xx"})
     _problem(wrong, 403, "X-CSRF-Token")
-    key_id = client.get("/api/v1/keys").json()[0]["id"]
+    key_id = client.get("/api/v1/keys").json()["items"][0]["id"]
     _problem(client.delete(f"/api/v1/keys/{key_id}"), 403, "X-CSRF-Token")
-    assert client.get("/api/v1/keys").json()[0]["revoked_at"] is None
-    assert client.get("/api/v1/datasets").json() == []  # refused writes wrote nothing
+    assert client.get("/api/v1/keys").json()["items"][0]["revoked_at"] is None
+    assert client.get("/api/v1/datasets").json()["items"] == []  # refused writes wrote nothing
 
     made = client.post("/api/v1/datasets", json={"name": "a"}, headers={"X-CSRF-Token": token})
     assert made.status_code == 201, made.text
@@ -87,16 +87,16 @@ def test_bearer_requests_are_unaffected(client: TestClient, api_key: str, new_ke
     assert r.status_code == 201, r.text
     assert [
         d["name"]
-        for d in client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {other_key}"}).json()
+        for d in client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {other_key}"}).json()["items"]
     ] == ["b"]
-    assert client.get("/api/v1/datasets").json() == []  # the session's workspace is another one
+    assert client.get("/api/v1/datasets").json()["items"] == []  # the session's workspace is another one
     client.cookies.clear()
     assert client.post(f"/api/v1/datasets?api_key={other_key}", json={"name": "c"}).status_code == 201
 
 
 def test_forged_expired_and_revoked_sessions_are_refused(client: TestClient, api_key: str, settings) -> None:
     _sign_in(client, api_key)
-    key_id = client.get("/api/v1/keys").json()[0]["id"]
+    key_id = client.get("/api/v1/keys").json()["items"][0]["id"]
     real = client.cookies[SESSION_COOKIE]
 
     _set_session(client, real[:-3] + "abc")

@@ -36,7 +36,7 @@ def test_preview_is_what_the_build_writes(kit: VersionKit, tmp_path: Path) -> No
         assert (im["width"], im["height"]) == (1008, 1008)
         assert max(_decode(im["image"]).size) <= 384
         assert im["instances"], im["file_name"]
-    assert kit.client.get(f"/api/v1/datasets/{ds}/versions", headers=kit.auth).json() == []
+    assert kit.client.get(f"/api/v1/datasets/{ds}/versions", headers=kit.auth).json()["items"] == []
 
     version = kit.version(ds, spec)
     built = kit.coco(version, "train")

@@ -45,7 +45,7 @@ def test_defaults_and_validation(kit: VersionKit, tmp_path: Path) -> None:
         r = kit.client.post(url, json=spec, headers=kit.auth)
         assert r.status_code == 422, (spec, r.text)
         assert fragment in r.json()["detail"], (spec, r.json())
-    assert kit.client.get(url, headers=kit.auth).json() == []
+    assert kit.client.get(url, headers=kit.auth).json()["items"] == []
 
 
 def test_default_build_stretches_to_1008(kit: VersionKit, tmp_path: Path) -> None:

@@ -199,3 +199,18 @@ export async function copyText(text, selectTarget) {
     return false;
   }
 }
+
+// The largest page the API's lists give (app/core/pagination.py MAX_LIMIT).
+export const MAX_PAGE = 500;
+
+// Every item of a paginated list ({items, total, limit, offset}), page after page: for the pages that offer a
+// whole list to choose from (Train's versions and models, Compare's jobs), not for a table a person pages through.
+export async function apiAll(path) {
+  const items = [];
+  for (;;) {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api(`${path}${sep}limit=${MAX_PAGE}&offset=${items.length}`);
+    items.push(...page.items);
+    if (page.items.length === 0 || items.length >= page.total) return items;
+  }
+}

@@ -1,7 +1,7 @@
 // Compare runs: pick 2+ jobs (kept in the URL as ?jobs=a,b), overlay their curves (one chart per metric,
 // one line per job) and set their data versions and hyperparameters side by side, differences marked.
 
-import { api, el, showError } from "./api.js";
+import { api, apiAll, el, showError } from "./api.js";
 import { LINE_COLOURS, LineChart, formatValue } from "./charts.js";
 import { fixed3, shortId, statusBadge } from "./job-format.js";
 
@@ -151,7 +151,7 @@ document.getElementById("only-differences").addEventListener("change", applyOnly
 
 async function init() {
   try {
-    jobs = await api("/api/v1/jobs");
+    jobs = await apiAll("/api/v1/jobs");
   } catch (err) {
     document.getElementById("compare-loading").hidden = true;
     showError("compare-error", err);

@@ -3,6 +3,7 @@
 
 import { api, el, formatDate, showError, clearError } from "./api.js";
 import { TERMINAL, shortId, statusBadge } from "./job-format.js";
+import { offsetFromUrl, pageQuery, renderPager } from "./pager.js";
 
 const filter = document.getElementById("status-filter");
 const compareButton = document.getElementById("compare-selected");
@@ -48,14 +49,15 @@ function rowFor(job) {
 
 async function load() {
   const status = filter.value;
-  const query = status ? `?status=${encodeURIComponent(status)}` : "";
   try {
-    const jobs = await api(`/api/v1/jobs${query}`);
+    const page = await api(`/api/v1/jobs?${pageQuery(offsetFromUrl(), { status })}`);
+    const jobs = page.items;
     clearError("jobs-error");
     document.getElementById("jobs-loading").hidden = true;
-    document.getElementById("jobs-empty").hidden = !(jobs.length === 0 && !status);
-    document.getElementById("jobs-none-match").hidden = !(jobs.length === 0 && status);
+    document.getElementById("jobs-empty").hidden = !(page.total === 0 && !status);
+    document.getElementById("jobs-none-match").hidden = !(page.total === 0 && status);
     document.getElementById("jobs-table").hidden = jobs.length === 0;
+    renderPager("jobs-pager", page, { noun: status ? `${status} jobs` : "jobs" });
     document.getElementById("jobs-body").replaceChildren(...jobs.map(rowFor));
     clearTimeout(timer);
     if (jobs.some((j) => !TERMINAL.has(j.status))) timer = setTimeout(load, 4000);
@@ -69,6 +71,7 @@ filter.addEventListener("change", () => {
   const url = new URL(window.location.href);
   if (filter.value) url.searchParams.set("status", filter.value);
   else url.searchParams.delete("status");
+  url.searchParams.delete("offset"); // another filter: its first page
   window.history.replaceState(null, "", url);
   load();
 });

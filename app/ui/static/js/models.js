@@ -2,6 +2,7 @@
 
 import { api, el, formatDate, showError } from "./api.js";
 import { fixed3 } from "./job-format.js";
+import { offsetFromUrl, pageQuery, renderPager } from "./pager.js";
 
 function lift(model) {
   const base = model.test.base && model.test.base.summary;
@@ -12,10 +13,12 @@ function lift(model) {
 
 async function load() {
   try {
-    const models = await api("/api/v1/models");
+    const page = await api(`/api/v1/models?${pageQuery(offsetFromUrl())}`);
+    const models = page.items;
     document.getElementById("models-loading").hidden = true;
-    document.getElementById("models-empty").hidden = models.length > 0;
+    document.getElementById("models-empty").hidden = page.total > 0;
     document.getElementById("models-table").hidden = models.length === 0;
+    renderPager("models-pager", page, { noun: "models" });
     document.getElementById("models-body").replaceChildren(
       ...models.map((m) =>
         el(

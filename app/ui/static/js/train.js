@@ -1,7 +1,7 @@
 // Train page: choose a ready version and a base model, see the automatic hyperparameters with their
 // reasons (POST /api/v1/jobs/preview), override any, start (POST /api/v1/jobs) and go to the job's page.
 
-import { api, clearError, el, setText, showError } from "./api.js";
+import { api, apiAll, clearError, el, setText, showError } from "./api.js";
 
 const root = document.getElementById("train");
 const form = document.getElementById("train-form");
@@ -46,8 +46,8 @@ function fieldError(name) {
 }
 
 async function loadVersions() {
-  const datasets = await api("/api/v1/datasets");
-  const lists = await Promise.all(datasets.map((d) => api(`/api/v1/datasets/${d.id}/versions`)));
+  const datasets = await apiAll("/api/v1/datasets");
+  const lists = await Promise.all(datasets.map((d) => apiAll(`/api/v1/datasets/${d.id}/versions`)));
   return lists.flat().filter((v) => v.status === "ready");
 }
 
@@ -292,7 +292,7 @@ form.addEventListener("submit", async (event) => {
 async function init() {
   try {
     const [versions, baseModels, models] = await Promise.all([
-      loadVersions(), api("/api/v1/base-models"), api("/api/v1/models"),
+      loadVersions(), api("/api/v1/base-models"), apiAll("/api/v1/models"),
     ]);
     document.getElementById("train-loading").hidden = true;
     if (versions.length === 0) {
@@ -304,7 +304,7 @@ async function init() {
     const wanted = root.dataset.versionId;
     if (wanted && versions.some((v) => v.id === wanted)) versionSelect.value = wanted;
     else if (wanted) showError("version-error", `Version ${wanted} is not ready (or not in this workspace); pick another.`);
-    state.workspaceModels = (Array.isArray(models) ? models : models.items || [])
+    state.workspaceModels = models
       .filter((m) => m.status === "ready").map(asBase);
     const catalog = baseModels.map((m) =>
       el("option", { value: m.name, disabled: !m.available }, m.available ? m.name : `${m.name} (not available)`),

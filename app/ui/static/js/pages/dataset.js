@@ -1,5 +1,6 @@
 import { api, bdi, classColour, clearError, el, formatBytes, formatDate, setText, showError, upload } from "../api.js";
 import { paintImage } from "../masks.js";
+import { offsetFromUrl, pageQuery, renderPager } from "../pager.js";
 
 const datasetId = document.getElementById("main").dataset.datasetId;
 const base = `/api/v1/datasets/${datasetId}`;
@@ -115,9 +116,11 @@ async function loadHealth() {
 
 async function loadVersions() {
   try {
-    const versions = await api(`${base}/versions`);
-    document.getElementById("versions-empty").hidden = versions.length > 0;
+    const page = await api(`${base}/versions?${pageQuery(offsetFromUrl("versions_offset"))}`);
+    const versions = page.items;
+    document.getElementById("versions-empty").hidden = page.total > 0;
     document.getElementById("versions-table").hidden = versions.length === 0;
+    renderPager("versions-pager", page, { param: "versions_offset", noun: "versions" });
     const count = (v, s) => (v.splits[s] ? v.splits[s].images : "–");
     document.getElementById("versions-body").replaceChildren(
       ...versions.map((v) =>

@@ -1,13 +1,16 @@
 import { api, clearError, el, formatDate, showError } from "../api.js";
+import { offsetFromUrl, pageQuery, renderPager } from "../pager.js";
 
 const body = document.getElementById("datasets-body");
 
 async function load() {
   try {
-    const datasets = await api("/api/v1/datasets");
+    const page = await api(`/api/v1/datasets?${pageQuery(offsetFromUrl())}`);
+    const datasets = page.items;
     document.getElementById("datasets-loading").hidden = true;
-    document.getElementById("datasets-empty").hidden = datasets.length > 0;
+    document.getElementById("datasets-empty").hidden = page.total > 0;
     document.getElementById("datasets-table").hidden = datasets.length === 0;
+    renderPager("datasets-pager", page, { noun: "datasets" });
     body.replaceChildren(
       ...datasets.map((d) =>
         el(

@@ -1,4 +1,5 @@
 import { api, clearError, copyText, el, formatDate, showError } from "../api.js";
+import { offsetFromUrl, pageQuery, renderPager } from "../pager.js";
 
 const currentPrefix = document.getElementById("main").dataset.currentPrefix;
 const body = document.getElementById("keys-body");
@@ -38,7 +39,9 @@ function revokeButton(key) {
 
 async function load() {
   try {
-    const keys = await api("/api/v1/keys");
+    const page = await api(`/api/v1/keys?${pageQuery(offsetFromUrl())}`);
+    const keys = page.items;
+    renderPager("keys-pager", page, { noun: "keys" });
     body.replaceChildren(
       ...keys.map((k) =>
         el(
