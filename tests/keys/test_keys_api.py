@@ -30,7 +30,7 @@ def test_create_list_revoke(client: TestClient, auth: dict[str, str]) -> None:
     second = created["key"]
     assert second.startswith("st_") and created["prefix"] == second[:11]
 
-    listed = client.get("/api/v1/keys", headers=auth).json()
+    listed = client.get("/api/v1/keys", headers=auth).json()["items"]
     assert {k["id"] for k in listed} >= {created["id"]}
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
@@ -45,7 +45,7 @@ def test_keys_of_another_workspace_are_404(client: TestClient, auth: dict[str, s
     other = {"Authorization": f"Bearer {new_key()}"}
     mine = client.post("/api/v1/keys", json={}, headers=auth).json()
     assert client.delete(f"/api/v1/keys/{mine['id']}", headers=other).status_code == 404
-    assert mine["id"] not in {k["id"] for k in client.get("/api/v1/keys", headers=other).json()}
+    assert mine["id"] not in {k["id"] for k in client.get("/api/v1/keys", headers=other).json()["items"]}
 
 
 def test_keys_never_reach_the_access_log(caplog) -> None:
