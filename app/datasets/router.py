@@ -10,7 +10,6 @@ from starlette.datastructures import UploadFile
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.core.errors import AppError, NotFound, Unprocessable
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.datasets import health, preview, repository, service
 from app.datasets.schemas import (
     AnnotationOut,

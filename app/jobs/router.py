@@ -16,7 +16,6 @@ from app.core.db import transaction
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
 from app.core.errors import Unauthorized
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.jobs import base_models, repository, service, stream, tokens
 from app.jobs.schemas import (
     EventsToken,

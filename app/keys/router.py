@@ -6,7 +6,6 @@ from fastapi import APIRouter, status
 
 from app.core.deps import CurrentPrincipal, SessionDep
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.keys import service
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut
 

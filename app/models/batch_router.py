@@ -11,7 +11,6 @@ from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, StorageDep, TasksDep
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.core.storage import iter_object
 from app.models import service
 from app.models.schemas import BatchPredictionOut
@@ -47,19 +46,6 @@ def predict_version(
     batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split,
                                  iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms)  # fmt: skip
     return _batch_out(request, batch)
-
-
-@router.get("/api/v1/batch-predictions", response_model=Page[BatchPredictionOut])
-def list_batch_predictions(
-    request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    params: PageDep,
-    model_id: Annotated[uuid.UUID | None, Query(description="Only this model's batch predictions.")] = None,
-) -> Page[BatchPredictionOut]:
-    """The workspace's batch predictions, newest first."""
-    batches, total = service.page_batches(session, principal.workspace_id, params, model_id=model_id)
-    return params.page([_batch_out(request, b) for b in batches], total)
 
 
 @router.get("/api/v1/batch-predictions", response_model=Page[BatchPredictionOut])

@@ -7,7 +7,6 @@ from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.models import service
 from app.models.batch_router import router as batch_router
 from app.models.predict_router import router as predict_router

@@ -8,7 +8,6 @@ from fastapi.responses import StreamingResponse
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, TasksDep
 from app.core.pagination import Page, PageDep
-from app.core.pagination import Page, PageDep
 from app.datasets import service as datasets
 from app.versions import preview, repository, service
 from app.versions.schemas import VersionOut, VersionSpec
