@@ -20,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from app.main import create_app
+from app.settings import Settings
 from tests.factories import jpeg_bytes
 from tests.hardening.seed import DATASET_NAME, Seeded
 
@@ -30,7 +32,7 @@ from tests.hardening.seed import DATASET_NAME, Seeded
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),  # which dependency is down, by kind only: no hosts, no data
-    ("GET", "/metrics"),
+    ("GET", "/metrics"),  # no API key opens it: the operator's networks or token do (tested below)
     ("GET", "/openapi.json"),
     ("GET", "/docs"),  # the API reference (Swagger UI): the OpenAPI document only, no data
     ("GET", "/signin"),
@@ -316,3 +318,51 @@ def test_ui_session_cookie_sees_only_its_workspace_and_ends_with_its_key(
         for call in (c for c in calls if c.ui and c.method == "GET"):
             r = http.get(call.url)
             assert r.status_code in (302, 303, 307) and r.headers["location"].startswith("/signin"), call.path
+
+
+# --- /metrics: SAMTUNE_METRICS_ALLOW's networks (loopback by default) or SAMTUNE_METRICS_TOKEN, never an API key ---
+
+
+def test_metrics_answers_loopback_by_default(http: httpx.Client, seeded: Seeded) -> None:
+    """The seeded server runs on the default settings and is reached on 127.0.0.1."""
+    for headers in ({}, seeded.auth, {"Authorization": f"Bearer {seeded.revoked_key}"}):
+        r = http.get("/metrics", headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/plain")
+        assert "samtune_http_requests_total" in r.text
+
+
+def _settings(seeded: Seeded, **changes: str) -> Settings:
+    return Settings(**(seeded.settings.model_dump(include=set(Settings.model_fields)) | changes))
+
+
+def _metrics_from(seeded: Seeded, address: str, **changes: str) -> TestClient:
+    """The seeded app with `changes`, called from `address`."""
+    return TestClient(create_app(_settings(seeded, **changes)), client=(address, 40000))
+
+
+def test_metrics_elsewhere_needs_the_token_or_an_allowed_network(seeded: Seeded) -> None:
+    token = "the-operators-metrics-token"
+    with _metrics_from(seeded, "192.0.2.7", metrics_token=token, metrics_allow="10.0.0.0/8") as outside:
+        for headers in ({}, seeded.auth, {"Authorization": "Bearer not-the-token"}):  # an API key is no token
+            r = outside.get("/metrics", headers=headers)
+            assert r.status_code == 401, (headers, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "SAMTUNE_METRICS_TOKEN" in r.json()["detail"]
+            assert "samtune_" not in r.text
+        r = outside.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and "samtune_jobs" in r.text, r.text
+    for address in ("10.1.2.3", "::ffff:10.1.2.3"):  # an allowed network, also as an IPv4-mapped address
+        with _metrics_from(seeded, address, metrics_allow="10.0.0.0/8") as inside:
+            assert inside.get("/metrics").status_code == 200, address
+    # No network and no token: nobody, loopback included; 403, since no token would help.
+    with _metrics_from(seeded, "127.0.0.1", metrics_allow="") as closed:
+        r = closed.get("/metrics", headers=seeded.auth)
+        assert r.status_code == 403, r.text
+        assert "SAMTUNE_METRICS_ALLOW" in r.json()["detail"]
+
+
+def test_a_wrong_metrics_network_stops_the_app_at_start(seeded: Seeded) -> None:
+    with pytest.raises(ValueError, match="'intranet' is not an address or a network"):
+        create_app(_settings(seeded, metrics_allow="10.0.0.0/8,intranet"))
