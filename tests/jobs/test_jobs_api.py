@@ -208,7 +208,9 @@ def test_another_workspace_sees_404(jobs_kit: JobKit, other: tuple[dict[str, str
         r = kit.client.request(method, base + path, headers=their_auth)
         assert r.status_code == 404, (method, path, r.text)
         assert "not found in this workspace" in r.json()["detail"]
-    assert job["id"] not in {j["id"] for j in kit.client.get("/api/v1/jobs", headers=their_auth).json()["items"]}
+    assert job["id"] not in {
+        j["id"] for j in kit.client.get("/api/v1/jobs", headers=their_auth).json()["items"]
+    }
     assert kit.get(job["id"])["status"] == "queued", "their stop and cancel changed nothing"
     assert kit.client.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=kit.auth).status_code == 404
     assert kit.client.get(base).status_code == 401

@@ -313,7 +313,8 @@ def _roboflow_ids(kit: JobKit, model_id: str) -> tuple[str, str, str]:
     """(Roboflow's id of the model, the id of the model it names, the API key). `slug/version` names the
     newest model of that version, which may be another test's."""
     name = kit.client.get(f"/api/v1/models/{model_id}", headers=kit.auth).json()["version_name"]
-    listed = kit.client.get("/api/v1/models", params={"limit": 500}, headers=kit.auth).json()["items"]  # newest first
+    page = kit.client.get("/api/v1/models", params={"limit": 500}, headers=kit.auth).json()
+    listed = page["items"]  # newest first
     newest = next(m["id"] for m in listed if m["version_name"] == name)
     return name, newest, kit.auth["Authorization"].removeprefix("Bearer ")
 

@@ -176,7 +176,8 @@ def test_a_project_from_upload_to_export(jobs_kit: JobKit) -> None:
         d["id"] for d in c.get("/api/v1/datasets", headers=jobs_kit.auth).json()["items"] if d["slug"] == slug
     )
     version_id = next(
-        x["id"] for x in c.get(f"/api/v1/datasets/{dataset_id}/versions", headers=jobs_kit.auth).json()["items"]
+        x["id"]
+        for x in c.get(f"/api/v1/datasets/{dataset_id}/versions", headers=jobs_kit.auth).json()["items"]
     )
     assert (
         build_version(jobs_kit.factory, jobs_kit.storage, jobs_kit.settings, uuid.UUID(version_id)) == "ready"
@@ -314,7 +315,9 @@ def test_the_same_picture_uploaded_at_once_is_stored_once(jobs_kit: JobKit) -> N
     )
     assert len({b["id"] for b in bodies}) == 1
     dataset = next(
-        d for d in jobs_kit.client.get("/api/v1/datasets", headers=jobs_kit.auth).json()["items"] if d["slug"] == slug
+        d
+        for d in jobs_kit.client.get("/api/v1/datasets", headers=jobs_kit.auth).json()["items"]
+        if d["slug"] == slug
     )
     assert dataset["image_count"] == 1
     shown = jobs_kit.client.get(

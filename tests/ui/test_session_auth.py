@@ -85,10 +85,8 @@ def test_bearer_requests_are_unaffected(client: TestClient, api_key: str, new_ke
     # A presented key wins over the cookie: no CSRF token needed, and the key's workspace is used.
     r = client.post("/api/v1/datasets", json={"name": "b"}, headers={"Authorization": f"Bearer {other_key}"})
     assert r.status_code == 201, r.text
-    assert [
-        d["name"]
-        for d in client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {other_key}"}).json()["items"]
-    ] == ["b"]
+    theirs = client.get("/api/v1/datasets", headers={"Authorization": f"Bearer {other_key}"}).json()
+    assert [d["name"] for d in theirs["items"]] == ["b"]
     assert client.get("/api/v1/datasets").json()["items"] == []  # the session's workspace is another one
     client.cookies.clear()
     assert client.post(f"/api/v1/datasets?api_key={other_key}", json={"name": "c"}).status_code == 201
