@@ -129,3 +129,26 @@ def test_every_dashboard_expression_names_exported_series(scrape: Scrape) -> Non
                    "samtune_prediction_duration_seconds_bucket", "samtune_prediction_batch_size_bucket",
                    "samtune_model_cache_bytes", "samtune_upload_bytes_sum", "samtune_tasks_total"):  # fmt: skip
         assert family in named, family
+
+
+def test_the_inference_service_exposes_its_own_series(tmp_path: Path) -> None:
+    """`samtune inference` answers /metrics under the same rule: its requests, predictions and model cache, and
+    none of the database's facts (the API's /metrics has those)."""
+    from fastapi.testclient import TestClient
+
+    from app.core import migrate
+    from app.inference.service import create_inference_app
+    from app.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    migrate.upgrade(settings.database_url)
+    with TestClient(create_inference_app(settings), client=("127.0.0.1", 40000)) as local:
+        assert local.get("/healthz").status_code == 200
+        r = local.get("/metrics")
+        assert r.status_code == 200, r.text
+        families = {f.name for f in text_string_to_metric_families(r.text)}
+        assert {"samtune_prediction_duration_seconds", "samtune_model_cache_bytes"} <= families
+        assert 'route="/healthz",service="inference"' in r.text
+        assert "samtune_jobs" not in families and "samtune_queue_depth" not in families
+    with TestClient(create_inference_app(settings), client=("192.0.2.7", 40000)) as remote:
+        assert remote.get("/metrics").status_code == 403
