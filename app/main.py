@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from app.core.db import make_engine, make_sessionmaker
 from app.core.deps import authenticate_key, presented_key
 from app.core.errors import PROBLEM_RESPONSES, install_error_handlers
-from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody
+from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody, RateLimitBeforeBody
 from app.core.logging import install_redaction
 from app.core.queue import CeleryQueue
+from app.core.rate_limits import RateLimiter
 from app.core.security_headers import SecurityHeaders
 from app.core.storage import make_storage
 from app.core.tasks import make_celery
@@ -101,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, **body_limits(settings))
+    # Inside KeyBeforeBody, whose checked key it counts; a request over its rate reads none of its body.
+    app.add_middleware(RateLimitBeforeBody, limiter=RateLimiter.from_settings(settings), presented=presented_key,
+                       authenticate=authenticate_key)  # fmt: skip
     # Outside BodySizeLimit: a wrong key is told so (401) before the size of what it sends matters.
     app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
     app.add_middleware(SecurityHeaders)

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,20 @@ class Settings(BaseSettings):
         default="", description="Celery broker; default: server-less filesystem transport."
     )
     redis_url: str | None = Field(default=None, description="Redis for live metrics; None = database only.")
+    # Per-key rate limits (app/core/rate_limits.py), counted in REDIS_URL's Redis when it is set, else in each
+    # API process's memory.
+    rate_limit_uploads: str = Field(
+        default="",
+        description="Rate of dataset uploads per API key (like 60/minute); empty: no limit.",
+    )
+    rate_limit_jobs: str = Field(
+        default="",
+        description="Rate of training jobs, version builds and batch predictions per API key; empty: no limit.",
+    )
+    rate_limit_predict: str = Field(
+        default="",
+        description="Rate of predictions per API key (like 600/minute); empty: no limit.",
+    )
 
     max_upload_bytes: int = Field(
         default=4 * 2**30,
@@ -183,6 +197,15 @@ class Settings(BaseSettings):
         description="The web UI's third-party browser files (`npm ci` at the repository root makes them); "
         "only an allow-list of files in it is served, at /static/vendor/.",
     )
+
+    @field_validator("rate_limit_uploads", "rate_limit_jobs", "rate_limit_predict")
+    @classmethod
+    def _one_rate(cls, value: str, info: ValidationInfo) -> str:
+        # Imported here: the rate-limit module imports the error classes, which settings need not load.
+        from app.core.rate_limits import parse_rate
+
+        parse_rate(value, f"SAMTUNE_{str(info.field_name).upper()}")
+        return value.strip()
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -1,9 +1,11 @@
 """What a request may cost before a handler sees it: its body is bounded per route while it streams in (only a
-dataset upload may be gigabytes), and a presented API key is checked before any byte of the body is read."""
+dataset upload may be gigabytes), a presented API key is checked before any byte of the body is read, and so is
+the key's rate limit on uploads, jobs and predictions."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +15,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, Unauthorized, problem_response
+from app.core.rate_limits import Bucket, RateLimited, RateLimiter, Verdict, bucket_for
 from app.keys.service import Principal
+from app.ui import session as ui_session
 
 # Where KeyBeforeBody leaves the principal it checked, so that the route's dependency need not look it up again.
 PRINCIPAL_STATE = "samtune.principal"
@@ -136,3 +140,93 @@ class KeyBeforeBody:
                 return
             scope.setdefault("state", {})[PRINCIPAL_STATE] = (key, principal)
         await self.app(scope, receive, send)
+
+
+# Where RateLimitBeforeBody leaves a rate-limited request's bucket and what it counted, for the routes that find
+# their caller's key in the body (`charge_after_body`) and for the answer's headers.
+RATE_LIMIT_STATE = "samtune.rate_limit"
+
+
+@dataclass
+class _Charge:
+    limiter: RateLimiter
+    bucket: Bucket
+    counted: bool = False
+    verdict: Verdict | None = None
+
+
+class RateLimitBeforeBody:
+    """Counts a request to a rate-limited route (app/core/rate_limits.bucket_for) against its caller's key
+    before any of its body is read; over the rate it is a 429 with Retry-After, and the connection is closed so
+    that the server does not read the rest of an upload either. The caller is the key KeyBeforeBody checked (it
+    runs first), a key presented on a request without a body (checked here), or the key a web UI session was
+    signed in with. A request whose key is inside its JSON body (Roboflow's /infer and /model/add) is counted by
+    its route once the body is read: `charge_after_body`. Without a caller, nothing is counted: the route
+    answers 401."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, presented: Callable[[Request], str | None],
+                 authenticate: Callable[[Request, str], Principal]) -> None:  # fmt: skip
+        self.app = app
+        self.limiter = limiter
+        self.presented = presented
+        self.authenticate = authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        bucket = None
+        if scope["type"] == "http" and self.limiter.enabled:
+            bucket = bucket_for(scope["method"], scope["path"])
+        if bucket is None or bucket not in self.limiter.rates:
+            await self.app(scope, receive, send)
+            return
+        charge = _Charge(self.limiter, bucket)
+        scope.setdefault("state", {})[RATE_LIMIT_STATE] = charge
+        send = _with_rate_limit_headers(send, charge)
+        key_id = await self._caller(scope)
+        if key_id is not None:
+            charge.counted = True
+            charge.verdict = await self.limiter.hit(bucket, key_id.hex)
+            if charge.verdict is not None and not charge.verdict.allowed:
+                answer = problem_response(RateLimited(charge.verdict), Request(scope))
+                await answer(scope, receive, _closing(send) if _has_body(scope) else send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _caller(self, scope: Scope) -> uuid.UUID | None:
+        request = Request(scope)
+        key = self.presented(request)
+        checked = scope["state"].get(PRINCIPAL_STATE)
+        if key is not None and checked is not None and checked[0] == key:
+            return checked[1].key_id
+        if key is not None:
+            try:
+                principal = await run_in_threadpool(self.authenticate, request, key)
+            except Unauthorized:
+                return None  # the route says so
+            scope["state"][PRINCIPAL_STATE] = (key, principal)
+            return principal.key_id
+        cookie = request.cookies.get(ui_session.SESSION_COOKIE)
+        if cookie:
+            # The signature is enough to know whose session it is; the route checks it was not signed out.
+            return ui_session.session_key_id(request.app.state.settings.signing_key, cookie)
+        return None
+
+
+async def charge_after_body(request: Request, principal: Principal) -> None:
+    """For a rate-limited route that finds its caller's key in the body: count the request now (unless
+    RateLimitBeforeBody already counted it by a key in the header or query); RateLimited when over the rate."""
+    charge: _Charge | None = request.scope.get("state", {}).get(RATE_LIMIT_STATE)
+    if charge is None or charge.counted:
+        return
+    charge.counted = True
+    charge.verdict = await charge.limiter.hit(charge.bucket, principal.key_id.hex)
+    if charge.verdict is not None and not charge.verdict.allowed:
+        raise RateLimited(charge.verdict)
+
+
+def _with_rate_limit_headers(send: Send, charge: _Charge) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and charge.verdict is not None:
+            message = {**message, "headers": [*message.get("headers", []), *charge.verdict.headers()]}
+        await send(message)
+
+    return sending

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from app.core.db import make_engine, make_sessionmaker
 from app.core.deps import authenticate_key, presented_key
 from app.core.errors import install_error_handlers
-from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody
+from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody, RateLimitBeforeBody
 from app.core.logging import install_redaction
+from app.core.rate_limits import RateLimiter
 from app.core.security_headers import SecurityHeaders
 from app.core.storage import make_storage
 from app.health.router import router as health_router
@@ -60,6 +61,9 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
     limits["routes"].insert(0, BodyLimit(r"/internal/v1/predict", *predict))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, **limits)
+    # Its public predict routes count against the same rates as the API's (the same Redis).
+    app.add_middleware(RateLimitBeforeBody, limiter=RateLimiter.from_settings(settings), presented=presented_key,
+                       authenticate=authenticate_key)  # fmt: skip
     app.add_middleware(KeyBeforeBody, presented=presented_key, authenticate=authenticate_key)
     app.add_middleware(SecurityHeaders)
     # Its own requests, predictions and model cache; the API's /metrics adds the database's facts.

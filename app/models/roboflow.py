@@ -18,8 +18,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.deps import SessionDep, presented_key
 from app.core.errors import AppError, Unprocessable
+from app.core.limits import charge_after_body
 from app.inference.calls import ModelSpec, PredictCall
 from app.keys import service as keys
+from app.keys.service import Principal
 from app.models import bodies, service
 from app.models.openapi import HOSTED_FORM
 from app.models.schemas import AddModel, InferRequest, PredictOptions
@@ -31,8 +33,12 @@ hosted_router = APIRouter(tags=["roboflow compatibility"])
 TASK = "instance-segmentation"
 
 
+def _caller(request: Request, session: Session, body_key: str | None) -> Principal:
+    return keys.authenticate(session, body_key or presented_key(request))
+
+
 def _workspace(request: Request, session: Session, body_key: str | None) -> uuid.UUID:
-    return keys.authenticate(session, body_key or presented_key(request)).workspace_id
+    return _caller(request, session, body_key).workspace_id
 
 
 def _registry(session: Session, workspace_id: uuid.UUID) -> dict[str, Any]:
@@ -72,11 +78,12 @@ def registry(request: Request, session: SessionDep) -> dict[str, Any]:
 async def add_model(body: AddModel, request: Request, session: SessionDep) -> dict[str, Any]:
     """Load a model now (it is also loaded on first use); answers the registry."""
 
-    def look_up() -> tuple[ModelSpec, dict[str, Any]]:
-        workspace = _workspace(request, session, body.api_key)
+    def look_up(workspace: uuid.UUID) -> tuple[ModelSpec, dict[str, Any]]:
         return _spec(session, workspace, body.model_id), _registry(session, workspace)
 
-    spec, listed = await run_in_threadpool(look_up)
+    principal = await run_in_threadpool(_caller, request, session, body.api_key)
+    await charge_after_body(request, principal)  # the key may have come in the body: counted once it is read
+    spec, listed = await run_in_threadpool(look_up, principal.workspace_id)
     await request.app.state.inference.load(spec)
     return listed
 
@@ -98,7 +105,9 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
         if ref.type != "base64":
             raise AppError(f"image type {ref.type!r} is not accepted here: send base64", status_code=400,
                            source="image.type")  # fmt: skip
-    spec = await run_in_threadpool(_look_up, request, session, body.api_key, body.model_id)
+    principal = await run_in_threadpool(_caller, request, session, body.api_key)
+    await charge_after_body(request, principal)  # the key may have come in the body: counted once it is read
+    spec = await run_in_threadpool(_spec, session, principal.workspace_id, body.model_id)
     # Every limit is checked, and every image decoded from base64 and measured from its header, before the first
     # is predicted: a refusal leaves nothing half-done, and it does not wait its turn on the inference thread.
     settings = request.app.state.settings
