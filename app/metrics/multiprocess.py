@@ -11,9 +11,12 @@ container is not PID 7 of another): the PID namespace's inode and the PID."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.settings import Settings
@@ -21,6 +24,9 @@ from app.settings import Settings
 logger = logging.getLogger("samtune.metrics")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The identity of the files into which ended processes' counters and histograms are added (see `mark_dead`).
+ARCHIVE = "archive"
+_LOCK_FILE = ".lock"
 
 
 def _pid_namespace() -> str:
@@ -57,15 +63,44 @@ def enable(settings: Settings, *, wipe: bool = False) -> Path:
     return path
 
 
+@contextmanager
+def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """Scrapes read under a shared lock, a process folding its files into the archive writes under an exclusive
+    one: a scrape never sees a count both in the archive and in the file it came from."""
+    with open(path / _LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def mark_dead(pid: int | None = None) -> None:
     """The documented clean-up for a process that ends: its live gauges (model-cache bytes) stop counting. Its
-    counters and histograms stay, so that totals never go down."""
+    counters and histograms are added into the archive files and its own removed, so that totals never go down
+    and the directory does not grow by a few files per process: `--max-tasks-per-child=1` ends a Celery pool
+    child after every task, beat's reapers included."""
     path = enabled()
     if path is None:
         return
     from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
 
-    multiprocess.mark_process_dead(process_identity(pid), str(path))
+    identity = process_identity(pid)
+    multiprocess.mark_process_dead(identity, str(path))
+    with locked(path, exclusive=True):
+        for kind in ("counter", "histogram", "summary"):  # additive: an ended process's values add up
+            own = path / f"{kind}_{identity}.db"
+            if not own.exists():
+                continue
+            archive = MmapedDict(str(path / f"{kind}_{ARCHIVE}.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(own)):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            own.unlink()
 
 
 def sweep_dead(path: Path) -> None:

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from app.metrics import series as _series  # noqa: F401  (the series exist before the first scrape)
 from app.metrics.access import MetricsAccess
 from app.metrics.middleware import RequestMetrics
-from app.metrics.multiprocess import enabled, sweep_dead
+from app.metrics.multiprocess import enabled, locked, sweep_dead
 from app.settings import Settings
 
 router = APIRouter(tags=["health"])
@@ -19,16 +19,20 @@ router = APIRouter(tags=["health"])
 
 def exposition(collectors: list[Collector]) -> bytes:
     """Every sample this machine's processes wrote (or this process's alone, outside multiprocess mode), then
-    `collectors`'."""
-    registry = CollectorRegistry()
+    `collectors'`."""
     path = enabled()
-    if path is not None:
+    if path is None:
+        own = generate_latest(REGISTRY)
+    else:
         sweep_dead(path)
-        MultiProcessCollector(registry, str(path))
+        files = CollectorRegistry()
+        MultiProcessCollector(files, str(path))
+        with locked(path, exclusive=False):
+            own = generate_latest(files)
+    extra = CollectorRegistry()
     for collector in collectors:
-        registry.register(collector)
-    body = generate_latest(registry)
-    return body if path is not None else generate_latest(REGISTRY) + body
+        extra.register(collector)
+    return own + generate_latest(extra)
 
 
 @router.get(

@@ -98,15 +98,26 @@ def test_two_api_workers_and_a_celery_worker_in_one_scrape(tmp_path: Path) -> No
             wait_until(task_counted, timeout=120, interval=0.5, message="the worker's task in /metrics")
             text = http.get("/metrics").text
             assert _value(text, "samtune_task_duration_seconds_count", task=PURGE_STALE_UPLOADS) == 1
+            # The pool child ends after its one task (--max-tasks-per-child=1) and folds its counts into the
+            # archive: the total stays 1.
+            archive = settings.metrics_path / "counter_archive.db"
+            wait_until(archive.exists, timeout=60, interval=0.25, message="the ended pool child's archive")
+            text = http.get("/metrics").text
+            assert _value(text, "samtune_tasks_total", task=PURGE_STALE_UPLOADS, outcome="success") == 1
     finally:
         worker.stop()
 
 
 _WRITER = """
-import os, sys, time
+import sys, time
+from app.metrics.multiprocess import mark_dead
 from app.metrics.series import MODEL_CACHE_BYTES, TASKS
 TASKS.labels("samtune.probe", "success").inc()
 MODEL_CACHE_BYTES.set(int(sys.argv[1]))
+if sys.argv[2] == "exit":
+    mark_dead()  # as a Celery pool child's worker_process_shutdown and an API worker's lifespan end do
+    print("written", flush=True)
+    sys.exit(0)
 print("written", flush=True)
 time.sleep(600)
 """
@@ -120,9 +131,9 @@ def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _writer(metrics_dir: Path, cache_bytes: int) -> subprocess.Popen[str]:
+def _writer(metrics_dir: Path, cache_bytes: int, then: str = "sleep") -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMTUNE_")} | {ENV: str(metrics_dir)}
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(cache_bytes)], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(cache_bytes), then], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
     return proc
@@ -141,6 +152,15 @@ def test_two_processes_write_one_scrape_sees_both_and_a_dead_ones_gauge_goes(met
         text = exposition([]).decode()
         assert _value(text, "samtune_model_cache_bytes") == 23
         assert _value(text, "samtune_tasks_total", task="samtune.probe") == 2
+        # A process that ends cleanly folds its counts into the archive files and removes its own: the totals
+        # stay, the directory does not grow by a file per process.
+        for _ in range(3):
+            _writer(metrics_dir, 1000, then="exit").wait(timeout=30)
+        text = exposition([]).decode()
+        assert _value(text, "samtune_tasks_total", task="samtune.probe") == 5
+        assert _value(text, "samtune_model_cache_bytes") == 23
+        counters = sorted(p.name for p in metrics_dir.glob("counter_*.db"))
+        assert len(counters) == 3 and "counter_archive.db" in counters, counters  # the archive, first, second
     finally:
         for proc in (first, second):
             proc.kill()
