@@ -1,13 +1,13 @@
 """The Celery workers' series: each task's run time and outcome, recorded by Celery's signals in the process
-that ran it (a pool child), and the clean-up when such a process ends (`--max-tasks-per-child=1` ends one
-after every task)."""
+that ran it (a pool child), and the clean-up when such a process, or the worker, ends (`--max-tasks-per-child=1`
+ends a pool child after every task)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_shutdown
 
 from app.metrics.multiprocess import mark_dead
 from app.metrics.series import TASK_DURATION, TASKS
@@ -37,3 +37,5 @@ def connect() -> None:
     task_prerun.connect(_prerun, weak=False, dispatch_uid="samtune.metrics.prerun")
     task_postrun.connect(_postrun, weak=False, dispatch_uid="samtune.metrics.postrun")
     worker_process_shutdown.connect(_process_ends, weak=False, dispatch_uid="samtune.metrics.process_ends")
+    # The worker's main process too: it runs no task, but the series it made at import have files of their own.
+    worker_shutdown.connect(_process_ends, weak=False, dispatch_uid="samtune.metrics.worker_ends")
