@@ -14,6 +14,7 @@ from app.core.deps import authenticate_key, presented_key
 from app.core.errors import PROBLEM_RESPONSES, install_error_handlers
 from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody, RateLimitBeforeBody
 from app.core.logging import install_redaction
+from app.core.openapi import operation_id
 from app.core.queue import CeleryQueue
 from app.core.rate_limits import RateLimiter
 from app.core.security_headers import SecurityHeaders
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Fine-tune SAM 3 on your own instance-segmentation data, then serve it.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        generate_unique_id_function=operation_id,
         # FastAPI's own pages load Swagger UI and ReDoc from CDNs with inline scripts; /docs is served by
         # app/ui/api_docs.py from node_modules instead, so it works offline under the UI's CSP.
         docs_url=None,

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core.db import transaction
@@ -69,7 +70,32 @@ def authenticate_key(request: Request, key: str) -> Principal:
         return keys.authenticate(session, key)
 
 
-def get_principal(request: Request, session: SessionDep) -> Principal:
+# The two ways an API client presents its key, as the OpenAPI document declares them: every operation that
+# depends on `get_principal` (or lists AUTH_SCHEMES) names them, so /docs has an Authorize button. With
+# auto_error=False they refuse nothing themselves; `presented_key` reads the key, the one spelling that
+# KeyBeforeBody and Roboflow's routes share (APIKeyQuery would take an empty `?api_key=` as no key and fall
+# back to the cookie, where presented_key answers 401).
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    description="An API key (`st_...`) in `Authorization: Bearer <key>`. Make one with "
+    "`samtune keys create --workspace NAME` or `POST /api/v1/keys`.",
+    auto_error=False,
+)
+api_key_scheme = APIKeyQuery(
+    name="api_key",
+    scheme_name="api_key",
+    description="The same key as the query parameter `api_key`, as Roboflow's clients send it (redacted from logs).",
+    auto_error=False,
+)
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+QueryKey = Annotated[str | None, Security(api_key_scheme)]
+# For routes that authenticate without `get_principal` (a token or a key, a key in the body): `dependencies=`.
+AUTH_SCHEMES = [Security(bearer_scheme), Security(api_key_scheme)]
+
+
+def get_principal(
+    request: Request, session: SessionDep, _bearer: BearerKey = None, _api_key: QueryKey = None
+) -> Principal:
     """The caller: an API key (Bearer header or ?api_key=) or, failing that, the web UI's session cookie.
     A presented key wins, so API clients never need the UI's CSRF header even if a cookie is around."""
     key = presented_key(request)

@@ -51,41 +51,57 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
+@router.post("", summary="Create a dataset", response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
 def create_dataset(body: DatasetCreate, session: SessionDep, principal: CurrentPrincipal) -> DatasetOut:
+    """An empty dataset named `name`. Its `slug`, part of every Roboflow-style model id (`slug/N`), is derived
+    from the name (with `-2`, `-3`... when taken) and never changes. 201 with the dataset. 422 for a blank or
+    overlong name."""
     dataset = service.create_dataset(session, principal.workspace_id, body.name)
     return service.describe(session, [dataset])[0]
 
 
-@router.get("", response_model=Page[DatasetOut])
+@router.get(
+    "",
+    summary="List datasets",
+    description="Your workspace's datasets, each with its classes and image counts per split.",
+    response_model=Page[DatasetOut],
+)
 def list_datasets(session: SessionDep, principal: CurrentPrincipal, params: PageDep) -> Page[DatasetOut]:
     datasets, total = repository.page_for_workspace(session, principal.workspace_id, params)
     return params.page(service.describe(session, datasets), total)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", summary="Get a dataset", response_model=DatasetOut)
 def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> DatasetOut:
+    """One dataset with its classes and image counts per split. 404 when it is not in your workspace."""
     return service.describe(session, [service.get_dataset(session, principal.workspace_id, dataset_id)])[0]
 
 
-@router.patch("/{dataset_id}", response_model=DatasetOut)
+@router.patch("/{dataset_id}", summary="Rename a dataset", response_model=DatasetOut)
 def rename_dataset(
     dataset_id: uuid.UUID, body: DatasetUpdate, session: SessionDep, principal: CurrentPrincipal
 ) -> DatasetOut:
+    """Give a dataset a new `name`; its slug stays, since model ids handed out name it. Answers the dataset.
+    404 when it is not in your workspace, 422 for a blank or overlong name."""
     dataset = service.rename_dataset(session, principal.workspace_id, dataset_id, body.name)
     return service.describe(session, [dataset])[0]
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", summary="Delete a dataset", status_code=status.HTTP_204_NO_CONTENT)
 def delete_dataset(
     dataset_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
 ) -> Response:
+    """Delete a dataset with its images, versions and their files in object storage (removed after the
+    deletion commits). 204. 404 when it is not in your workspace; 409 while a training job uses one of its
+    versions."""
     service.delete_dataset(session, storage, principal.workspace_id, dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/{dataset_id}/uploads",
+    summary="Upload a zip of images and annotations",
+    operation_id="upload_dataset_zip",
     response_model=UploadResult,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_UPLOAD_BODY,
@@ -100,6 +116,12 @@ async def upload(
     principal: CurrentPrincipal,
 ) -> UploadResult:
     # Checked before the body is read, so a wrong id costs no upload.
+    """Add the images and annotations of a zip (multipart field `file`): COCO, a Roboflow COCO export, ODinW
+    (pick one with `subset`) or images only; the layout is detected. Classes merge by name; an image already
+    in the dataset (same SHA-256) is skipped. 201 with what was added per split, the classes found and
+    warnings. Nothing is stored unless all of it is valid: 400 unsafe or damaged zip, 413 body or unpacked
+    content over the limits, 415 not multipart, 422 invalid annotations or images (`source` names the file at
+    fault)."""
     await run_in_threadpool(service.get_dataset, session, principal.workspace_id, dataset_id)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -133,13 +155,23 @@ async def upload(
         await form.close()
 
 
-@router.get("/{dataset_id}/health", response_model=Health)
+@router.get(
+    "/{dataset_id}/health", summary="Dataset health", operation_id="get_dataset_health", response_model=Health
+)
 def dataset_health(dataset_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> Health:
+    """Statistics to check a dataset before training: images per split, the class distribution, image sizes,
+    images without annotations, instances per image, instances under 4 px at 1008x1008, and warnings. 404 when
+    the dataset is not in your workspace."""
     dataset = service.get_dataset(session, principal.workspace_id, dataset_id)
     return health.dataset_health(session, dataset.id)
 
 
-@router.get("/{dataset_id}/images", response_model=Page[ImageOut])
+@router.get(
+    "/{dataset_id}/images",
+    summary="List a dataset's images",
+    description="A page of images (`limit`, `offset`; `{items, total, limit, offset}`), optionally only one `split` or one `class`, each with its size, split and classes. 404 for a dataset not in your workspace or a class it does not have.",
+    response_model=Page[ImageOut],
+)
 def list_images(
     dataset_id: uuid.UUID,
     session: SessionDep,
@@ -178,10 +210,14 @@ def _image(
     return image
 
 
-@router.get("/{dataset_id}/images/{image_id}", response_model=ImageDetail)
+@router.get(
+    "/{dataset_id}/images/{image_id}", summary="Get an image with its annotations", response_model=ImageDetail
+)
 def get_image(
     dataset_id: uuid.UUID, image_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
 ) -> ImageDetail:
+    """One image's metadata and every annotation on it (class, box, segmentation, area). 404 when the image is
+    not in this dataset of your workspace."""
     image = _image(session, principal, dataset_id, image_id)
     anns = repository.annotations_of(session, image.id)
     detail = ImageDetail.model_validate(
@@ -211,6 +247,8 @@ _MEDIA = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 @router.get(
     "/{dataset_id}/images/{image_id}/file",
+    summary="Download an image",
+    operation_id="get_image_file",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
 )
@@ -221,12 +259,16 @@ def image_file(
     storage: StorageDep,
     principal: CurrentPrincipal,
 ) -> Response:
+    """The original image file as uploaded (JPEG, PNG or WebP). 404 when the image is not in this dataset of
+    your workspace."""
     image = _image(session, principal, dataset_id, image_id)
     return Response(storage.get_bytes(image.object_key), media_type=_MEDIA[image.format])
 
 
 @router.get(
     "/{dataset_id}/images/{image_id}/preview.png",
+    summary="Preview an image with its masks",
+    operation_id="get_image_preview",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
@@ -238,6 +280,8 @@ def image_preview(
     principal: CurrentPrincipal,
     max_side: Annotated[int, Query(ge=32, le=2048)] = 1024,
 ) -> Response:
+    """A PNG of the image scaled to at most `max_side` pixels, with its masks and boxes drawn in class
+    colours. 404 when the image is not in this dataset of your workspace."""
     image = _image(session, principal, dataset_id, image_id)
     anns = [(c.position, a.bbox, a.segmentation) for a, c in repository.annotations_of(session, image.id)]
     png = preview.render_preview(storage.get_bytes(image.object_key), anns, max_side=max_side)

@@ -16,21 +16,26 @@ class Health(BaseModel):
     database: str
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", summary="Liveness check", response_model=Health)
 def healthz(session: SessionDep) -> Health:
-    """Liveness: this process answers and reaches its database."""
+    """Liveness: this process answers and reaches its database. Needs no key. 200 `{status, database}`; a
+    process whose database is gone answers 500, so an orchestrator restarts it. For whether the whole service
+    can work, ask `/readyz`."""
     session.execute(text("SELECT 1"))
     return Health(status="ok", database="ok")
 
 
 @router.get(
     "/readyz",
+    summary="Readiness check",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency is down; `checks` says which."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the database, the broker, object storage, the live-feed Redis and the inference services (the
-    last two when configured) each answer, each with its own status; 503 when any does not."""
+    """Readiness: the database, the broker, object storage, the live-feed Redis and the inference services
+    (the last two when configured) are each checked at once, within 3 s each. Needs no key. 200 when all
+    answer; 503 when any does not, with `checks` naming each dependency's status, seconds and, for a failure,
+    its kind only (no hosts or credentials)."""
     state = request.app.state
     answer = await readiness(state.settings, state.engine, state.storage)
     return JSONResponse(answer.model_dump(), status_code=200 if answer.status == "ready" else 503)

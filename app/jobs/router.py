@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
+from app.core.deps import AUTH_SCHEMES, CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
 from app.core.errors import Unauthorized
 from app.core.pagination import Page, PageDep
 from app.jobs import base_models, repository, service, stream, tokens
@@ -46,9 +46,10 @@ class BaseModelOut(BaseModel):
     )
 
 
-@router.get("/api/v1/base-models", response_model=list[BaseModelOut])
+@router.get("/api/v1/base-models", summary="List base models", response_model=list[BaseModelOut])
 def list_base_models(settings: SettingsDep, principal: CurrentPrincipal) -> list[BaseModelOut]:
-    """The base models this installation can fine-tune from (and serve), the default first."""
+    """The base models this installation can fine-tune from (and serve), the default first; each says whether
+    it is available and, if not, why."""
     # Where the weights live is the server's business: not shown.
     return [
         BaseModelOut(**m.model_dump(exclude={"location", "recommended"}))
@@ -56,17 +57,20 @@ def list_base_models(settings: SettingsDep, principal: CurrentPrincipal) -> list
     ]
 
 
-@router.post("/api/v1/jobs/preview", response_model=JobPreview)
+@router.post("/api/v1/jobs/preview", summary="Preview a training job", response_model=JobPreview)
 def preview_job(
     req: JobRequest, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> JobPreview:
-    """The resolved hyperparameters, each with its reason, and a rough duration; creates nothing. 422 when the
-    configuration does not fit the worker's memory (the estimate, the budget and what to change)."""
+    """What a job with this request would do, creating nothing: every hyperparameter with its value and the
+    reason for it, the base model, the requested and resolved mode and a rough duration. 422 (naming the
+    field) for a version that is not ready, an unknown base model or hyperparameter, or a configuration that
+    does not fit the worker's memory (the estimate, the budget and what to change)."""
     return service.preview(session, settings, principal.workspace_id, req)
 
 
 @router.post(
     "/api/v1/jobs",
+    summary="Create a training job",
     response_model=JobCreated,
     status_code=status.HTTP_201_CREATED,
     responses={
@@ -84,6 +88,11 @@ def create_job(
     tasks: TasksDep,
     principal: CurrentPrincipal,
 ) -> JobCreated:
+    """Fine-tune a base model (or a model of your workspace) on a ready version. 201 with the job, queued;
+    `webhook_secret` is shown this once when a `webhook_url` was given. 404 for a model base not in your
+    workspace; 422 (naming the field) for a version that is not ready, an unknown or unavailable base model,
+    an invalid hyperparameter, a refused webhook URL, more GPUs than the largest live worker has, or a
+    configuration that does not fit the worker's memory."""
     job, secret = service.create(
         session, settings, tasks, request.app.state.publisher, principal.workspace_id, req
     )
@@ -92,7 +101,12 @@ def create_job(
     return JobCreated(**out.model_dump(), webhook_secret=secret)
 
 
-@router.get("/api/v1/jobs", response_model=Page[JobOut])
+@router.get(
+    "/api/v1/jobs",
+    summary="List training jobs",
+    description="Your workspace's training jobs, newest first, optionally only those of one `status` or one `dataset_id`.",
+    response_model=Page[JobOut],
+)
 def list_jobs(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -106,8 +120,11 @@ def list_jobs(
     return params.page([service.describe(session, *row) for row in rows], total)
 
 
-@router.get("/api/v1/jobs/{job_id}", response_model=JobOut)
+@router.get("/api/v1/jobs/{job_id}", summary="Get a training job", response_model=JobOut)
 def get_job(job_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> JobOut:
+    """A job's status, attempt, queue position, progress (step, epoch, steps/s, ETA, the phase before
+    training), latest metrics, best validation summary, events and error; after success its `model_id` and
+    `test` (the base and the fine-tuned model on the test split). 404 when it is not in your workspace."""
     return service.describe(session, *service.get(session, principal.workspace_id, job_id))
 
 
@@ -115,7 +132,13 @@ def get_job(job_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal)
 METRIC_NAME = r"^[A-Za-z0-9_./-]+$"
 
 
-@router.get("/api/v1/jobs/{job_id}/metrics", response_model=list[MetricPoint])
+@router.get(
+    "/api/v1/jobs/{job_id}/metrics",
+    summary="Get a job's metric series",
+    operation_id="get_job_metrics",
+    description="Every recorded metric point `{step, epoch, name, value}`, ordered by step, for charts; `name` (repeatable) keeps only those metrics. 404 when the job is not in your workspace; 422 for a name outside the metric names' alphabet.",
+    response_model=list[MetricPoint],
+)
 def job_metrics(
     job_id: uuid.UUID,
     session: SessionDep,
@@ -134,7 +157,12 @@ def job_metrics(
     ]
 
 
-@router.get("/api/v1/jobs/{job_id}/logs", response_model=list[LogLine])
+@router.get(
+    "/api/v1/jobs/{job_id}/logs",
+    summary="Get a job's log lines",
+    operation_id="get_job_logs",
+    response_model=list[LogLine],
+)
 def job_logs(
     job_id: uuid.UUID,
     session: SessionDep,
@@ -145,6 +173,8 @@ def job_logs(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LogLine]:
+    """The trainer's log lines after the id `after` (poll with the last id you got), at most `limit`. 404 when
+    the job is not in your workspace."""
     job, _, _ = service.get(session, principal.workspace_id, job_id)
     return [
         LogLine(id=e.id, time=e.created_at, attempt=e.attempt, message=e.message)
@@ -152,23 +182,40 @@ def job_logs(
     ]
 
 
-@router.post("/api/v1/jobs/{job_id}/stop", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/api/v1/jobs/{job_id}/stop",
+    summary="Stop a training job",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
 def stop_job(job_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal) -> JobOut:
-    """Finish now: keep the best checkpoint, evaluate it and register the model."""
+    """Finish now: keep the best checkpoint, evaluate it and register the model (a queued job just ends,
+    `cancelled`). 202 with the job. 404 when it is not in your workspace; 409 when it has already finished."""
     service.request_stop(session, request.app.state.publisher, principal.workspace_id, job_id, cancel=False)
     return service.describe(session, *service.get(session, principal.workspace_id, job_id))
 
 
-@router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/api/v1/jobs/{job_id}/cancel",
+    summary="Cancel a training job",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
 def cancel_job(
     job_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> JobOut:
-    """Abandon the job and discard what it trained."""
+    """Abandon the job and discard what it trained. 202 with the job. 404 when it is not in your workspace;
+    409 when it has already finished."""
     service.request_stop(session, request.app.state.publisher, principal.workspace_id, job_id, cancel=True)
     return service.describe(session, *service.get(session, principal.workspace_id, job_id))
 
 
-@router.post("/api/v1/jobs/{job_id}/events-token", response_model=EventsToken)
+@router.post(
+    "/api/v1/jobs/{job_id}/events-token",
+    summary="Get an event-stream token",
+    operation_id="create_events_token",
+    response_model=EventsToken,
+)
 def events_token(
     job_id: uuid.UUID,
     request: Request,
@@ -176,7 +223,9 @@ def events_token(
     settings: SettingsDep,
     principal: CurrentPrincipal,
 ) -> EventsToken:
-    """A token for the event stream that a browser's EventSource can put in the URL (15 minutes)."""
+    """A token for the job's event stream that a browser's EventSource can put in its URL, which cannot send
+    headers: `{token, expires_at, url}`, valid 15 minutes for this job only, and only while the key that asked
+    for it is not revoked. 404 when the job is not in your workspace."""
     job, _, _ = service.get(session, principal.workspace_id, job_id)
     token, expires = tokens.issue(settings.signing_key, job.id, principal.workspace_id, principal.key_id)
     return EventsToken(
@@ -219,7 +268,11 @@ def _stop_when(
 
 @router.get(
     "/api/v1/jobs/{job_id}/events",
+    summary="Stream a job's events",
+    operation_id="stream_job_events",
     name="job_events",
+    # The key or a token, checked in the handler: the schemes are listed for the OpenAPI document.
+    dependencies=AUTH_SCHEMES,
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
@@ -232,8 +285,9 @@ async def job_events(
 ) -> Response:
     """Server-Sent Events: `metrics`, `progress`, `status` and `event`, each with an id; reconnect with
     Last-Event-ID to get what was missed, nothing twice. Ends with the final `status`. Authenticate with the
-    API key, or with `?token=` from POST .../events-token. A reconnect after the final event answers 204
-    (EventSource then stops reconnecting)."""
+    API key, or with `?token=` from `POST .../events-token`. A reconnect after the final event answers 204
+    (EventSource then stops reconnecting). 401 for a missing, expired or revoked key or token; 404 when the
+    job is not in your workspace."""
     factory = request.app.state.sessionmaker
 
     def authorise() -> tuple[uuid.UUID, uuid.UUID]:

@@ -26,6 +26,8 @@ def _batch_out(request: Request, batch: BatchPrediction) -> BatchPredictionOut:
 
 @router.post(
     "/api/v1/models/{model_id}/predict-version/{version_id}",
+    summary="Start a batch prediction",
+    operation_id="create_batch_prediction",
     response_model=BatchPredictionOut,
     status_code=status.HTTP_202_ACCEPTED,
 )
@@ -40,15 +42,21 @@ def predict_version(
     iou_threshold: Annotated[float, Query(gt=0, le=1)] = DEFAULT_IOU_THRESHOLD,
     class_agnostic_nms: bool = False,
 ) -> BatchPredictionOut:
-    """Predict every image of a version's split in the background (a worker on the `gpu` queue); poll the
-    batch, then download its COCO results JSON (every class asked of every image, best 100 per image).
-    Duplicate masks are merged as on the predict routes (`iou_threshold`; 1 keeps every mask)."""
+    """Predict every image of a version's `split` in the background (a worker on the `gpu` queue). 202 with
+    the batch; poll it, then download its COCO results JSON (every class asked of every image, best 100 per
+    image). Duplicate masks are merged as on the predict routes (`iou_threshold`; 1 keeps every mask). 404 for
+    a model not in your workspace; 422 for a version that is not ready or a split without images."""
     batch = service.create_batch(session, tasks, principal.workspace_id, model_id, version_id, split,
                                  iou_threshold=iou_threshold, class_agnostic_nms=class_agnostic_nms)  # fmt: skip
     return _batch_out(request, batch)
 
 
-@router.get("/api/v1/batch-predictions", response_model=Page[BatchPredictionOut])
+@router.get(
+    "/api/v1/batch-predictions",
+    summary="List batch predictions",
+    description="Your workspace's batch predictions, newest first, optionally only one model's (`model_id`).",
+    response_model=Page[BatchPredictionOut],
+)
 def list_batch_predictions(
     request: Request,
     session: SessionDep,
@@ -61,15 +69,23 @@ def list_batch_predictions(
     return params.page([_batch_out(request, b) for b in batches], total)
 
 
-@router.get("/api/v1/batch-predictions/{batch_id}", response_model=BatchPredictionOut)
+@router.get(
+    "/api/v1/batch-predictions/{batch_id}",
+    summary="Get a batch prediction",
+    response_model=BatchPredictionOut,
+)
 def get_batch_prediction(
     batch_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> BatchPredictionOut:
+    """A batch prediction's status, counts and, once it succeeded, `results_url`. 404 when it is not in your
+    workspace."""
     return _batch_out(request, service.get_batch(session, principal.workspace_id, batch_id))
 
 
 @router.get(
     "/api/v1/batch-predictions/{batch_id}/results",
+    summary="Download batch prediction results",
+    operation_id="get_batch_prediction_results",
     name="batch_prediction_results",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/json": {}}}, 409: {"description": "Not finished"}},
@@ -77,7 +93,8 @@ def get_batch_prediction(
 def batch_prediction_results(
     batch_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
 ) -> StreamingResponse:
-    """COCO results JSON: [{image_id, category_id, bbox (xywh), score, segmentation (RLE)}], ids as in the
-    version's `_annotations.coco.json`, so pycocotools' COCOeval reads it as it is."""
+    """COCO results JSON: `[{image_id, category_id, bbox (xywh), score, segmentation (RLE)}]`, ids as in the
+    version's `_annotations.coco.json`, so pycocotools' COCOeval reads it as it is. 404 when the batch is not
+    in your workspace; 409 until it has succeeded."""
     key = service.batch_results_key(session, principal.workspace_id, batch_id)
     return StreamingResponse(iter_object(storage, key), media_type="application/json")

@@ -20,6 +20,8 @@ router = APIRouter(tags=["models"])
 
 @router.post(
     "/api/v1/models/{model_id}/predict",
+    summary="Predict with a model",
+    operation_id="predict_with_model",
     response_model=PredictResponse,
     response_model_by_alias=True,
     openapi_extra=PREDICT_BODY,
@@ -33,16 +35,21 @@ async def predict(
     principal: CurrentPrincipal,
     visualize: bool = False,
 ) -> Any:
-    """Segment every instance of each prompt. The answer has the shape of Roboflow's inference server: box
-    centre and size in the original image's pixels, one polygon (or RLE) per instance. Multipart (`image`
-    file, repeated `prompts`, `confidence`, `mask_format`, `max_detections`, `boxes`) or JSON with a base64
-    `image`. `?visualize=true` answers the image with the masks drawn (PNG)."""
+    """Segment every instance of each prompt in an image. Multipart (`image` file, repeated `prompts`,
+    `confidence`, `mask_format`, `max_detections`, `iou_threshold`, `class_agnostic_nms`, `boxes`) or JSON
+    with a base64 `image`; without prompts, the model's classes. The answer has the shape of Roboflow's
+    inference server: box centre and size in the original image's pixels, one polygon (or RLE) per instance;
+    `?visualize=true` answers the image with the masks drawn (PNG). 404 unknown model, 413 body or image over
+    the limit, 415 neither multipart nor JSON, 422 not an image or an option over its limit, 503 no inference
+    service could answer (safe to retry)."""
     model, _, version, _ = await run_in_threadpool(service.get, session, principal.workspace_id, model_id)
     return await answer(request, settings, service.model_spec(model, version), visualize)
 
 
 @router.post(
     "/api/v1/base-models/{owner}/{name}/predict",
+    summary="Predict with a base model",
+    operation_id="predict_with_base_model",
     response_model=PredictResponse,
     response_model_by_alias=True,
     openapi_extra=PREDICT_BODY,
@@ -57,6 +64,6 @@ async def predict_base(
     visualize: bool = False,
 ) -> Any:
     """Zero-shot prediction with a base model (e.g. `samtune/sam3-tiny-shapes`, `facebook/sam3`), to try it
-    before training: same request and answer as a fine-tuned model's predict. Default prompts: the classes
-    its card lists, if any."""
+    before training: same request, answer and errors as a fine-tuned model's predict. Default prompts: the
+    classes its card lists, if any. 422 for an unknown base model; 503 for one not downloaded yet."""
     return await answer(request, settings, service.base_spec(settings, f"{owner}/{name}"), visualize)

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.core.deps import SessionDep, presented_key
+from app.core.deps import AUTH_SCHEMES, SessionDep, presented_key
 from app.core.errors import AppError, Unprocessable
 from app.core.limits import charge_after_body
+from app.core.openapi import roboflow_operation_id
 from app.inference.calls import ModelSpec, PredictCall
 from app.keys import service as keys
 from app.keys.service import Principal
@@ -27,9 +28,19 @@ from app.models.openapi import HOSTED_FORM
 from app.models.schemas import AddModel, InferRequest, PredictOptions
 from trainer.predict import DEFAULT_IOU_THRESHOLD
 
-router = APIRouter(tags=["roboflow compatibility"])
+# The key may also come in the JSON body (`api_key`), read by each route: the schemes are listed for the OpenAPI
+# document. Operation ids are prefixed so that they never collide with samtune's own (`roboflow_add_model`).
+router = APIRouter(
+    tags=["roboflow compatibility"],
+    dependencies=AUTH_SCHEMES,
+    generate_unique_id_function=roboflow_operation_id,
+)
 # Registered after every other router (app/main.py): its `/{project}/{version}` matches any two-segment POST.
-hosted_router = APIRouter(tags=["roboflow compatibility"])
+hosted_router = APIRouter(
+    tags=["roboflow compatibility"],
+    dependencies=AUTH_SCHEMES,
+    generate_unique_id_function=roboflow_operation_id,
+)
 TASK = "instance-segmentation"
 
 
@@ -68,15 +79,19 @@ def _options(*, confidence: float, max_detections: int, mask_format: Literal["po
     )  # fmt: skip
 
 
-@router.get("/model/registry")
+@router.get("/model/registry", summary="Roboflow: list models")
 def registry(request: Request, session: SessionDep) -> dict[str, Any]:
-    """The models this key can use, as Roboflow's server lists its loaded ones."""
+    """The models this key can use, as Roboflow's inference server lists its loaded ones: `{models:
+    [{model_id: slug/N, task_type, ...}]}`. The key comes as `?api_key=` or a Bearer header. 401 without a
+    valid key."""
     return _registry(session, _workspace(request, session, None))
 
 
-@router.post("/model/add")
+@router.post("/model/add", summary="Roboflow: load a model")
 async def add_model(body: AddModel, request: Request, session: SessionDep) -> dict[str, Any]:
-    """Load a model now (it is also loaded on first use); answers the registry."""
+    """Load a model now (it is also loaded on first use), as `inference-sdk` does before inferring; answers
+    the registry. The key may also come in the body (`api_key`). 401 without a valid key, 404 for a `model_id`
+    (`slug/N` or a model id) not in your workspace, 503 when no inference service could load it."""
 
     def look_up(workspace: uuid.UUID) -> tuple[ModelSpec, dict[str, Any]]:
         return _spec(session, workspace, body.model_id), _registry(session, workspace)
@@ -88,9 +103,14 @@ async def add_model(body: AddModel, request: Request, session: SessionDep) -> di
     return listed
 
 
-@router.post("/infer/instance_segmentation")
+@router.post("/infer/instance_segmentation", summary="Roboflow: instance segmentation")
 async def infer_instance_segmentation(body: InferRequest, request: Request, session: SessionDep) -> Any:
-    """Roboflow's v1 request body; one response per image (a list when a list was sent)."""
+    """Roboflow's v1 request body (`model_id`, `image` as `{type: base64, value}` or a list of them,
+    `confidence`, `iou_threshold`, `class_agnostic_nms`, `class_filter`, `max_detections`,
+    `response_mask_format`, `visualize_predictions`, `api_key`); one answer per image, a list when a list was
+    sent, in Roboflow's shape. Errors are problem+json with Roboflow's `error` member: 400 an image that is
+    not base64 (URLs are never fetched), 401, 404 unknown model, 413, 422 a limit, 503 no inference
+    service."""
     formats: dict[str | None, Literal["polygon", "rle"]] = {
         "rle": "rle",
         None: "polygon",
@@ -142,14 +162,16 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
     return Response(b"[" + b",".join(a.body for a in answers) + b"]", media_type="application/json")
 
 
-@hosted_router.post("/{project}/{version}", openapi_extra=HOSTED_FORM)
+@hosted_router.post(
+    "/{project}/{version}", summary="Roboflow: predict (hosted form)", openapi_extra=HOSTED_FORM
+)
 async def infer_v0(project: str, version: str, request: Request, session: SessionDep) -> Response:
-    """Roboflow's hosted-API form: the image is the body (base64), or a multipart `file` field as the `roboflow`
-    package's `model.predict(path)` sends it; options are query parameters.
-
-    Confidence: the multipart form is what Roboflow's hosted API takes, where confidence is a percentage (0-100,
-    the `roboflow` package sends 40); with a base64 body, as Roboflow's inference server takes it, a value up to
-    1 is a fraction and a larger one a percentage."""
+    """Roboflow's hosted-API form, `POST /{project}/{version}`: the image is the body (base64), or a multipart
+    `file` field as the `roboflow` package's `model.predict(path)` sends it; options are query parameters
+    (`api_key`, `confidence`, `overlap`, `class_agnostic_nms`, `visualize_predictions`,
+    `response_mask_format`). Confidence: with the multipart form it is a percentage (0-100), as on Roboflow's
+    hosted API; with a base64 body a value up to 1 is a fraction and a larger one a percentage. Errors as for
+    `/infer/instance_segmentation`."""
     settings = request.app.state.settings
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     options = bodies.hosted_options(request.query_params, settings, percent=multipart)

@@ -15,20 +15,28 @@ from app.models.schemas import ModelOut
 router = APIRouter(tags=["models"])
 
 
-@router.get("/api/v1/models", response_model=Page[ModelOut])
+@router.get(
+    "/api/v1/models",
+    summary="List models",
+    description="Your workspace's models, newest first, each with its base model, version name, classes and test metrics.",
+    response_model=Page[ModelOut],
+)
 def list_models(session: SessionDep, principal: CurrentPrincipal, params: PageDep) -> Page[ModelOut]:
     rows, total = service.page_models(session, principal.workspace_id, params)
     return params.page([service.describe(*row) for row in rows], total)
 
 
-@router.get("/api/v1/models/{model_id}", response_model=ModelOut)
+@router.get("/api/v1/models/{model_id}", summary="Get a model", response_model=ModelOut)
 def get_model(model_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> ModelOut:
-    """Base model, data version, hyperparameters, and test metrics for the base and the fine-tuned model."""
+    """A model's base model and lineage, its version name (`slug/N`), classes, requested and resolved mode,
+    hyperparameters with reasons, best validation summary, and `test` for the base (zero-shot) and the
+    fine-tuned model; `regression` and `promoted`. 404 when it is not in your workspace."""
     return service.describe(*service.get(session, principal.workspace_id, model_id))
 
 
 @router.get(
     "/api/v1/models/{model_id}/download",
+    summary="Download a model",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
@@ -39,7 +47,9 @@ def download_model(
     settings: SettingsDep,
     principal: CurrentPrincipal,
 ) -> StreamingResponse:
-    """A zip of a directory that `transformers.Sam3Model.from_pretrained` loads, with processor files and card."""
+    """A zip of a directory that `transformers.Sam3Model.from_pretrained` loads, with the processor files and
+    the model card (streamed). 404 when it is not in your workspace; 503 when its base is not installed, 409
+    when the base's weights changed (a decoder-mode model is stored as a delta on its base)."""
     model, _, _, _ = service.get(session, principal.workspace_id, model_id)
     filename = f"{model.version_name.replace('/', '-')}-{str(model.id)[:8]}.zip"
     return StreamingResponse(
@@ -49,7 +59,7 @@ def download_model(
     )
 
 
-@router.delete("/api/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api/v1/models/{model_id}", summary="Delete a model", status_code=status.HTTP_204_NO_CONTENT)
 def delete_model(
     model_id: uuid.UUID,
     request: Request,
@@ -57,15 +67,17 @@ def delete_model(
     storage: StorageDep,
     principal: CurrentPrincipal,
 ) -> Response:
+    """Delete a model and its files; inference services free its memory. 204. 404 when it is not in your
+    workspace; 409 while a batch prediction of it is queued or running."""
     service.delete(session, storage, request.app.state.inference.evict, principal.workspace_id, model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/api/v1/models/{model_id}/promote", response_model=ModelOut)
+@router.post("/api/v1/models/{model_id}/promote", summary="Promote a model", response_model=ModelOut)
 def promote_model(model_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> ModelOut:
-    """Make this model its version's '{slug}/{number}' model (what Roboflow clients call), even though it scored
-    below its base on the test split; until a newer model that did not is registered, or another is promoted.
-    Idempotent."""
+    """Make this model its version's `slug/N` model (what Roboflow's clients call) even though it scored below
+    its base on the test split; until a newer model that did not is registered, or another is promoted.
+    Idempotent. Answers the model. 404 when it is not in your workspace."""
     return service.describe(*service.promote(session, principal.workspace_id, model_id))
 
 

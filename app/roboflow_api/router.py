@@ -21,9 +21,19 @@ from starlette.datastructures import UploadFile
 from starlette.routing import Match
 from starlette.types import Scope
 
-from app.core.deps import SessionDep, SettingsDep, StorageDep, TasksDep, presented_key
+from app.core.deps import (
+    AUTH_SCHEMES,
+    BearerKey,
+    QueryKey,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    TasksDep,
+    presented_key,
+)
 from app.core.errors import AppError, Unprocessable
 from app.core.limits import PRINCIPAL_STATE
+from app.core.openapi import roboflow_operation_id
 from app.keys import service as keys
 from app.keys.service import Principal
 from app.roboflow_api import links, service
@@ -64,11 +74,16 @@ class RoboflowRoute(APIRoute):
         return handle
 
 
-router = APIRouter(tags=["roboflow REST API"], route_class=RoboflowRoute)
+router = APIRouter(
+    tags=["roboflow REST API"], route_class=RoboflowRoute, generate_unique_id_function=roboflow_operation_id
+)
 
 
-def caller(request: Request, session: SessionDep) -> Principal:
-    """The key's principal. Roboflow's clients send the key as `?api_key=`; the web UI's cookie is not taken."""
+def caller(
+    request: Request, session: SessionDep, _bearer: BearerKey = None, _api_key: QueryKey = None
+) -> Principal:
+    """The key's principal. Roboflow's clients send the key as `?api_key=`; the web UI's cookie is not taken.
+    The two schemes are declared for the OpenAPI document (app/core/deps.py); presented_key reads the key."""
     key = presented_key(request)
     checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
     if key is not None and checked is not None and checked[0] == key:
@@ -79,29 +94,35 @@ def caller(request: Request, session: SessionDep) -> Principal:
 Caller = Annotated[Principal, Depends(caller)]
 
 
-@router.post("/")
+@router.post("/", summary="Roboflow: check the key")
 def check_key(session: SessionDep, principal: Caller) -> dict[str, Any]:
-    """`Roboflow(api_key=...)`: the key is valid; which workspace it opens."""
+    """What `Roboflow(api_key=...)` calls: the key is valid, and which workspace it opens. 401 otherwise."""
     workspace = service.workspace_of(session, principal.workspace_id)
     return {"welcome": "samtune: Roboflow-compatible API", "workspace": workspace.name}
 
 
-@router.get("/{workspace}")
+@router.get("/{workspace}", summary="Roboflow: get the workspace")
 def get_workspace(workspace: str, session: SessionDep, principal: Caller) -> dict[str, Any]:
+    """The key's workspace with its projects (datasets), as `rf.workspace()` reads it. 404 when `workspace` is
+    not the key's own."""
     return service.workspace_json(session, service.workspace_of(session, principal.workspace_id, workspace))
 
 
-@router.post("/{workspace}/projects")
+@router.post("/{workspace}/projects", summary="Roboflow: create a project")
 def create_project(
     workspace: str, body: CreateProject, session: SessionDep, principal: Caller
 ) -> dict[str, Any]:
-    """A project is a dataset; answers the project as `GET /{workspace}/{project}` shows it."""
+    """A project is a dataset (instance segmentation only); answers the project as `GET
+    /{workspace}/{project}` shows it. 404 for another workspace; 422 for another project type or a bad
+    name."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     return service.create_project(session, ws, body)
 
 
-@router.get("/{workspace}/{project}")
+@router.get("/{workspace}/{project}", summary="Roboflow: get a project")
 def get_project(workspace: str, project: str, session: SessionDep, principal: Caller) -> dict[str, Any]:
+    """A project (dataset) with its versions, as `workspace.project(name)` reads it. 404 for another workspace
+    or an unknown project."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     return service.project_with_versions(session, ws, service.project(session, ws.id, project))
 
@@ -118,7 +139,7 @@ UPLOAD_FORM: dict[str, Any] = {
 }  # fmt: skip
 
 
-@router.post("/dataset/{project}/upload", openapi_extra=UPLOAD_FORM)
+@router.post("/dataset/{project}/upload", summary="Roboflow: upload an image", openapi_extra=UPLOAD_FORM)
 async def upload_image(
     project: str,
     request: Request,
@@ -128,8 +149,9 @@ async def upload_image(
     principal: Caller,
     image: Annotated[str | None, Query(max_length=2000, description="A hosted image's URL: refused.")] = None,
 ) -> dict[str, Any]:
-    """One image (multipart `file`, with `name` and `split`), as `project.upload` and `upload_dataset` send it;
-    {"success": true, "id": ...} or {"duplicate": true, "id": ...}."""
+    """One image (multipart `file`, with `name` and `split`), as `project.upload` and `upload_dataset` send
+    it; `{success: true, id}`, or `{duplicate: true, id}` for an image the project already has. 400 for a
+    hosted image URL (never fetched), 404 unknown project, 413, 422 not an image."""
     if image is not None:
         raise AppError(
             "hosted images (?image=URL) are not fetched by this server; upload the file", source="image"
@@ -151,7 +173,7 @@ async def upload_image(
     )
 
 
-@router.post("/dataset/{project}/annotate/{image_id}")
+@router.post("/dataset/{project}/annotate/{image_id}", summary="Roboflow: annotate an image")
 def annotate_image(
     project: str,
     image_id: str,
@@ -162,13 +184,15 @@ def annotate_image(
     name: Annotated[str, Query(max_length=500)] = "annotation.coco.json",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """An uploaded image's annotations, as COCO text (the file's one image or the one named like the image)."""
+    """An uploaded image's annotations, as COCO text (the file's one image, or the one named like the image);
+    `overwrite` replaces earlier ones. 404 unknown project or image, 409 already annotated, 422 invalid COCO
+    or past SAMTUNE_MAX_CLASSES."""
     dataset = service.project(session, principal.workspace_id, project)
     return service.annotate(session, dataset, image_id, name=name, text=body.annotationFile, overwrite=overwrite,
                             max_classes=settings.max_classes)  # fmt: skip
 
 
-@router.post("/{workspace}/{project}/generate")
+@router.post("/{workspace}/{project}/generate", summary="Roboflow: generate a version")
 def generate_version(
     workspace: str,
     project: str,
@@ -177,28 +201,31 @@ def generate_version(
     tasks: TasksDep,
     principal: Caller,
 ) -> dict[str, Any]:
-    """A version from Roboflow's preprocessing and augmentation settings (app/roboflow_api/spec.py); built by a
-    worker, as any version: `GET /{workspace}/{project}/{n}` says `generating` until it is ready."""
+    """A version from Roboflow's preprocessing and augmentation settings; built by a worker, as any version:
+    `GET /{workspace}/{project}/{n}` says `generating` until it is ready. 404 unknown project; 422 for
+    settings samtune does not support."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     return service.generate(session, tasks, ws, service.project(session, ws.id, project), body)
 
 
-@router.get("/{workspace}/{project}/{version}")
+@router.get("/{workspace}/{project}/{version}", summary="Roboflow: get a version")
 def get_version(
     workspace: str, project: str, version: str, session: SessionDep, principal: Caller
 ) -> dict[str, Any]:
-    """The version, its build progress, its training (`train`) and its model, as `version.train()` polls it."""
+    """The version, its build progress, its training (`train`) and its model, as `version.train()` polls it.
+    404 unknown project or version."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     dataset = service.project(session, ws.id, project)
     return service.one_version(session, ws, dataset, service.version_of(session, dataset, version))
 
 
-@router.post("/{workspace}/{project}/{version}/train")
+@router.post("/{workspace}/{project}/{version}/train", summary="Roboflow: train a version")
 def train_version(
     workspace: str, project: str, version: str, request: Request, session: SessionDep, settings: SettingsDep,
     tasks: TasksDep, principal: Caller, body: TrainBody | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A training job on the version, with samtune's automatic hyperparameters (`epochs` overrides theirs)."""
+    """A training job on the version, with samtune's automatic hyperparameters (`epochs` overrides theirs).
+    404 unknown project or version; 422 as for creating a job (a version not ready, say)."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     dataset = service.project(session, ws.id, project)
     found = service.version_of(session, dataset, version)
@@ -207,7 +234,7 @@ def train_version(
 
 
 @router.get(
-    "/{workspace}/{project}/{version}/{export_format}",
+    "/{workspace}/{project}/{version}/{export_format}", summary="Roboflow: export a version",
     responses={202: {"description": "The version is still being built: {ready: false, progress}",
                      "content": {"application/json": {}}}},
 )  # fmt: skip
@@ -215,8 +242,9 @@ def export_version(
     workspace: str, project: str, version: str, export_format: str, request: Request, session: SessionDep,
     settings: SettingsDep, principal: Caller,
 ) -> Response:  # fmt: skip
-    """202 with the build's progress while the version is being built, then 200 with a link to the COCO zip. The
-    link carries a signed token for this version (valid an hour), not the key: the SDK prints it on failure."""
+    """202 with the build's progress while the version is being built, then 200 with a link to the COCO zip
+    (`{export: {format, link}}`). The link carries a signed token for this version (valid an hour), not the
+    key. 404 unknown project or version; 400 for a format other than COCO; 409 when its build failed."""
     ws = service.workspace_of(session, principal.workspace_id, workspace)
     dataset = service.project(session, ws.id, project)
     found = service.version_of(session, dataset, version)
@@ -230,7 +258,9 @@ def export_version(
 
 @router.get(
     "/{workspace}/{project}/{version}/{export_format}/zip",
+    summary="Roboflow: download an export",
     name="download_export",
+    dependencies=AUTH_SCHEMES,  # the link's token or the key, checked in the handler
     response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "The version is not ready"}},
 )
@@ -239,7 +269,8 @@ def download_export(
     settings: SettingsDep, storage: StorageDep,
     token: Annotated[str | None, Query(max_length=300, description="From the export's link; or send the key.")] = None,
 ) -> StreamingResponse:  # fmt: skip
-    """The COCO zip, with its Content-Length (the SDK needs it). Either the link's token or the key."""
+    """The COCO zip of a ready version, with its Content-Length (the SDK needs it). Either the export link's
+    `token` or the key. 401 for an invalid or expired token; 409 while the version is being built."""
     if token is not None:
         # The token names its version: the path must name that same version, else the link is simply invalid.
         found, dataset = service.linked_version(session, links.verify(settings.signing_key, token),

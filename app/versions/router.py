@@ -15,14 +15,21 @@ from app.versions.schemas import VersionOut, VersionSpec
 router = APIRouter(tags=["versions"])
 
 
-@router.get("/api/v1/versions/defaults", response_model=VersionSpec)
+@router.get(
+    "/api/v1/versions/defaults",
+    summary="Default version spec",
+    operation_id="get_version_defaults",
+    response_model=VersionSpec,
+)
 def version_defaults() -> VersionSpec:
-    """Every field of a version spec with its default; send any subset to `POST .../versions`."""
+    """Every field of a version spec (preprocessing, split, augmentation) with its default; send any subset to
+    `POST /api/v1/datasets/{dataset_id}/versions`. Needs no key: it is the same for everyone."""
     return VersionSpec()
 
 
 @router.post(
     "/api/v1/datasets/{dataset_id}/versions",
+    summary="Create a version",
     response_model=VersionOut,
     status_code=status.HTTP_202_ACCEPTED,
     responses={422: {"description": "Invalid spec, unknown class name, or a dataset without images"}},
@@ -34,7 +41,10 @@ def create_version(
     principal: CurrentPrincipal,
     spec: VersionSpec | None = None,
 ) -> VersionOut:
-    """Freeze the dataset as it is now. Answers at once with status `building`; a worker builds the snapshot."""
+    """Freeze the dataset as it is now, with this spec (every field optional; see `GET
+    /api/v1/versions/defaults`). Answers 202 at once with status `building`; a worker builds the snapshot,
+    then the version reads `ready` (or `failed`, with `error`). 404 for a dataset not in your workspace; 422
+    for an invalid spec, an unknown class name or a dataset without images."""
     version, dataset = service.create_version(
         session, tasks, principal.workspace_id, dataset_id, spec or VersionSpec()
     )
@@ -43,6 +53,7 @@ def create_version(
 
 @router.post(
     "/api/v1/datasets/{dataset_id}/versions/preview",
+    summary="Preview a version",
     response_model=preview.VersionPreview,
     responses={422: {"description": "Invalid spec, unknown class name, or a dataset without images"}},
 )
@@ -55,14 +66,20 @@ def preview_version(
     spec: VersionSpec | None = None,
     images: Annotated[int, Query(ge=1, le=8, description="Source images to show")] = 3,
 ) -> preview.VersionPreview:
-    """What a version with this spec would hold, before building it: the first few training images
-    resized, with up to 3 augmented copies each and their annotations. Creates nothing."""
+    """What a version with this spec would hold, before building it: the first `images` training images
+    resized, with up to 3 augmented copies each and their annotations, as small JPEG data URLs. Creates
+    nothing. 404 for a dataset not in your workspace; 422 as for creating the version."""
     return preview.preview_version(
         session, storage, settings, principal.workspace_id, dataset_id, spec or VersionSpec(), images
     )
 
 
-@router.get("/api/v1/datasets/{dataset_id}/versions", response_model=Page[VersionOut])
+@router.get(
+    "/api/v1/datasets/{dataset_id}/versions",
+    summary="List a dataset's versions",
+    description="The versions of a dataset, numbered 1, 2, 3..., each with its status and counts. 404 for a dataset not in your workspace.",
+    response_model=Page[VersionOut],
+)
 def list_versions(
     dataset_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, params: PageDep
 ) -> Page[VersionOut]:
@@ -71,28 +88,37 @@ def list_versions(
     return params.page([service.describe(v, dataset) for v in versions], total)
 
 
-@router.get("/api/v1/versions/{version_id}", response_model=VersionOut)
+@router.get("/api/v1/versions/{version_id}", summary="Get a version", response_model=VersionOut)
 def get_version(version_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> VersionOut:
+    """A version's status and build progress, spec, classes, counts per split, dropped instances and content
+    hash. 404 when it is not in your workspace."""
     return service.describe(*service.get_version(session, principal.workspace_id, version_id))
 
 
-@router.delete("/api/v1/versions/{version_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api/v1/versions/{version_id}", summary="Delete a version", status_code=status.HTTP_204_NO_CONTENT
+)
 def delete_version(
     version_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
 ) -> Response:
+    """Delete a version and its snapshot (the files stay while a twin version shares them). 204. 404 when it
+    is not in your workspace; 409 while a training job or a model uses it."""
     service.delete_version(session, storage, principal.workspace_id, version_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
     "/api/v1/versions/{version_id}/export",
+    summary="Export a version as a COCO zip",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}}, 409: {"description": "The version is not ready"}},
 )
 def export_version(
     version_id: uuid.UUID, session: SessionDep, storage: StorageDep, principal: CurrentPrincipal
 ) -> StreamingResponse:
-    """The snapshot as a zip in Roboflow's COCO export layout; it uploads back into a dataset as it is."""
+    """The snapshot as a zip (streamed) in Roboflow's COCO export layout:
+    `{train,valid,test}/_annotations.coco.json` with the images beside them; it uploads back into a dataset as
+    it is. 404 when it is not in your workspace; 409 unless it is ready."""
     version, dataset = service.get_version(session, principal.workspace_id, version_id)
     body = service.export_stream(storage, version)
     filename = f"{dataset.slug}-v{version.number}-coco.zip"
