@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
 from app.core.limits import PRINCIPAL_STATE
@@ -60,13 +61,21 @@ def presented_key(request: Request) -> str | None:
     return request.query_params.get("api_key")
 
 
-def authenticate_key(request: Request, key: str) -> Principal:
-    """Blocking: the key checked in a transaction of its own, for app.core.limits.KeyBeforeBody, which runs
-    before any route (and its session) does. The session comes from `get_session` as the routes get it, an
-    override of it included (a test's database, say), so the key is looked up where the routes would."""
+@contextmanager
+def own_session(request: Request) -> Iterator[Session]:
+    """Blocking: a transaction of its own, for work done outside a route's `SessionDep` (a middleware, or an
+    async dependency that needs the database only now and then). The session comes from `get_session` as the
+    routes get it, an override of it included (a test's database, say), so it reads where the routes would."""
     provider: Any = request.app.dependency_overrides.get(get_session, get_session)
     args = (request,) if inspect.signature(provider).parameters else ()
     with contextmanager(provider)(*args) as session:
+        yield session
+
+
+def authenticate_key(request: Request, key: str) -> Principal:
+    """Blocking: the key checked in a transaction of its own, for app.core.limits.KeyBeforeBody, which runs
+    before any route (and its session) does."""
+    with own_session(request) as session:
         return keys.authenticate(session, key)
 
 
@@ -93,15 +102,29 @@ QueryKey = Annotated[str | None, Security(api_key_scheme)]
 AUTH_SCHEMES = [Security(bearer_scheme), Security(api_key_scheme)]
 
 
-def get_principal(
-    request: Request, session: SessionDep, _bearer: BearerKey = None, _api_key: QueryKey = None
-) -> Principal:
+async def get_principal(request: Request, _bearer: BearerKey = None, _api_key: QueryKey = None) -> Principal:
     """The caller: an API key (Bearer header or ?api_key=) or, failing that, the web UI's session cookie.
-    A presented key wins, so API clients never need the UI's CSRF header even if a cookie is around."""
+
+    On the event loop, and without a session of the route's: a request with a body had its key checked by
+    KeyBeforeBody moments ago, and a prediction then costs no trip through the thread pool nor a database
+    session for it (two of them, to open and to close, were a tenth of a tiny model's predict latency). The
+    others are checked in a short transaction of their own (`resolve_principal`)."""
     key = presented_key(request)
     checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
     if key is not None and checked is not None and checked[0] == key:
         return checked[1]  # KeyBeforeBody checked this very key moments ago
+    return await run_in_threadpool(_resolve_in_own_session, request)
+
+
+def _resolve_in_own_session(request: Request) -> Principal:
+    with own_session(request) as session:
+        return resolve_principal(request, session)
+
+
+def resolve_principal(request: Request, session: Session) -> Principal:
+    """Blocking: the caller's key or UI session, checked in `session`. A presented key wins, so API clients
+    never need the UI's CSRF header even if a cookie is around."""
+    key = presented_key(request)
     cookie = request.cookies.get(ui_session.SESSION_COOKIE)
     if key is None and cookie:
         return ui_session.authenticate_cookie(

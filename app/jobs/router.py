@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
-from app.core.deps import AUTH_SCHEMES, CurrentPrincipal, SessionDep, SettingsDep, TasksDep, get_principal
+from app.core.deps import AUTH_SCHEMES, CurrentPrincipal, SessionDep, SettingsDep, TasksDep, resolve_principal
 from app.core.errors import Unauthorized
 from app.core.pagination import Page, PageDep
 from app.jobs import base_models, repository, service, stream, tokens
@@ -298,7 +298,7 @@ async def job_events(
                     raise Unauthorized("the API key this event token was issued to has been revoked")
                 workspace, key_id = grant.workspace_id, grant.api_key_id
             else:
-                principal = get_principal(request, session)
+                principal = resolve_principal(request, session)
                 workspace, key_id = principal.workspace_id, principal.key_id
             job, _, _ = service.get(session, workspace, job_id)
             return job.id, key_id
