@@ -3,8 +3,8 @@ seconds against the production topology, with per-route p50/p95 and every error 
 
 The topology is the deploy suite's (`tests/deploy/topology.py`): docker-compose.yml's own commands run as
 processes on this machine, on a fresh PostgreSQL database, Redis (databases 8 and 9) and a fresh bucket on an
-S3 endpoint (moto's server, started here): `alembic upgrade head`, the API (uvicorn, 2 processes), the GPU and
-CPU Celery workers and beat. The user's flow is driven once through it (dataset upload, version built by the
+S3 endpoint (moto's server, started here): `alembic upgrade head`, the API (uvicorn, 2 processes), the inference
+service (which the API forwards predictions to), the GPU and CPU Celery workers and beat. The user's flow is driven once through it (dataset upload, version built by the
 CPU worker, a job on the bundled tiny base trained by the GPU worker, its model), then the load runs against
 those objects. Each client loops: pick a route at random (weights below), send, wait for the whole answer
 (for the event stream: until the server ends it, the job being finished), record, repeat. Nothing else runs.
@@ -224,7 +224,7 @@ def main() -> int:
     try:
         with topo.logs_on_failure():
             topo.run_once("migrate")
-            for service in ("api", "worker", "worker-cpu", "beat"):
+            for service in ("api", "inference", "worker", "worker-cpu", "beat"):
                 topo.start(service)
             key = topo.samtune("keys", "create", "--workspace", "load").strip().splitlines()[-1]
             topo.wait_healthy()
