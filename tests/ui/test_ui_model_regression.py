@@ -7,16 +7,12 @@ the jobs kit's SQLite database, not by `samtune up`."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from app.core.db import transaction, utcnow
@@ -24,7 +20,7 @@ from app.jobs.tables import TrainingJob
 from app.keys.service import create_key_for_workspace
 from app.models import service
 from tests.support.jobs import JobKit
-from tests.support.ports import free_port
+from tests.support.servers import LiveServer
 from tests.ui.conftest import DESKTOP, ROOT, ConsoleWatch
 
 
@@ -32,22 +28,10 @@ from tests.ui.conftest import DESKTOP, ROOT, ConsoleWatch
 def served(jobs_kit: JobKit) -> Iterator[tuple[str, str]]:
     """The app on the kit's database at a free port, and a key of the kit's workspace."""
     settings = jobs_kit.make_settings(ui_vendor_dir=ROOT / "node_modules")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(jobs_kit.make_app(settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/signin", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    with transaction(jobs_kit.factory) as session:
-        _, key = create_key_for_workspace(session, "jobs-kit")
-    yield url, key
-    server.should_exit = True
-    thread.join(10)
+    with LiveServer(jobs_kit.make_app(settings)) as live:
+        with transaction(jobs_kit.factory) as session:
+            _, key = create_key_for_workspace(session, "jobs-kit")
+        yield live.url, key
 
 
 def _model(kit: JobKit, base: float, tuned: float) -> str:

@@ -7,19 +7,15 @@ what is tested is the pages), served by the app in a thread on the jobs kit's SQ
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from tests.support.jobs import JobKit
 from tests.support.lists import fill_workspace
-from tests.support.ports import free_port
+from tests.support.servers import LiveServer
 from tests.ui.conftest import DESKTOP, ROOT, ConsoleWatch
 
 ROWS = 21  # the pages show 20 (app/ui/static/js/pager.js PAGE_SIZE): two pages
@@ -28,20 +24,8 @@ ROWS = 21  # the pages show 20 (app/ui/static/js/pager.js PAGE_SIZE): two pages
 @pytest.fixture
 def served(jobs_kit: JobKit) -> Iterator[str]:
     settings = jobs_kit.make_settings(ui_vendor_dir=ROOT / "node_modules")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(jobs_kit.make_app(settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/signin", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    with LiveServer(jobs_kit.make_app(settings)) as live:
+        yield live.url
 
 
 # page, the rows' locator, how a row names its object, the noun of "Showing ... of N <noun>"
