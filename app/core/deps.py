@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import transaction
-from app.core.limits import PRINCIPAL_STATE
+from app.core.limits import checked_principal
 from app.core.queue import TaskQueue
 from app.core.storage import ObjectStorage
 from app.keys import service as keys
@@ -109,10 +109,9 @@ async def get_principal(request: Request, _bearer: BearerKey = None, _api_key: Q
     KeyBeforeBody moments ago, and a prediction then costs no trip through the thread pool nor a database
     session for it (two of them, to open and to close, were a tenth of a tiny model's predict latency). The
     others are checked in a short transaction of their own (`resolve_principal`)."""
-    key = presented_key(request)
-    checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
-    if key is not None and checked is not None and checked[0] == key:
-        return checked[1]  # KeyBeforeBody checked this very key moments ago
+    checked = checked_principal(request.scope, presented_key(request))
+    if checked is not None:
+        return checked  # KeyBeforeBody checked this very key moments ago
     return await run_in_threadpool(_resolve_in_own_session, request)
 
 

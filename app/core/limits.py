@@ -23,6 +23,15 @@ from app.ui import session as ui_session
 PRINCIPAL_STATE = "samtune.principal"
 
 
+def checked_principal(scope: Scope, key: str | None) -> Principal | None:
+    """The principal a middleware already checked for this very `key` in this request, if one did."""
+    checked = scope.get("state", {}).get(PRINCIPAL_STATE)
+    if key is not None and checked is not None and checked[0] == key:
+        principal: Principal = checked[1]
+        return principal
+    return None
+
+
 @dataclass(frozen=True)
 class BodyLimit:
     """Bodies of requests whose path matches `pattern` may be `max_bytes` long; `setting` names the knob."""
@@ -194,9 +203,9 @@ class RateLimitBeforeBody:
     async def _caller(self, scope: Scope) -> uuid.UUID | None:
         request = Request(scope)
         key = self.presented(request)
-        checked = scope["state"].get(PRINCIPAL_STATE)
-        if key is not None and checked is not None and checked[0] == key:
-            return checked[1].key_id
+        checked = checked_principal(scope, key)
+        if checked is not None:
+            return checked.key_id
         if key is not None:
             try:
                 principal = await run_in_threadpool(self.authenticate, request, key)

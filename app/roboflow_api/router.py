@@ -32,7 +32,7 @@ from app.core.deps import (
     presented_key,
 )
 from app.core.errors import AppError, Unprocessable
-from app.core.limits import PRINCIPAL_STATE
+from app.core.limits import checked_principal
 from app.core.openapi import roboflow_operation_id
 from app.keys import service as keys
 from app.keys.service import Principal
@@ -85,9 +85,9 @@ def caller(
     """The key's principal. Roboflow's clients send the key as `?api_key=`; the web UI's cookie is not taken.
     The two schemes are declared for the OpenAPI document (app/core/deps.py); presented_key reads the key."""
     key = presented_key(request)
-    checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
-    if key is not None and checked is not None and checked[0] == key:
-        return checked[1]  # KeyBeforeBody checked this very key moments ago
+    checked = checked_principal(request.scope, key)
+    if checked is not None:
+        return checked  # KeyBeforeBody checked this very key moments ago
     return keys.authenticate(session, key)
 
 
