@@ -147,7 +147,8 @@ class SetCriterion:
             weight = logits.sigmoid() ** w.cls_neg_gamma
             weight[pairs.batch, pairs.slot] = w.cls_pos_weight
             if not w.cls_negative_queries:
-                weight = weight * has_targets.to(weight.dtype)[:, None]
+                # has_targets comes from the per-query counts, kept on the CPU (pad_target_boxes).
+                weight = weight * has_targets.to(device=weight.device, dtype=weight.dtype)[:, None]
         bce = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="none")
         loss_cls = (bce * weight).mean()
         return loss_bbox, loss_giou, loss_cls
