@@ -137,13 +137,31 @@ def pixels_from_image(
     img: Image.Image, size: int, side: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
     """`load_pixels` for an image already open (the predict path gets bytes, not a file)."""
+    return normalised(resized_rgb(img, side), size, mean, std)
+
+
+def resized_rgb(img: Image.Image, side: int) -> torch.Tensor:
+    """The first half of `pixels_from_image`: the image squashed to side x side, uint8 [3, side, side]. The
+    predict path does this on the request's own thread, and the rest (`normalised`) on the model's device,
+    where the 4x larger float tensor is cheap to make."""
     rgb = img.convert("RGB").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-    pixels = (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def normalised(
+    rgb: torch.Tensor, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
+    """The second half of `pixels_from_image`: uint8 [..., 3, side, side] to normalised float32 on the size x
+    size canvas, on the tensor's own device (the same operations in the same order wherever it runs)."""
+    pixels = rgb.float().div_(255.0)
+    pixels = (pixels - torch.tensor(mean, device=rgb.device).view(3, 1, 1)) / torch.tensor(
+        std, device=rgb.device
+    ).view(3, 1, 1)
+    side = rgb.shape[-1]
     if side == size:
         return pixels
-    canvas = torch.zeros(3, size, size)
-    canvas[:, :side, :side] = pixels
+    canvas = pixels.new_zeros((*pixels.shape[:-2], size, size))
+    canvas[..., :side, :side] = pixels
     return canvas
 
 

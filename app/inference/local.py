@@ -2,9 +2,9 @@
 same model gathered by a `DynamicBatcher` into one `Predictor.predict_many` call on the one inference thread.
 
 An inference service runs this; so does an API configured with no service (the embedded default before
-`samtune up` grew one, and the tests). Only model work runs on the inference thread: decoding and checking
-the image before it, building and encoding the answer after it, run on the thread pool, while the next batch
-computes."""
+`samtune up` grew one, and the tests). Only model work runs on the inference thread: decoding, checking and
+resizing the image before it, building and encoding the answer after it, run on the thread pool, while the
+next batch computes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL.Image import Image
 from starlette.concurrency import run_in_threadpool
+from torch import Tensor
 
 from app.core.storage import ObjectStorage
 from app.images.decode import load_rgb
@@ -34,6 +35,7 @@ class _Item:
     call: PredictCall
     image: Image
     image_key: str  # the image's sha256: a repeated image reuses its vision embedding
+    pixels: Tensor | None  # the image resized for the model (`Predictor.prepare`), when it was loaded already
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,11 @@ class LocalInference:
 
     async def predict(self, call: PredictCall, data: bytes) -> Answer:
         t0 = time.perf_counter()
-        call, image, key = await run_in_threadpool(self._decode, call, data)
+        item = await run_in_threadpool(self._decode, call, data)
         t1 = time.perf_counter()
-        found = await self.batcher.submit(call.model.key, _Item(call, image, key))
+        found = await self.batcher.submit(call.model.key, item)
         t2 = time.perf_counter()
-        body, media = await run_in_threadpool(self._encode, call, image, found, t2 - t1)
+        body, media = await run_in_threadpool(self._encode, item.call, item.image, found, t2 - t1)
         t3 = time.perf_counter()
         PREDICTION_DURATION.observe(t3 - t0)
         embedding = "reused" if found.reused_embedding else "computed"
@@ -107,9 +109,18 @@ class LocalInference:
     def _encode(call: PredictCall, image: Image, found: _Found, seconds: float) -> tuple[bytes, str]:
         return predict.encode(call, image, predict.respond(call, image, found.predictions, seconds))
 
-    def _decode(self, call: PredictCall, data: bytes) -> tuple[PredictCall, Image, str]:
+    def _decode(self, call: PredictCall, data: bytes) -> _Item:
+        """On the thread pool, in parallel across requests: decoding, checking, and the model's resize, which
+        at SAM 3's 1008 px costs tens of milliseconds of CPU per image that the inference thread, feeding the
+        GPU one batch after another, should not spend (bench/gpu_breakdown.py)."""
         image = load_rgb(data, max_pixels=self.settings.max_image_pixels)
-        return predict.check(call, image), image, hashlib.sha256(data).hexdigest()
+        call = predict.check(call, image)
+        key = hashlib.sha256(data).hexdigest()
+        served = self.cache.peek(call.model.key)
+        pixels = None
+        if served is not None and not served.predictor.has_embedding(key):
+            pixels = served.predictor.prepare(image)
+        return _Item(call, image, key, pixels)
 
     def _run(self, _key: Hashable, items: list[_Item]) -> list[_Found | BaseException]:
         """On the inference thread: one batch of requests for one model."""
@@ -125,7 +136,7 @@ class LocalInference:
             )
             boxes = [(b[0], b[1], b[2], b[3]) for b in o.boxes] if o.boxes else None
             asks.append(Ask(item.image, prompts, o.confidence, o.max_detections, o.iou_threshold,
-                            o.class_agnostic_nms, boxes, item.image_key))  # fmt: skip
+                            o.class_agnostic_nms, boxes, item.image_key, item.pixels))  # fmt: skip
         with served.lock:
             reused = [served.predictor.has_embedding(item.image_key) for item in items]
             results = served.predictor.predict_many(asks)

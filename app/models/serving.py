@@ -86,6 +86,10 @@ class ModelCache:
     def __contains__(self, key: str) -> bool:
         return key in self._models
 
+    def peek(self, key: str) -> Served | None:
+        """The served model for `key` if it is loaded, without loading it or counting it as used."""
+        return self._models.get(key)
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._models)

@@ -132,3 +132,26 @@ def test_an_image_asked_again_reuses_its_embedding(recipe: FineTuneRecipe) -> No
         assert list(predictor._embeddings) == ["b", "c"], "the least recently used went first"
     finally:
         hook.remove()
+
+
+def test_an_image_resized_beforehand_answers_the_same(recipe: FineTuneRecipe) -> None:
+    """`Predictor.prepare` (the CPU half of the preprocessing, which a server runs on the request's own thread)
+    handed in as `Ask.pixels` gives the same masks, bit for bit, as the predictor resizing the image itself;
+    pixels of another size or type are not trusted and the image is resized again."""
+    predictor = Predictor(recipe.loaded, recipe.device)
+    images = [Image.open(s.path).convert("RGB") for s in recipe.splits["test"].samples]
+    prepared = [predictor.prepare(img) for img in images]
+    size = recipe.loaded.image_size
+    assert prepared[0].shape == (3, size, size) and str(prepared[0].dtype) == "torch.uint8"
+    plain = predictor.predict_many([Ask(img, recipe.classes, confidence=0.0) for img in images])
+    ready = predictor.predict_many(
+        [Ask(img, recipe.classes, confidence=0.0, pixels=p) for img, p in zip(images, prepared, strict=True)]
+    )
+    wrong = predictor.predict_many(
+        [Ask(images[0], recipe.classes, confidence=0.0, pixels=prepared[0][:, :-1, :-1])]
+        + [Ask(images[1], recipe.classes, confidence=0.0, pixels=prepared[1].float())]
+    )
+    for a, b in zip(plain, ready, strict=True):
+        assert isinstance(a, list) and isinstance(b, list) and a
+        assert [(p.score, p.rle["counts"]) for p in a] == [(p.score, p.rle["counts"]) for p in b]
+    assert [[p.rle["counts"] for p in r] for r in wrong] == [[p.rle["counts"] for p in r] for r in plain[:2]]  # type: ignore[union-attr]
