@@ -3,12 +3,14 @@ lent GPU: batches of 1/4/8/16 images through `trainer.predict.Predictor.predict_
 service makes for one batch), fp32 weights under bf16 autocast (the Predictor's default on CUDA, as training runs
 there); images/s and p50 latency per batch. With --service, the same batch sizes through the whole inference
 service in process (`app.inference.local.LocalInference`: JPEG decode, the check, the DynamicBatcher, the
-forward, the answer's polygons and JSON), N requests at once. Compare with the SAM 3 paper's 30 ms per image
-on an H200.
+forward, the answer's polygons and JSON), N requests at once. With --http, the whole inference service: the
+model saved and loaded by the service's own path, uvicorn, the API's client; then fresh against asked-again
+images and a request with an exemplar box. Compare with the SAM 3 paper's 30 ms per image on an H200.
+`bench/gpu_session.sh` runs this with the other GPU checks (results: bench/RESULTS.md, "On a GPU").
 
 A short prepared script for a lent GPU (about 1-2 minutes with the defaults: building the model is most of it):
 
-    python bench/gpu_predict.py --service                 # fp32 weights, bf16 autocast
+    python bench/gpu_predict.py --service --http          # fp32 weights, bf16 autocast
     python bench/gpu_predict.py --no-autocast             # fp32 throughout
     python bench/gpu_predict.py --bf16-weights            # bf16 weights (no autocast needed)
 
@@ -64,6 +66,12 @@ def main() -> None:
     )
     ap.add_argument("--bf16-weights", action="store_true", help="bfloat16 weights instead of fp32 + autocast")
     ap.add_argument("--service", action="store_true", help="also through LocalInference, N requests at once")
+    ap.add_argument(
+        "--http", action="store_true",
+        help="also the whole inference service over HTTP: the model saved as SAMTUNE_SAM3_PATH, loaded by the "
+        "service's own path, asked by the API's client; then fresh vs asked-again images, and exemplar boxes",
+    )  # fmt: skip
+    ap.add_argument("--save-dir", type=Path, help="--http: save the model here (default: a temporary folder)")
     args = ap.parse_args()
 
     import numpy as np
@@ -92,7 +100,8 @@ def main() -> None:
         size = (1024, 768)
     else:
         torch.manual_seed(0)
-        model = Sam3Model(full_size_sam3_config()).to(device, dtype).eval()
+        with torch.device(device):  # initialised where it runs: 840M parameters take minutes on one CPU core
+            model = Sam3Model(full_size_sam3_config()).to(dtype).eval()
         loaded = LoadedModel(model, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
         size = (1024, 768)
     built = time.perf_counter() - t
@@ -118,7 +127,8 @@ def main() -> None:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     for b in batches:
-        asks = [Ask(pool[i], prompts, 0.5) for i in range(b)]
+        # Resized beforehand, as the service does on each request's thread (LocalInference._decode).
+        asks = [Ask(pool[i], prompts, 0.5, pixels=predictor.prepare(pool[i])) for i in range(b)]
         times = []
         for r in range(args.warmup + args.rounds):
             _sync(device)
@@ -133,13 +143,46 @@ def main() -> None:
         p50, p95 = _p50_p95(times)
         print(f"| `Predictor.predict_many` | {b} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} | {p50 * 1e3 / b:.1f} | "
               f"{b / p50:.1f} |")  # fmt: skip
+    failed = []
     if args.service:
-        _service(args, loaded, predictor, pool, prompts, batches, device)
+        failed += _stage("LocalInference", _service, args, loaded, predictor, pool, prompts, batches, device)
+    if args.http:
+        failed += _stage("HTTP service", _http, args, loaded, pool, prompts, batches, device)
     if device.startswith("cuda"):
         print()
         print(
             f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (SAM 3 paper: 30 ms per image, H200)"
         )
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+def _stage(name: str, fn, *args) -> list[str]:  # noqa: ANN001
+    """One part of the run; a failure is printed and the rest still runs (a lent GPU's minutes are few)."""
+    import traceback
+
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - reported, and the run ends non-zero
+        print(f"\n{name} FAILED:")
+        traceback.print_exc(file=sys.stdout)
+        return [name]
+    return []
+
+
+def _jpeg(picture) -> bytes:  # noqa: ANN001
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _timing(header: str, name: str) -> str | None:
+    """A value of a Server-Timing header: `dur` for a duration, else `desc`."""
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if fields[0] == name and len(fields) > 1:
+            return fields[1].split("=", 1)[1]
+    return None
 
 
 def _service(args: argparse.Namespace, loaded, predictor, pool, prompts, batches, device) -> None:  # noqa: ANN001
@@ -159,11 +202,7 @@ def _service(args: argparse.Namespace, loaded, predictor, pool, prompts, batches
     inference.cache._models["bench"] = Served(predictor, size)  # noqa: SLF001 - no files to load it from
     call = PredictCall(model=ModelSpec(key="bench", classes=prompts, base_name="bench/random"),
                        options=PredictOptions(prompts=prompts, confidence=0.5))  # fmt: skip
-    jpegs = []
-    for picture in pool:
-        buf = io.BytesIO()
-        picture.save(buf, "JPEG", quality=90)
-        jpegs.append(buf.getvalue())
+    jpegs = [_jpeg(picture) for picture in pool]
 
     async def one(data: bytes) -> tuple[float, str]:
         t = time.perf_counter()
@@ -184,15 +223,145 @@ def _service(args: argparse.Namespace, loaded, predictor, pool, prompts, batches
                     walls.append(wall)
                     latencies += [d for d, _ in done]
                     for _, timing in done:
-                        seen[
-                            timing.split("batch;desc=")[1].split(",")[0] if "batch;desc=" in timing else "?"
-                        ] += 1
+                        seen[_timing(timing, "batch") or "?"] += 1
             p50, p95 = _p50_p95(latencies)
             sizes = ", ".join(f"{k}: {v}" for k, v in sorted(seen.items()))
             print(f"| LocalInference, {b} at once (batches {sizes}) | {b} | {statistics.median(walls) * 1e3:.1f} "
                   f"| {p95 * 1e3:.1f} (request) | {p50 * 1e3:.1f} (request) | {b * len(walls) / sum(walls):.1f} |")  # fmt: skip
 
     asyncio.run(run())
+
+
+def _http(args: argparse.Namespace, loaded, pool, prompts, batches, device) -> None:  # noqa: ANN001
+    """The inference service as deployed, in this process: its model saved where SAMTUNE_SAM3_PATH points (as
+    Meta's facebook/sam3 would be), loaded by the service's own path (an internal load call: from disk to the
+    CPU, checked against the cache's budget, then to the device), served by uvicorn on 127.0.0.1 and asked by
+    the API's client (`RemoteInference`), N requests at once. Then the same image asked again with new prompts
+    against fresh images (the embedding cache), and a request with exemplar boxes."""
+    import socket
+    import threading
+
+    import numpy as np
+    import uvicorn
+    from PIL import Image
+
+    from app.inference.calls import ModelSpec, PredictCall
+    from app.inference.remote import RemoteInference
+    from app.inference.service import create_inference_app
+    from app.models.schemas import PredictOptions
+    from app.settings import Settings
+    from trainer.base_model import META_BASE
+
+    root = Path(tempfile.mkdtemp(prefix="samtune-gpu-http-"))
+    where = args.save_dir or root / "sam3"
+    t = time.perf_counter()
+    loaded.model.save_pretrained(str(where))
+    saved = time.perf_counter() - t
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(data_dir=root / "data", sam3_path=where, inference_device=device,
+                        batch_max_size=max(batches), inference_urls=f"http://127.0.0.1:{port}")  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(create_inference_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the inference service did not start within 60 s")
+        time.sleep(0.05)
+    model = ModelSpec(key=f"base:{META_BASE}", classes=prompts, base_name=META_BASE)
+    jpegs = [_jpeg(picture) for picture in pool]
+    rng = np.random.default_rng(1)
+    size = pool[0].size
+
+    def fresh_image() -> bytes:
+        return _jpeg(Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)))
+
+    async def run() -> None:
+        client = RemoteInference(settings)
+        try:
+            t = time.perf_counter()
+            await client.load(model)
+            print(f"\nHTTP service on 127.0.0.1:{port}: model saved in {saved:.1f} s, loaded by the service "
+                  f"(internal load call: disk, CPU, {device}) in {time.perf_counter() - t:.1f} s\n")  # fmt: skip
+            print("| path | batch | p50 ms per round | p95 ms (request) | p50 ms (request) | images/s | "
+                  "p50 decode / predict / encode ms |")  # fmt: skip
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+
+            async def one(data: bytes, options: PredictOptions) -> tuple[float, str]:
+                t = time.perf_counter()
+                answer = await client.predict(PredictCall(model=model, options=options), data)
+                if answer.status != 200:
+                    raise RuntimeError(f"HTTP {answer.status}: {answer.body[:500]!r}")
+                return time.perf_counter() - t, answer.timing
+
+            def parts(timings: list[str]) -> str:
+                return " / ".join(
+                    f"{statistics.median(float(_timing(t, n) or 'nan') for t in timings):.1f}"
+                    for n in ("decode", "predict", "encode")
+                )
+
+            options = PredictOptions(prompts=prompts, confidence=0.5)
+            for b in batches:
+                walls, latencies, timings = [], [], []
+                seen: collections.Counter[str] = collections.Counter()
+                for r in range(args.warmup + args.rounds):
+                    # Fresh bytes every round: the service would otherwise reuse the embeddings of the last.
+                    data = [fresh_image() for _ in range(b)] if r >= args.warmup else jpegs[:b]
+                    t = time.perf_counter()
+                    done = await asyncio.gather(*(one(d, options) for d in data))
+                    wall = time.perf_counter() - t
+                    if r >= args.warmup:
+                        walls.append(wall)
+                        latencies += [d for d, _ in done]
+                        timings += [timing for _, timing in done]
+                        for _, timing in done:
+                            seen[_timing(timing, "batch") or "?"] += 1
+                p50, p95 = _p50_p95(latencies)
+                sizes = ", ".join(f"{k}: {v}" for k, v in sorted(seen.items()))
+                print(f"| HTTP service, {b} at once (batches {sizes}) | {b} | {statistics.median(walls) * 1e3:.1f} "
+                      f"| {p95 * 1e3:.1f} | {p50 * 1e3:.1f} | {b * len(walls) / sum(walls):.1f} | "
+                      f"{parts(timings)} |")  # fmt: skip
+
+            # One client, as the UI's "try it": a fresh image, then the same image with other prompts.
+            other = PredictOptions(prompts=[p + " part" for p in prompts], confidence=0.5)
+            fresh, again, unexpected = [], [], 0
+            for r in range(args.warmup + args.rounds):
+                data = fresh_image()
+                first, t1 = await one(data, options)
+                second, t2 = await one(data, other)
+                if r >= args.warmup:
+                    unexpected += (_timing(t1, "embedding"), _timing(t2, "embedding")) != (
+                        "computed",
+                        "reused",
+                    )
+                    fresh.append(first)
+                    again.append(second)
+            f50, a50 = statistics.median(fresh), statistics.median(again)
+            print(f"\nOne client: a fresh image p50 {f50 * 1e3:.1f} ms; the same image asked again with new "
+                  f"prompts p50 {a50 * 1e3:.1f} ms ({f50 / a50:.1f}x faster; pairs not computed-then-reused: "
+                  f"{unexpected})")  # fmt: skip
+
+            w, h = size
+            boxed = PredictOptions(
+                prompts=prompts, boxes=[(w * 0.2, h * 0.2, w * 0.5, h * 0.6)], confidence=0.5
+            )
+            took = []
+            for r in range(args.warmup + args.rounds):
+                d, _ = await one(fresh_image(), boxed)
+                if r >= args.warmup:
+                    took.append(d)
+            print(
+                f"With an exemplar box: p50 {statistics.median(took) * 1e3:.1f} ms (one client, fresh images)"
+            )
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.should_exit = True
 
 
 if __name__ == "__main__":
