@@ -4,7 +4,7 @@
 # Each part has its own time limit, so one that hangs or fails leaves the rest to run; outputs go to $OUT.
 #
 #   bash bench/gpu_session.sh                 # on the lent machine (its python3 holds torch; carry .whl)
-#   STAGES="recipe steps" bash bench/gpu_session.sh   # some of: serve bf16 recipe steps breakdown recipe-full
+#   STAGES="recipe steps" bash bench/gpu_session.sh   # some of: serve bf16 recipe steps breakdown batch recipe-full
 #   SMOKE=1 bash bench/gpu_session.sh         # here, on the CPU with the tiny model: that the script runs
 #
 # The lent machine has torch but not this project's other packages: they travel as wheels in .whl (ignored by
@@ -19,7 +19,7 @@ if [ -d .whl ] && [ -z "${SMOKE:-}" ]; then
         || exit 1
     export PYTHONPATH=/tmp/site
 fi
-STAGES=${STAGES:-serve bf16 recipe steps breakdown recipe-full}
+STAGES=${STAGES:-serve bf16 recipe steps breakdown batch recipe-full}
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 work=$(mktemp -d)
 if [ -n "${SMOKE:-}" ]; then
@@ -73,6 +73,11 @@ if stage breakdown; then
     echo "== where a prediction's time goes"
     if [ -n "${SMOKE:-}" ]; then breakdown=(--device cpu --tiny --rounds 1); else breakdown=(); fi
     timeout 90 $PY bench/gpu_breakdown.py "${breakdown[@]}" 2>&1 | grep -v "it/s]" | tee "$OUT/breakdown.txt"
+fi
+if stage batch; then
+    echo "== batch prediction over a split: next chunk prepared meanwhile vs one step after the other"
+    if [ -n "${SMOKE:-}" ]; then batch=(--device cpu --tiny); else batch=(--images 128); fi
+    timeout 120 $PY bench/gpu_batch_predict.py "${batch[@]}" 2>&1 | grep -v "it/s]" | tee "$OUT/batch.txt"
 fi
 if stage recipe-full; then
     echo "== the training recipe in full mode (every weight trained, activations recomputed as the plan says)"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from torch import Tensor
 
 from app.core import lease
 from app.core.db import make_engine, make_sessionmaker, transaction, utcnow
@@ -117,17 +119,16 @@ def coco_results(
     """COCO results for `images` (COCO image entries, their files in `folder`), `chunk_size` images per
     batched forward (`Predictor.predict_many`); the same results as asking one image at a time."""
     results: list[dict[str, Any]] = []
-    for start in range(0, len(images), chunk_size):
-        chunk = images[start : start + chunk_size]
-        # Only one chunk's images are decoded at once: a split may hold thousands.
-        with ExitStack() as opened:
-            asks = [
-                Ask(_decoded(opened, folder / img["file_name"]), prompts, confidence=0.0, max_detections=PER_IMAGE,
-                    nms_iou=nms[0], class_agnostic_nms=nms[1])
-                for img in chunk
-            ]  # fmt: skip
+    ahead = predictor.device.type == "cuda"
+    for chunk, prepared in prepared_chunks(predictor, folder, images, chunk_size, ahead=ahead):
+        try:
+            asks = [Ask(picture, prompts, confidence=0.0, max_detections=PER_IMAGE, nms_iou=nms[0],
+                        class_agnostic_nms=nms[1], pixels=pixels) for picture, pixels in prepared]  # fmt: skip
             PREDICTION_BATCH_SIZE.labels("batch").observe(len(asks))
             answers = predictor.predict_many(asks)
+        finally:
+            for picture, _ in prepared:
+                picture.close()
         for img, found in zip(chunk, answers, strict=True):
             if isinstance(found, Exception):
                 raise found
@@ -139,12 +140,39 @@ def coco_results(
     return results
 
 
-def _decoded(opened: ExitStack, path: Path) -> Image.Image:
-    # The file is closed once decoded; the pixels are freed when `opened` closes, after the chunk's forward.
-    with Image.open(path) as picture:
-        rgb = picture.convert("RGB")
-    opened.callback(rgb.close)
-    return rgb
+def prepared_chunks(
+    predictor: Predictor, folder: Path, images: list[dict[str, Any]], chunk_size: int, *, ahead: bool
+) -> Iterator[tuple[list[dict[str, Any]], list[tuple[Image.Image, Tensor]]]]:
+    """Each chunk of `images` with its images decoded and resized (`_prepared`); at most two chunks' images
+    are held at once (a split may hold thousands). `ahead` (coco_results: on a GPU): the next chunk is prepared
+    on another thread while the caller runs this one's forward, since that CPU work (about 25 ms per image at
+    SAM 3's 1008 px on an H200's host, bench/gpu_breakdown.py) would otherwise leave the device idle. On the CPU
+    it would only compete with the forward for the same cores, so it runs in turn."""
+    chunks = [images[i : i + chunk_size] for i in range(0, len(images), chunk_size)]
+    if not ahead:
+        for chunk in chunks:
+            yield chunk, _prepared(predictor, folder, chunk)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="samtune-batch-decode") as loader:
+        pending = loader.submit(_prepared, predictor, folder, chunks[0]) if chunks else None
+        for n, chunk in enumerate(chunks):
+            assert pending is not None
+            prepared = pending.result()
+            if n + 1 < len(chunks):
+                pending = loader.submit(_prepared, predictor, folder, chunks[n + 1])
+            yield chunk, prepared
+
+
+def _prepared(
+    predictor: Predictor, folder: Path, chunk: list[dict[str, Any]]
+) -> list[tuple[Image.Image, Tensor]]:
+    """A chunk's images decoded (each file closed once read) and resized for the model (`Predictor.prepare`)."""
+    out = []
+    for img in chunk:
+        with Image.open(folder / img["file_name"]) as picture:
+            rgb = picture.convert("RGB")
+        out.append((rgb, predictor.prepare(rgb)))
+    return out
 
 
 def _end(batch: BatchPrediction, values: dict[str, Any]) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
-from app.models.batches import PER_IMAGE, coco_results
+from app.models.batches import PER_IMAGE, coco_results, prepared_chunks
 from app.models.masks import rle_json
 from trainer.base_model import EMBEDDED_BASE_DIR, load_base_model
 from trainer.predict import Ask, Prediction, Predictor
@@ -108,3 +109,20 @@ def test_an_error_of_the_batch_is_raised(
     folder, images, _ = split
     with pytest.raises(ValueError, match="prompt"):
         coco_results(predictor, folder, images, [], (0.5, False), 2)
+
+
+def test_chunks_prepared_ahead_on_another_thread_are_the_same(
+    predictor: Predictor, split: tuple[Path, list[dict[str, Any]], list[str]]
+) -> None:
+    """On a GPU the next chunk is decoded and resized on another thread during this one's forward (`ahead`):
+    the same chunks, in order, with the same pixels, as preparing each in turn."""
+    folder, images, _ = split
+    in_turn = list(prepared_chunks(predictor, folder, images, 2, ahead=False))
+    got = []
+    for chunk, prepared in prepared_chunks(predictor, folder, images, 2, ahead=True):
+        got.append((chunk, prepared))
+        for picture, _ in prepared:
+            picture.close()
+    assert [c for c, _ in got] == [c for c, _ in in_turn] == [images[0:2], images[2:4], images[4:5]]
+    for (_, a), (_, b) in zip(got, in_turn, strict=True):
+        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
