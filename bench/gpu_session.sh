@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A lent GPU's checks, as one prepared run (the lease is 15 minutes, start included): the serving benchmark of
-# issue 16 first, then bf16 weights, then the real training recipe at full size and the training-step timing.
+# issue 16 first, then bf16 weights, the real training recipe at full size, the training-step timing, where a
+# prediction's time goes, batch prediction, and the recipe in full mode.
 # Each part has its own time limit, so one that hangs or fails leaves the rest to run; outputs go to $OUT.
 #
 #   bash bench/gpu_session.sh                 # on the lent machine (its python3 holds torch; carry .whl)
@@ -8,7 +9,16 @@
 #   SMOKE=1 bash bench/gpu_session.sh         # here, on the CPU with the tiny model: that the script runs
 #
 # The lent machine has torch but not this project's other packages: they travel as wheels in .whl (ignored by
-# git; `pip download` for cp312, README of the device tool), installed into /tmp/site.
+# git, about 33 MB), installed into /tmp/site. Made here, at the lock's versions, for that machine's Python 3.12
+# (the packages `bench/gpu_predict.py --http` imports that its image lacks or holds at another version):
+#   pkgs="amqp annotated-types anyio billiard celery cffi click click-didyoumean click-plugins click-repl
+#     cryptography defusedxml deprecated fastapi ftfy greenlet h11 httpcore2 httptools httpx2 huggingface-hub
+#     ijson kombu limits opentelemetry-api pycocotools pycparser pydantic pydantic-core pydantic-settings
+#     python-dotenv python-multipart redis sqlalchemy starlette transformers truststore typing-extensions
+#     typing-inspection tzlocal uvicorn vine watchfiles wcwidth websockets zipstream-ng"
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_24_x86_64 -d .whl $(for p in $pkgs; do grep -i "^$p==" requirements/lock.txt; done)
 set -u
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
