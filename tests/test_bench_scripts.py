@@ -59,12 +59,14 @@ def test_every_name_the_script_imports_exists(script: Path) -> None:
     "argv",
     [
         ["bench/gpu_predict.py", "--device", "cpu", "--tiny", "--rounds", "1", "--warmup", "0", "--batches", "1,2",
-         "--service", "--http"],
+         "--service"],
+        ["bench/gpu_predict.py", "--device", "cpu", "--tiny", "--rounds", "1", "--warmup", "0", "--batches", "1",
+         "--http"],
         ["bench/gpu_breakdown.py", "--device", "cpu", "--tiny", "--rounds", "1"],
         ["bench/gpu_batch_predict.py", "--device", "cpu", "--tiny", "--images", "8", "--chunk", "4"],
         ["bench/predict_full_size.py", "--tiny", "--images", "1"],
     ],
-    ids=["gpu_predict", "gpu_breakdown", "gpu_batch_predict", "predict_full_size"],
+    ids=["gpu_predict", "gpu_predict_http", "gpu_breakdown", "gpu_batch_predict", "predict_full_size"],
 )  # fmt: skip
 def test_one_off_script_runs_on_the_cpu(argv: list[str]) -> None:
     """The one-off benchmarks (a lent GPU's, the full-size architecture's) run rarely: their smoke options, on the
