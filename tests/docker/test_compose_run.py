@@ -204,8 +204,8 @@ def check_containers(compose: Compose) -> None:
     assert networks == {"host", "none"}, networks
 
 
-def start_job(http: httpx.Client, version_id: str, epochs: int) -> str:
-    hyper = dict(FAST_HYPERPARAMETERS) | {"epochs": epochs}
+def start_job(http: httpx.Client, version_id: str, epochs: int, **hyperparameters: Any) -> str:
+    hyper = dict(FAST_HYPERPARAMETERS) | {"epochs": epochs} | hyperparameters
     body = {
         "version_id": version_id,
         "base_model": EMBEDDED_BASE,
@@ -255,7 +255,9 @@ def test_compose_services_run_the_whole_flow_in_containers(compose: Compose, tmp
 
         # A second job, and the training worker restarted while it runs: it still succeeds (the worker's
         # SIGTERM lets the running job finish within stop_grace_period, or the reaper requeues it).
-        job_id = start_job(http, flow.version["id"], epochs=30)
+        # Early stopping off: on the tiny model it ended a 30-epoch job after 9 epochs, 4 s after its first step,
+        # before this test could see it running (a clean-clone CI run of 2026-12-04).
+        job_id = start_job(http, flow.version["id"], epochs=100, early_stopping_patience=0)
         wait_until(lambda: (http.get(f"/api/v1/jobs/{job_id}").json().get("progress") or {}).get("step", 0) >= 1,
                    timeout=300, interval=1, message="the second job's first step")  # fmt: skip
         assert wait_job(http, job_id, timeout=10, want=("running",))  # in the middle of it
