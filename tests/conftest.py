@@ -44,6 +44,8 @@ LONG_ONLY = {
     "tests/models/test_inference_service.py::test_two_services_behind_the_api_one_killed_mid_load[postgres]": "the same on SQLite; the services never touch the database's dialect",
     "tests/models/test_predict_limits.py::test_healthz_and_other_clients_answer_under_abusive_requests[postgres]": "the same on SQLite",
     "tests/jobs/test_jobs_api.py::test_webhook_task_retries_by_itself_in_a_real_worker[postgres]": "the same on SQLite",
+    "tests/datasets/test_coco_memory.py::test_a_large_coco_file_is_uploaded_in_bounded_memory[postgres]": "the same on SQLite: the item-at-a-time parse and the batched inserts are the same code on both dialects",
+    "tests/jobs/test_job_gpus.py::test_a_two_process_job_matches_one_process_with_the_same_global_batch[postgres]": "the same on SQLite; the two processes meet through gloo, not the database",
     **{
         f"tests/test_bench_scripts.py::test_one_off_script_runs_on_the_cpu[{name}]": "test_script_starts and the import check cover it"
         for name in ("predict_full_size", "gpu_predict_http", "gpu_breakdown", "gpu_batch_predict")
