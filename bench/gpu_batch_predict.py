@@ -61,25 +61,13 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import Sam3Model
 
     from app.models.batches import coco_results
-    from trainer.architecture import full_size_sam3_config
-    from trainer.base_model import EMBEDDED_BASE, LoadedModel, load_base_model
+    from bench.gpu_predict import bench_model
     from trainer.predict import Predictor
-    from trainer.tokenizer import load_tokenizer
 
     device = torch.device(args.device)
-    if args.tiny:
-        loaded, size = load_base_model(EMBEDDED_BASE), (150, 112)
-    elif args.model:
-        loaded, size = load_base_model(args.model, device=device), (1024, 768)
-    else:
-        torch.manual_seed(0)
-        with device:
-            model = Sam3Model(full_size_sam3_config()).eval()
-        loaded = LoadedModel(model, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
-        size = (1024, 768)
+    loaded, size = bench_model(device, tiny=args.tiny, model=args.model)
     predictor = Predictor(loaded, device, embedding_cache_size=0)
     folder = Path(tempfile.mkdtemp(prefix="samtune-gpu-batch-"))
     rng = np.random.default_rng(0)

@@ -34,23 +34,13 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import Sam3Model
 
-    from trainer.architecture import full_size_sam3_config
-    from trainer.base_model import EMBEDDED_BASE, LoadedModel, load_base_model
+    from bench.gpu_predict import bench_model
     from trainer.forward import ask, vision_backbone
     from trainer.predict import Ask, Predictor
-    from trainer.tokenizer import load_tokenizer
 
     device = torch.device(args.device)
-    if args.tiny:
-        loaded, size = load_base_model(EMBEDDED_BASE, device=device), (150, 112)
-    else:
-        torch.manual_seed(0)
-        with device:
-            model = Sam3Model(full_size_sam3_config()).eval()
-        loaded = LoadedModel(model, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
-        size = (1024, 768)
+    loaded, size = bench_model(device, tiny=args.tiny)
     predictor = Predictor(loaded, device, embedding_cache_size=0)
     model = predictor.model
     print(f"attention: model {model.config._attn_implementation}, vision "

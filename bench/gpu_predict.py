@@ -36,8 +36,43 @@ import io  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainer.base_model import LoadedModel
 
 PROMPTS = ["cat", "dog", "person", "car", "tree", "bicycle", "bottle", "chair"]
+
+
+def bench_model(
+    device: torch.device | str,
+    *,
+    tiny: bool = False,
+    model: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[LoadedModel, tuple[int, int]]:
+    """What the one-off benchmarks run (this one, gpu_breakdown, gpu_batch_predict, predict_full_size), and the
+    (width, height) of the images to feed it: the bundled tiny model (smoke tests), a SAM 3 directory (`model`),
+    or facebook/sam3's architecture with random weights, initialised on `device` itself (840M parameters take
+    minutes on a few CPU cores)."""
+    import torch
+    from transformers import Sam3Model
+
+    from trainer.architecture import full_size_sam3_config
+    from trainer.base_model import EMBEDDED_BASE, LoadedModel, load_base_model
+    from trainer.tokenizer import load_tokenizer
+
+    if tiny:
+        return load_base_model(EMBEDDED_BASE, device=device, dtype=dtype), (150, 112)
+    if model:
+        return load_base_model(model, device=device, dtype=dtype), (1024, 768)
+    torch.manual_seed(0)
+    with torch.device(device):
+        built = Sam3Model(full_size_sam3_config()).to(dtype or torch.float32).eval()
+    loaded = LoadedModel(built, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
+    return loaded, (1024, 768)
 
 
 def _sync(device: str) -> None:
@@ -77,12 +112,8 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import Sam3Model
 
-    from trainer.architecture import full_size_sam3_config
-    from trainer.base_model import EMBEDDED_BASE, LoadedModel, load_base_model
     from trainer.predict import Ask, Predictor
-    from trainer.tokenizer import load_tokenizer
 
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -92,18 +123,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     dtype = torch.bfloat16 if args.bf16_weights else torch.float32
     t = time.perf_counter()
-    if args.tiny:
-        loaded = load_base_model(EMBEDDED_BASE, device=device, dtype=dtype)
-        size = (150, 112)
-    elif args.model:
-        loaded = load_base_model(args.model, device=device, dtype=dtype)
-        size = (1024, 768)
-    else:
-        torch.manual_seed(0)
-        with torch.device(device):  # initialised where it runs: 840M parameters take minutes on one CPU core
-            model = Sam3Model(full_size_sam3_config()).to(dtype).eval()
-        loaded = LoadedModel(model, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
-        size = (1024, 768)
+    loaded, size = bench_model(device, tiny=args.tiny, model=args.model, dtype=dtype)
     built = time.perf_counter() - t
     autocast = not args.no_autocast
     # No embedding cache: every image here is "fresh" (the service keys images by their bytes; these repeat).

@@ -53,22 +53,12 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import Sam3Model
 
-    from trainer.architecture import full_size_sam3_config
-    from trainer.base_model import EMBEDDED_BASE, LoadedModel, load_base_model
+    from bench.gpu_predict import bench_model
     from trainer.predict import Predictor
-    from trainer.tokenizer import load_tokenizer
 
     t = time.perf_counter()
-    if args.tiny:
-        loaded = load_base_model(EMBEDDED_BASE)
-        size = (150, 112)
-    else:
-        torch.manual_seed(0)
-        model = Sam3Model(full_size_sam3_config()).eval()
-        loaded = LoadedModel(model, load_tokenizer(), 1008, "random weights", "facebook/sam3 architecture")
-        size = (1024, 768)
+    loaded, size = bench_model("cpu", tiny=args.tiny)
     built = time.perf_counter() - t
     predictor = Predictor(loaded, "cpu")
     params = sum(p.numel() for p in loaded.model.parameters())
