@@ -36,6 +36,7 @@ import io  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
@@ -190,6 +191,33 @@ def _stage(name: str, fn, *args) -> list[str]:  # noqa: ANN001
     return []
 
 
+async def _rounds(
+    args: argparse.Namespace, requests: Callable[[bool], list[Awaitable[tuple[float, str]]]]
+) -> tuple[list[float], list[float], list[str]]:
+    """`args.warmup` then `args.rounds` rounds, each the requests `requests(counted)` makes sent at once: the
+    counted rounds' wall times, their requests' latencies and their Server-Timing headers."""
+    walls: list[float] = []
+    latencies: list[float] = []
+    timings: list[str] = []
+    for r in range(args.warmup + args.rounds):
+        counted = r >= args.warmup
+        sending = requests(counted)
+        t = time.perf_counter()
+        done = await asyncio.gather(*sending)
+        wall = time.perf_counter() - t
+        if counted:
+            walls.append(wall)
+            latencies += [d for d, _ in done]
+            timings += [timing for _, timing in done]
+    return walls, latencies, timings
+
+
+def _batch_sizes(timings: list[str]) -> str:
+    """How many requests ran in batches of each size (their Server-Timing `batch`), as `size: requests`."""
+    seen = collections.Counter(_timing(t, "batch") or "?" for t in timings)
+    return ", ".join(f"{k}: {v}" for k, v in sorted(seen.items()))
+
+
 def _jpeg(picture) -> bytes:  # noqa: ANN001
     buf = io.BytesIO()
     picture.save(buf, "JPEG", quality=90)
@@ -233,21 +261,13 @@ def _service(args: argparse.Namespace, loaded, predictor, pool, prompts, batches
 
     async def run() -> None:
         for b in batches:
-            walls, latencies = [], []
-            seen: collections.Counter[str] = collections.Counter()
-            for r in range(args.warmup + args.rounds):
-                t = time.perf_counter()
-                done = await asyncio.gather(*(one(jpegs[i]) for i in range(b)))
-                wall = time.perf_counter() - t
-                if r >= args.warmup:
-                    walls.append(wall)
-                    latencies += [d for d, _ in done]
-                    for _, timing in done:
-                        seen[_timing(timing, "batch") or "?"] += 1
+            walls, latencies, timings = await _rounds(
+                args, lambda _counted, b=b: [one(jpegs[i]) for i in range(b)]
+            )
             p50, p95 = _p50_p95(latencies)
-            sizes = ", ".join(f"{k}: {v}" for k, v in sorted(seen.items()))
-            print(f"| LocalInference, {b} at once (batches {sizes}) | {b} | {statistics.median(walls) * 1e3:.1f} "
-                  f"| {p95 * 1e3:.1f} (request) | {p50 * 1e3:.1f} (request) | {b * len(walls) / sum(walls):.1f} |")  # fmt: skip
+            print(f"| LocalInference, {b} at once (batches {_batch_sizes(timings)}) | {b} | "
+                  f"{statistics.median(walls) * 1e3:.1f} | {p95 * 1e3:.1f} (request) | {p50 * 1e3:.1f} (request) | "
+                  f"{b * len(walls) / sum(walls):.1f} |")  # fmt: skip
 
     asyncio.run(run())
 
@@ -324,25 +344,13 @@ def _http(args: argparse.Namespace, loaded, pool, prompts, batches, device) -> N
 
             options = PredictOptions(prompts=prompts, confidence=0.5)
             for b in batches:
-                walls, latencies, timings = [], [], []
-                seen: collections.Counter[str] = collections.Counter()
-                for r in range(args.warmup + args.rounds):
-                    # Fresh bytes every round: the service would otherwise reuse the embeddings of the last.
-                    data = [fresh_image() for _ in range(b)] if r >= args.warmup else jpegs[:b]
-                    t = time.perf_counter()
-                    done = await asyncio.gather(*(one(d, options) for d in data))
-                    wall = time.perf_counter() - t
-                    if r >= args.warmup:
-                        walls.append(wall)
-                        latencies += [d for d, _ in done]
-                        timings += [timing for _, timing in done]
-                        for _, timing in done:
-                            seen[_timing(timing, "batch") or "?"] += 1
+                # Fresh bytes in every counted round: the service would otherwise reuse the embeddings of the last.
+                walls, latencies, timings = await _rounds(args, lambda counted, b=b: [
+                    one(fresh_image() if counted else jpegs[i], options) for i in range(b)])  # fmt: skip
                 p50, p95 = _p50_p95(latencies)
-                sizes = ", ".join(f"{k}: {v}" for k, v in sorted(seen.items()))
-                print(f"| HTTP service, {b} at once (batches {sizes}) | {b} | {statistics.median(walls) * 1e3:.1f} "
-                      f"| {p95 * 1e3:.1f} | {p50 * 1e3:.1f} | {b * len(walls) / sum(walls):.1f} | "
-                      f"{parts(timings)} |")  # fmt: skip
+                print(f"| HTTP service, {b} at once (batches {_batch_sizes(timings)}) | {b} | "
+                      f"{statistics.median(walls) * 1e3:.1f} | {p95 * 1e3:.1f} | {p50 * 1e3:.1f} | "
+                      f"{b * len(walls) / sum(walls):.1f} | {parts(timings)} |")  # fmt: skip
 
             # One client, as the UI's "try it": a fresh image, then the same image with other prompts.
             other = PredictOptions(prompts=[p + " part" for p in prompts], confidence=0.5)
