@@ -18,14 +18,17 @@ from app.core.openapi import operation_id
 from app.core.queue import CeleryQueue
 from app.core.rate_limits import RateLimiter
 from app.core.security_headers import SecurityHeaders
+from app.core.short_cache import ShortCache
 from app.core.storage import make_storage
 from app.core.tasks import make_celery
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.inference.calls import ModelSpec
 from app.inference.tier import make_inference
 from app.jobs.feed import make_publisher
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
+from app.keys.service import Principal
 from app.metrics.collector import ScrapeTimeCollector
 from app.metrics.multiprocess import mark_dead
 from app.metrics.router import install_metrics
@@ -97,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Checked keys and looked-up models, remembered for seconds (app/core/short_cache.py).
+    app.state.principals = ShortCache[Principal](settings.auth_cache_seconds)
+    app.state.model_specs = ShortCache[ModelSpec](settings.auth_cache_seconds)
     app.state.storage = make_storage(settings)
     app.state.tasks = CeleryQueue(make_celery(settings))
     app.state.publisher = make_publisher(settings)

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         default="",
         description="Rate of predictions per API key (like 600/minute); empty: no limit.",
     )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a process remembers a checked API key (and a model's serving spec) before asking "
+        "the database again; a key revoked in another process works there for at most this long. 0: never.",
+    )
 
     max_upload_bytes: int = Field(
         default=4 * 2**30,
@@ -132,10 +139,11 @@ class Settings(BaseSettings):
         description="Most requests (or batch-prediction images) one batched forward takes.",
     )
     batch_max_wait_ms: float = Field(
-        default=5.0,
+        default=15.0,
         ge=0,
         le=1000,
-        description="How long a prediction waits for others to share its batched forward (milliseconds).",
+        description="How long a prediction waits for others to share its batched forward (milliseconds); only "
+        "while other predictions are, or lately were, in flight: a lone client never waits.",
     )
     inference_device: str = Field(
         default="auto",

@@ -3,6 +3,7 @@ object storage and the authenticated workspace (API key, or the web UI's session
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.db import transaction
 from app.core.limits import checked_principal
 from app.core.queue import TaskQueue
+from app.core.short_cache import ShortCache
 from app.core.storage import ObjectStorage
 from app.keys import service as keys
 from app.keys.service import Principal
@@ -72,11 +74,22 @@ def own_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def authenticate_key(request: Request, key: str) -> Principal:
-    """Blocking: the key checked in a transaction of its own, for app.core.limits.KeyBeforeBody, which runs
-    before any route (and its session) does."""
+def _authenticate_in_own_session(request: Request, key: str) -> Principal:
     with own_session(request) as session:
         return keys.authenticate(session, key)
+
+
+async def authenticate_key(request: Request, key: str) -> Principal:
+    """The key's principal, for app.core.limits' middlewares, which run before any route (and its session)
+    does: remembered by this process for SAMTUNE_AUTH_CACHE_SECONDS (app/core/short_cache.py), else checked
+    in a transaction of its own on the thread pool. Unauthorized for a wrong or revoked key."""
+    principals: ShortCache[Principal] = request.app.state.principals
+    digest = hashlib.sha256(key.encode()).digest()
+    principal = principals.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate_in_own_session, request, key)
+        principals.put(digest, principal.key_id, principal)
+    return principal
 
 
 # The two ways an API client presents its key, as the OpenAPI document declares them: every operation that
@@ -109,9 +122,12 @@ async def get_principal(request: Request, _bearer: BearerKey = None, _api_key: Q
     KeyBeforeBody moments ago, and a prediction then costs no trip through the thread pool nor a database
     session for it (two of them, to open and to close, were a tenth of a tiny model's predict latency). The
     others are checked in a short transaction of their own (`resolve_principal`)."""
-    checked = checked_principal(request.scope, presented_key(request))
+    key = presented_key(request)
+    checked = checked_principal(request.scope, key)
     if checked is not None:
         return checked  # KeyBeforeBody checked this very key moments ago
+    if key is not None:
+        return await authenticate_key(request, key)
     return await run_in_threadpool(_resolve_in_own_session, request)
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -125,12 +124,12 @@ def _has_body(scope: Scope) -> bool:
 class KeyBeforeBody:
     """A request with a body that presents an API key (Bearer header or ?api_key=) has the key checked first: a
     wrong key is a 401 before any of the body is read, so an upload with a bad key costs its sender, not the
-    server. `authenticate(request, key)` is blocking (the database); it runs on the thread pool. Requests
+    server. `authenticate(request, key)` answers the key's principal (app/core/deps.authenticate_key). Requests
     without a key, or with Roboflow's key inside a JSON body, are left to the route (their body limit bounds
     what is read before it checks)."""
 
     def __init__(self, app: ASGIApp, presented: Callable[[Request], str | None],
-                 authenticate: Callable[[Request, str], Principal]) -> None:  # fmt: skip
+                 authenticate: Callable[[Request, str], Awaitable[Principal]]) -> None:  # fmt: skip
         self.app = app
         self.presented = presented
         self.authenticate = authenticate
@@ -143,7 +142,7 @@ class KeyBeforeBody:
         key = self.presented(request)
         if key is not None:
             try:
-                principal = await run_in_threadpool(self.authenticate, request, key)
+                principal = await self.authenticate(request, key)
             except Unauthorized as exc:
                 await problem_response(exc, request)(scope, receive, _closing(send))
                 return
@@ -174,7 +173,7 @@ class RateLimitBeforeBody:
     answers 401."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, presented: Callable[[Request], str | None],
-                 authenticate: Callable[[Request, str], Principal]) -> None:  # fmt: skip
+                 authenticate: Callable[[Request, str], Awaitable[Principal]]) -> None:  # fmt: skip
         self.app = app
         self.limiter = limiter
         self.presented = presented
@@ -208,7 +207,7 @@ class RateLimitBeforeBody:
             return checked.key_id
         if key is not None:
             try:
-                principal = await run_in_threadpool(self.authenticate, request, key)
+                principal = await self.authenticate(request, key)
             except Unauthorized:
                 return None  # the route says so
             scope["state"][PRINCIPAL_STATE] = (key, principal)

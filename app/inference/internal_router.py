@@ -57,6 +57,7 @@ async def internal_evict(request: Request) -> dict[str, str]:
     inference = _inference(request)
     key = EvictRequest.model_validate_json(await request.body()).key
     inference.evict(key)
+    request.app.state.model_specs.forget(key)
     return {"evicted": key}
 
 

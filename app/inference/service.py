@@ -19,10 +19,13 @@ from app.core.limits import BodyLimit, BodySizeLimit, KeyBeforeBody, RateLimitBe
 from app.core.logging import install_redaction
 from app.core.rate_limits import RateLimiter
 from app.core.security_headers import SecurityHeaders
+from app.core.short_cache import ShortCache
 from app.core.storage import make_storage
 from app.health.router import router as health_router
+from app.inference.calls import ModelSpec
 from app.inference.internal_router import router as internal_router
 from app.inference.local import LocalInference
+from app.keys.service import Principal
 from app.metrics.multiprocess import mark_dead
 from app.metrics.router import install_metrics
 from app.models.predict_router import router as predict_router
@@ -51,6 +54,9 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Checked keys and looked-up models, remembered for seconds (app/core/short_cache.py).
+    app.state.principals = ShortCache[Principal](settings.auth_cache_seconds)
+    app.state.model_specs = ShortCache[ModelSpec](settings.auth_cache_seconds)
     app.state.storage = inference.cache.storage
     app.state.inference = inference
 

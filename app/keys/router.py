@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from app.core.deps import CurrentPrincipal, SessionDep
 from app.core.pagination import Page, PageDep
@@ -32,7 +32,12 @@ def create_key(body: KeyCreate, session: SessionDep, principal: CurrentPrincipal
 
 
 @router.delete("/{key_id}", summary="Revoke an API key", response_model=KeyOut)
-def revoke_key(key_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> KeyOut:
+def revoke_key(
+    key_id: uuid.UUID, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> KeyOut:
     """Revoke one of your workspace's keys: from now on it answers 401, its open event streams end and its
     event tokens stop working. Answers the key with `revoked_at`. 404 for a key of another workspace."""
-    return KeyOut.model_validate(service.revoke(session, principal.workspace_id, key_id))
+    revoked = service.revoke(session, principal.workspace_id, key_id)
+    # This process forgets it now; the others within SAMTUNE_AUTH_CACHE_SECONDS (app/core/short_cache.py).
+    request.app.state.principals.forget(key_id)
+    return KeyOut.model_validate(revoked)

@@ -1,10 +1,13 @@
 """Dynamic batching: concurrent requests for the same model are gathered for at most `max_wait_s` (or until
 `max_batch` are waiting) and handed to one call of `run`, on the one inference thread; each request gets its
-own result back. Nothing waits while the inference thread is idle: a lone request runs at once. A request's own failure (an exception in its slot of the results) is raised to that request
+own result back. A request's own failure (an exception in its slot of the results) is raised to that request
 only; an exception of `run` itself fails the whole batch.
 
-While one batch runs, the next gathers: under load, batches fill up by themselves, and a lone request waits
-at most `max_wait_s` more than it would alone."""
+While one batch runs, the next gathers: under load, batches fill up by themselves. When the inference thread
+is idle, a request waits for company only if that many requests were lately in flight at once: a lone client
+never waits, and clients that take turns stop splitting into a batch of one and a batch of the rest, which
+on a CPU cost nearly two forwards for one batch's work (bench/predict.py). Either way a request waits at most
+`max_wait_s` more than it would alone."""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+# How long a burst of concurrent requests is remembered: longer than a batch takes, short enough that a client
+# left alone after a burst soon stops waiting for company that is gone.
+PEAK_WINDOW_S = 1.0
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -29,7 +36,7 @@ class _Waiting(Generic[Item, Result]):
 @dataclass
 class _Queue(Generic[Item, Result]):
     waiting: list[_Waiting[Item, Result]] = field(default_factory=list)
-    full: asyncio.Event = field(default_factory=asyncio.Event)
+    grown: asyncio.Event = field(default_factory=asyncio.Event)  # set when a request joins
     collecting: bool = False
 
 
@@ -50,6 +57,9 @@ class DynamicBatcher(Generic[Item, Result]):
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self._queues: dict[Hashable, _Queue[Item, Result]] = {}
         self._running = 0  # batches handed to the executor and not yet back
+        self._pending = 0  # requests submitted and not yet answered
+        # The most requests in flight at once lately (over PEAK_WINDOW_S): how many an idle thread waits for.
+        self._peak, self._peak_at = 0, 0.0
         self.batch_sizes: deque[int] = deque(
             maxlen=1000
         )  # the recent batches' sizes, for status and benchmarks
@@ -60,25 +70,46 @@ class DynamicBatcher(Generic[Item, Result]):
         queue = self._queues.setdefault(key, _Queue())
         waiting: _Waiting[Item, Result] = _Waiting(item, loop.create_future())
         queue.waiting.append(waiting)
-        if len(queue.waiting) >= self.max_batch:
-            queue.full.set()
+        queue.grown.set()
+        self._pending += 1
+        now = loop.time()
+        if self._pending >= self._peak or now - self._peak_at > PEAK_WINDOW_S:
+            self._peak, self._peak_at = self._pending, now
         if not queue.collecting:
             queue.collecting = True
             loop.create_task(self._collect(key, queue))
-        return await waiting.future
+        try:
+            return await waiting.future
+        finally:
+            self._pending -= 1
+
+    def _company(self) -> int:
+        """How many requests a batch should wait for: all it can take while a batch runs (the wait costs
+        nothing then); with the thread idle, as many as were lately in flight at once."""
+        if self._running > 0:
+            return self.max_batch
+        loop = asyncio.get_running_loop()
+        recent = self._peak if loop.time() - self._peak_at <= PEAK_WINDOW_S else 1
+        return max(1, min(self.max_batch, recent))
+
+    async def _gather(self, queue: _Queue[Item, Result]) -> None:
+        """Wait at most `max_wait_s` for the queue to hold `_company()` requests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(queue.waiting) < self._company():
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            queue.grown.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(queue.grown.wait(), left)
 
     async def _collect(self, key: Hashable, queue: _Queue[Item, Result]) -> None:
         loop = asyncio.get_running_loop()
         while queue.waiting:
-            # Wait for company only while the inference thread is busy anyway: a request that finds it idle runs
-            # at once (waiting would only add latency), and what arrives meanwhile gathers for the next batch.
-            if len(queue.waiting) < self.max_batch and self.max_wait_s > 0 and self._running > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.full.wait(), self.max_wait_s)
+            if self.max_wait_s > 0:
+                await self._gather(queue)
             batch, queue.waiting = queue.waiting[: self.max_batch], queue.waiting[self.max_batch :]
-            queue.full.clear()
-            if len(queue.waiting) >= self.max_batch:
-                queue.full.set()
             # A request whose client went away is not worth a forward.
             batch = [w for w in batch if not w.future.done()]
             if not batch:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.core.deps import CurrentPrincipal, SettingsDep, own_session
+from app.core.short_cache import ShortCache
 from app.inference.calls import ModelSpec
 from app.models import service
 from app.models.openapi import PREDICT_BODY, PREDICT_RESPONSES
@@ -42,9 +43,15 @@ async def predict(
     `?visualize=true` answers the image with the masks drawn (PNG). 404 unknown model, 413 body or image over
     the limit, 415 neither multipart nor JSON, 422 not an image or an option over its limit, 503 no inference
     service could answer (safe to retry)."""
-    # The model looked up in one trip through the thread pool, in a transaction of its own: a `SessionDep`
-    # would cost two more (opening and closing it), a measurable share of a small model's predict latency.
-    spec = await run_in_threadpool(_model_spec, request, principal.workspace_id, model_id)
+    # Remembered for seconds (app/core/short_cache.py; a deletion through this process forgets it), else looked
+    # up in one trip through the thread pool, in a transaction of its own: a `SessionDep` would cost two more
+    # (opening and closing it), each a measurable share of a small model's predict latency.
+    specs: ShortCache[ModelSpec] = request.app.state.model_specs
+    spec = specs.get((principal.workspace_id, model_id))
+    if spec is None:
+        spec = await run_in_threadpool(_model_spec, request, principal.workspace_id, model_id)
+        if spec.sha256 is not None:  # a model still being made is asked again next time
+            specs.put((principal.workspace_id, model_id), spec.key, spec)
     return await answer(request, settings, spec, visualize)
 
 
@@ -74,4 +81,10 @@ async def predict_base(
     """Zero-shot prediction with a base model (e.g. `samtune/sam3-tiny-shapes`, `facebook/sam3`), to try it
     before training: same request, answer and errors as a fine-tuned model's predict. Default prompts: the
     classes its card lists, if any. 422 for an unknown base model; 503 for one not downloaded yet."""
-    return await answer(request, settings, service.base_spec(settings, f"{owner}/{name}"), visualize)
+    # The catalog reads the disk (the bundled model's card, the hub cache): remembered for seconds too.
+    specs: ShortCache[ModelSpec] = request.app.state.model_specs
+    spec = specs.get(("base", owner, name))
+    if spec is None:
+        spec = service.base_spec(settings, f"{owner}/{name}")
+        specs.put(("base", owner, name), spec.key, spec)
+    return await answer(request, settings, spec, visualize)

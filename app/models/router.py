@@ -70,6 +70,7 @@ def delete_model(
     """Delete a model and its files; inference services free its memory. 204. 404 when it is not in your
     workspace; 409 while a batch prediction of it is queued or running."""
     service.delete(session, storage, request.app.state.inference.evict, principal.workspace_id, model_id)
+    request.app.state.model_specs.forget(str(model_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from app.models import batching
 from app.models.batching import DynamicBatcher
 
 
@@ -55,35 +56,94 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
     executor.shutdown()
 
 
-def test_an_idle_thread_runs_a_lone_request_at_once_and_a_busy_one_gathers_the_next_batch() -> None:
-    """With a 5 s window, a lone request that waited for company would take 5 s: on an idle inference thread it
-    runs at once. Requests that arrive while a batch runs gather, and run together as soon as it ends."""
-    started = threading.Event()
-    release = threading.Event()
+Run = Callable[[Hashable, list[int]], Sequence[int | BaseException]]
 
-    def slow(key: Hashable, items: list[int]) -> list[int]:
-        started.set()
-        release.wait(10)
-        return [i * 2 for i in items]
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(slow, executor, max_batch=8, max_wait_s=5.0)
+def _held_first_batch() -> tuple[threading.Event, threading.Event, Run]:
+    """A batch function whose first batch runs until `release` is set (`started` says it began)."""
+    started, release = threading.Event(), threading.Event()
+    recorder = Recorder()
 
-    async def main() -> tuple[list[int], float]:
+    def run(key: Hashable, items: list[int]) -> Sequence[int | BaseException]:
+        if not recorder.batches:
+            started.set()
+            release.wait(10)
+        return recorder(key, items)
+
+    return started, release, run
+
+
+def test_an_idle_thread_runs_a_lone_request_at_once() -> None:
+    """With a 5 s window, a lone request that waited for company would take 5 s: with nothing else in flight
+    lately, it finds the inference thread idle and runs at once."""
+    batcher, _, executor = _batcher(max_batch=8, max_wait_s=5.0)
+
+    async def main() -> float:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        assert await batcher.submit("m", 21) == 42
+        return loop.time() - t0
+
+    took = asyncio.run(main())
+    assert took < 2.5, f"{took:.2f} s: a lone request waited out the 5 s window"
+    executor.shutdown()
+
+
+def test_requests_arriving_while_a_batch_runs_gather_into_the_next() -> None:
+    started, release, run = _held_first_batch()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, executor, max_batch=8, max_wait_s=0.2)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
         first = asyncio.ensure_future(batcher.submit("m", 1))
         await loop.run_in_executor(None, started.wait, 10)  # the first batch is running
         later = [asyncio.ensure_future(batcher.submit("m", i)) for i in (2, 3, 4)]
         await asyncio.sleep(0.05)
         release.set()
-        out = await asyncio.gather(first, *later)
-        return out, loop.time() - t0
+        return await asyncio.wait_for(asyncio.gather(first, *later), 5.0)
 
-    out, took = asyncio.run(main())
-    assert out == [2, 4, 6, 8]
+    assert asyncio.run(main()) == [2, 4, 6, 8]
     assert list(batcher.batch_sizes) == [1, 3]
-    assert took < 2.5, f"{took:.2f} s: something waited out the 5 s window"
+    executor.shutdown()
+
+
+def test_clients_taking_turns_are_not_split_into_a_batch_of_one_and_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four clients, each asking again as soon as it is answered. The first ran alone while the other three
+    queued; when it is answered, the three wait (up to the window) for its next request instead of running
+    without it, so the clients share one batch from then on. Once the burst is PEAK_WINDOW_S old, a lone
+    request runs at once again."""
+    monkeypatch.setattr(batching, "PEAK_WINDOW_S", 0.5)
+    started, release, run = _held_first_batch()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, executor, max_batch=8, max_wait_s=3.0)
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+
+        async def first_client() -> int:
+            await batcher.submit("m", 1)
+            return await batcher.submit("m", 5)  # at once, like a client in a loop
+
+        t0 = loop.time()
+        first = asyncio.ensure_future(first_client())
+        await loop.run_in_executor(None, started.wait, 10)
+        others = [asyncio.ensure_future(batcher.submit("m", i)) for i in (2, 3, 4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(first, *others), 10.0) == [10, 4, 6, 8]
+        took = loop.time() - t0
+        await asyncio.sleep(0.6)  # the burst is forgotten
+        t1 = loop.time()
+        assert await batcher.submit("m", 21) == 42
+        return took, loop.time() - t1
+
+    took, lone = asyncio.run(main())
+    assert list(batcher.batch_sizes) == [1, 4, 1]
+    assert took < 2.5, f"{took:.2f} s: the three waited out the window although the fourth came back at once"
+    assert lone < 2.5, f"{lone:.2f} s: a lone request waited for a burst that had ended"
     executor.shutdown()
 
 

@@ -29,8 +29,10 @@ def test_predict_roboflow_shape_and_same_as_trainer(jobs_kit: JobKit, model_id: 
     assert r.headers["content-type"] == "application/json"
     # Where the server's time went, for clients and bench/predict.py.
     parts = dict(part.strip().split(";", 1) for part in r.headers["server-timing"].split(","))
-    assert set(parts) == {"decode", "predict", "encode", "batch", "embedding"}, parts
-    assert all(float(parts[k].removeprefix("dur=")) >= 0 for k in ("decode", "predict", "encode")), parts
+    assert set(parts) == {"decode", "predict", "encode", "forward", "batch", "embedding"}, parts
+    durations = {k: float(parts[k].removeprefix("dur=")) for k in ("decode", "predict", "encode", "forward")}
+    assert all(d >= 0 for d in durations.values()), parts
+    assert durations["forward"] <= durations["predict"], parts  # the batch's forward is inside its wait
     assert parts["batch"] == "desc=1" and parts["embedding"] in ("desc=computed", "desc=reused"), parts
     body = r.json()
     assert set(body) == {"inference_id", "time", "image", "predictions"}

@@ -53,12 +53,18 @@ def test_download_loads_with_from_pretrained(jobs_kit: JobKit, model_id: str, tm
     )
 
 
-def test_delete(jobs_kit: JobKit) -> None:
+def test_delete(jobs_kit: JobKit, test_image: bytes) -> None:
     kit = jobs_kit
     job = kit.create()
     assert kit.run(job["id"]) == "succeeded"
     mid = kit.get(job["id"])["model_id"]
     assert list(kit.storage.list(f"models/{mid}/"))
+
+    def predict() -> int:
+        files = {"image": ("x.jpg", test_image)}
+        return kit.client.post(f"/api/v1/models/{mid}/predict", files=files, headers=kit.auth).status_code
+
+    assert predict() == 200  # the API now remembers the model's spec (app/core/short_cache.py)
     batch = kit.client.post(
         f"/api/v1/models/{mid}/predict-version/{kit.version['id']}", headers=kit.auth
     ).json()
@@ -69,4 +75,5 @@ def test_delete(jobs_kit: JobKit) -> None:
     assert run_batch(kit.settings, uuid.UUID(batch["id"])) == "succeeded"
     assert kit.client.delete(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 204
     assert kit.client.get(f"/api/v1/models/{mid}", headers=kit.auth).status_code == 404
+    assert predict() == 404  # forgotten by the process that deleted it, at once
     assert not list(kit.storage.list(f"models/{mid}/"))
