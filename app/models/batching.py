@@ -4,8 +4,8 @@ own result back. A request's own failure (an exception in its slot of the result
 only; an exception of `run` itself fails the whole batch.
 
 While one batch runs, the next gathers: under load, batches fill up by themselves. When the inference thread
-is idle, a request waits for company only if that many requests were lately in flight at once: a lone client
-never waits, and clients that take turns stop splitting into a batch of one and a batch of the rest, which
+is idle, a request waits for company only if that many requests were in flight while the last batch ran: a
+lone client never waits, and clients that take turns stop splitting into a batch of one and a batch of the rest, which
 on a CPU cost nearly two forwards for one batch's work (bench/predict.py). Either way a request waits at most
 `max_wait_s` more than it would alone."""
 
@@ -19,8 +19,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-# How long a burst of concurrent requests is remembered: longer than a batch takes, short enough that a client
-# left alone after a burst soon stops waiting for company that is gone.
+# How long after a batch its company is expected back: longer than clients take to ask again, short enough
+# that a client left alone after a burst does not wait for company that is gone.
 PEAK_WINDOW_S = 1.0
 
 Item = TypeVar("Item")
@@ -58,8 +58,10 @@ class DynamicBatcher(Generic[Item, Result]):
         self._queues: dict[Hashable, _Queue[Item, Result]] = {}
         self._running = 0  # batches handed to the executor and not yet back
         self._pending = 0  # requests submitted and not yet answered
-        # The most requests in flight at once lately (over PEAK_WINDOW_S): how many an idle thread waits for.
-        self._peak, self._peak_at = 0, 0.0
+        # The most requests in flight at once while the last batch ran, and when it ended: how many requests an
+        # idle inference thread waits for (within PEAK_WINDOW_S of that end). Measured per batch, so that once
+        # a burst is over, one lone request finds it out and the next ones run at once again.
+        self._run_peak, self._last_peak, self._last_end = 0, 0, 0.0
         self.batch_sizes: deque[int] = deque(
             maxlen=1000
         )  # the recent batches' sizes, for status and benchmarks
@@ -72,9 +74,7 @@ class DynamicBatcher(Generic[Item, Result]):
         queue.waiting.append(waiting)
         queue.grown.set()
         self._pending += 1
-        now = loop.time()
-        if self._pending >= self._peak or now - self._peak_at > PEAK_WINDOW_S:
-            self._peak, self._peak_at = self._pending, now
+        self._run_peak = max(self._run_peak, self._pending)
         if not queue.collecting:
             queue.collecting = True
             loop.create_task(self._collect(key, queue))
@@ -85,12 +85,12 @@ class DynamicBatcher(Generic[Item, Result]):
 
     def _company(self) -> int:
         """How many requests a batch should wait for: all it can take while a batch runs (the wait costs
-        nothing then); with the thread idle, as many as were lately in flight at once."""
+        nothing then); with the thread idle, as many as were in flight at once while the last batch ran (if it
+        ended within PEAK_WINDOW_S): the clients it answered, expected back."""
         if self._running > 0:
             return self.max_batch
-        loop = asyncio.get_running_loop()
-        recent = self._peak if loop.time() - self._peak_at <= PEAK_WINDOW_S else 1
-        return max(1, min(self.max_batch, recent))
+        recent = asyncio.get_running_loop().time() - self._last_end <= PEAK_WINDOW_S
+        return max(1, min(self.max_batch, self._last_peak if recent else 1))
 
     async def _gather(self, queue: _Queue[Item, Result]) -> None:
         """Wait at most `max_wait_s` for the queue to hold `_company()` requests."""
@@ -116,6 +116,7 @@ class DynamicBatcher(Generic[Item, Result]):
                 continue
             self.batch_sizes.append(len(batch))
             self._running += 1
+            self._run_peak = self._pending
             try:
                 results = await loop.run_in_executor(self.executor, self.run, key, [w.item for w in batch])
                 if len(results) != len(batch):
@@ -127,6 +128,7 @@ class DynamicBatcher(Generic[Item, Result]):
                 continue
             finally:
                 self._running -= 1
+                self._last_peak, self._last_end = self._run_peak, loop.time()
             for w, result in zip(batch, results, strict=True):
                 if w.future.done():
                     continue

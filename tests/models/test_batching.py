@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.models import batching
 from app.models.batching import DynamicBatcher
 
 
@@ -108,17 +107,14 @@ def test_requests_arriving_while_a_batch_runs_gather_into_the_next() -> None:
     executor.shutdown()
 
 
-def test_clients_taking_turns_are_not_split_into_a_batch_of_one_and_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_clients_taking_turns_are_not_split_into_a_batch_of_one_and_the_rest() -> None:
     """Four clients, each asking again as soon as it is answered. The first ran alone while the other three
     queued; when it is answered, the three wait (up to the window) for its next request instead of running
-    without it, so the clients share one batch from then on. Once the burst is PEAK_WINDOW_S old, a lone
-    request runs at once again."""
-    monkeypatch.setattr(batching, "PEAK_WINDOW_S", 0.5)
+    without it, so the clients share one batch from then on. After the burst, the first lone request finds
+    out that nobody else is coming back (it may wait the window once); the next lone one runs at once."""
     started, release, run = _held_first_batch()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, executor, max_batch=8, max_wait_s=3.0)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, executor, max_batch=8, max_wait_s=1.0)
 
     async def main() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
@@ -135,15 +131,15 @@ def test_clients_taking_turns_are_not_split_into_a_batch_of_one_and_the_rest(
         release.set()
         assert await asyncio.wait_for(asyncio.gather(first, *others), 10.0) == [10, 4, 6, 8]
         took = loop.time() - t0
-        await asyncio.sleep(0.6)  # the burst is forgotten
+        assert await batcher.submit("m", 20) == 40  # alone: the burst's company does not come back
         t1 = loop.time()
         assert await batcher.submit("m", 21) == 42
         return took, loop.time() - t1
 
     took, lone = asyncio.run(main())
-    assert list(batcher.batch_sizes) == [1, 4, 1]
-    assert took < 2.5, f"{took:.2f} s: the three waited out the window although the fourth came back at once"
-    assert lone < 2.5, f"{lone:.2f} s: a lone request waited for a burst that had ended"
+    assert list(batcher.batch_sizes) == [1, 4, 1, 1]
+    assert took < 0.9, f"{took:.2f} s: the three waited out the window although the fourth came back at once"
+    assert lone < 0.5, f"{lone:.2f} s: a lone request waited for a burst that had ended"
     executor.shutdown()
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pycocotools import mask as mask_utils
 
+from app.inference import local
 from app.inference.calls import ModelSpec, PredictCall, encode_call
 from app.inference.local import LocalInference
 from app.inference.remote import INTERNAL_TOKEN_HEADER
@@ -136,6 +137,40 @@ def test_a_request_is_resized_for_a_loaded_model_before_it_reaches_the_inference
     assert item.pixels is not None and tuple(item.pixels.shape) == (3, size, size)
     asyncio.run(inference.predict(call, image))
     assert inference._decode(call, image).pixels is None, "its embedding is cached: nothing to resize"
+
+
+def test_a_small_request_skips_the_thread_pool_a_large_one_does_not_and_both_answer_the_same(
+    jobs_kit: JobKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 112 px image for the bundled 112 px model is decoded and answered on the event loop (cheaper than two
+    trips through the thread pool); over INLINE_PIXELS (SAM 3's 1008 px always is) both go to the pool. The
+    answer is the same either way."""
+    image = _images(jobs_kit)[0]
+    inference = LocalInference(jobs_kit.make_settings(), jobs_kit.storage)
+    call = PredictCall(model=_spec(jobs_kit), options=PredictOptions(prompts=["red shape"], mask_format="rle",
+                                                                      confidence=0.05))  # fmt: skip
+    ran: list[tuple[str, bool]] = []
+    for step in ("_decode", "_encode"):
+        original = getattr(inference, step)
+
+        def record(*args: Any, _original: Any = original, _step: str = step) -> Any:
+            ran.append((_step, threading.current_thread() is loop_thread))
+            return _original(*args)
+
+        monkeypatch.setattr(inference, step, record)
+
+    async def ask() -> bytes:
+        return (await inference.predict(call, image)).body
+
+    loop_thread = threading.current_thread()  # asyncio.run runs the loop on this thread
+    small = asyncio.run(ask())
+    assert ran == [("_decode", True), ("_encode", True)]
+    ran.clear()
+    monkeypatch.setattr(local, "INLINE_PIXELS", 0)
+    large = asyncio.run(ask())
+    assert ran == [("_decode", False), ("_encode", False)]
+    _same(large, small)
+    assert _stable(small)["predictions"], "an answer with instances, so that encoding them was compared"
 
 
 def test_a_model_over_the_memory_budget_is_refused_before_it_loads(
