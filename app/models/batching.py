@@ -5,9 +5,9 @@ only; an exception of `run` itself fails the whole batch.
 
 While one batch runs, the next gathers: under load, batches fill up by themselves. When the inference thread
 is idle, a request waits for company only if that many requests were in flight while the last batch ran: a
-lone client never waits, and clients that take turns stop splitting into a batch of one and a batch of the rest, which
-on a CPU cost nearly two forwards for one batch's work (bench/predict.py). Either way a request waits at most
-`max_wait_s` more than it would alone."""
+lone client never waits, and clients that take turns stop splitting into a batch of one and a batch of the
+rest, which on a CPU cost nearly two forwards for one batch's work (bench/predict.py). Either way a request
+waits at most `max_wait_s` more than it would alone."""
 
 from __future__ import annotations
 
