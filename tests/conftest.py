@@ -35,8 +35,9 @@ pytest_plugins = ["tests.support.jobs"]
 # (parameters included) -> why.
 LONG_ONLY = {
     "tests/trainer/test_e2e.py::test_fine_tuning_learns_a_concept_the_base_lacks": "a learning-quality run; tests/jobs and tests/ui train through the service",
-    "tests/jobs/test_job_faults.py::test_sigkilled_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoint": "tests/jobs/test_checkpoint_upload.py SIGKILLs a worker and resumes from its checkpoint",
+    "tests/jobs/test_job_faults.py::test_sigkilled_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoint": "a SIGKILL fault run; tests/trainer/test_checkpoint_by_time.py kills a run and resumes it from its checkpoint",
     "tests/jobs/test_job_faults.py::test_redis_restart_loses_no_job": "a broker outage soak",
+    "tests/jobs/test_checkpoint_upload.py::test_a_worker_killed_during_an_upload_resumes_from_the_previous_complete_checkpoint": "a SIGKILL fault run (54 s); tests/trainer/test_checkpoint_by_time.py kills a run and resumes it from its checkpoint, and tests/jobs/test_job_faults.py's reaper tests take over a dead worker's job",
     "tests/jobs/test_job_faults.py::test_api_restart_changes_nothing_for_running_jobs": "an API restart soak",
     "tests/jobs/test_job_faults.py::test_a_batch_prediction_whose_worker_was_killed_is_retried_by_the_reaper": "the reaper's requeue is tested for versions in tests/versions and for jobs here",
     "tests/deploy/test_topology.py::test_production_topology_runs_the_whole_flow": "tests/deploy/test_compose.py checks the compose file; the embedded topology runs the whole flow",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,16 +24,23 @@ def test_no_script_shadows_the_standard_library() -> None:
             )
 
 
+def _help(script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(script.relative_to(REPO)), "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def helps() -> Iterator[dict[Path, Future[subprocess.CompletedProcess[str]]]]:
+    """Every script's `--help`, two at a time: each spends its seconds importing torch and transformers on one
+    core, so the 19 of them took 1.5 minutes of `make test` one after another."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {script: pool.submit(_help, script) for script in SCRIPTS}
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
-def test_script_starts(script: Path) -> None:
+def test_script_starts(script: Path, helps: dict[Path, Future[subprocess.CompletedProcess[str]]]) -> None:
     """Every import of the script resolves when run the documented way; --help stops before any work."""
-    done = subprocess.run(
-        [sys.executable, str(script.relative_to(REPO)), "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = helps[script].result()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "usage:" in done.stdout
 
