@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.db import make_engine, make_sessionmaker
 from app.core.deps import authenticate_key, presented_key
@@ -23,9 +25,11 @@ from app.core.short_cache import ShortCache
 from app.core.storage import make_storage
 from app.health.router import router as health_router
 from app.inference.calls import ModelSpec
+from app.inference.internal_router import INTERNAL_PREDICT, InternalPredict
 from app.inference.internal_router import router as internal_router
 from app.inference.local import LocalInference
 from app.keys.service import Principal
+from app.metrics.middleware import RequestMetrics
 from app.metrics.multiprocess import mark_dead
 from app.metrics.router import install_metrics
 from app.models.predict_router import router as predict_router
@@ -36,7 +40,23 @@ from app.settings import Settings
 _CALL_OVERHEAD_BYTES = 1 << 20
 
 
-def create_inference_app(settings: Settings | None = None) -> FastAPI:
+class InferenceApp(FastAPI):
+    """The service's app: the API's internal predict call goes straight to `internal_predict`, past the
+    middleware stack and the router (app/inference/internal_router.py, InternalPredict); everything else
+    takes FastAPI's way."""
+
+    internal_predict: ASGIApp
+    internal_route: Route  # what the request metrics read the route's name from, as a router would leave it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == INTERNAL_PREDICT:
+            scope["route"] = self.internal_route
+            await self.internal_predict(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_inference_app(settings: Settings | None = None) -> InferenceApp:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     inference = LocalInference(settings, make_storage(settings))
@@ -48,7 +68,7 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
         mark_dead()  # its model cache's bytes stop counting (app/metrics/multiprocess.py)
 
-    app = FastAPI(
+    app = InferenceApp(
         title="samtune inference", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
@@ -63,8 +83,14 @@ def create_inference_app(settings: Settings | None = None) -> FastAPI:
     from app.main import body_limits  # the API's per-route limits hold here too
 
     limits = body_limits(settings)
-    predict = settings.max_predict_bytes + _CALL_OVERHEAD_BYTES, "SAMTUNE_MAX_PREDICT_BYTES"
-    limits["routes"].insert(0, BodyLimit(r"/internal/v1/predict", *predict))
+    predict = BodyLimit(
+        INTERNAL_PREDICT, settings.max_predict_bytes + _CALL_OVERHEAD_BYTES, "SAMTUNE_MAX_PREDICT_BYTES"
+    )
+    internal_predict = InternalPredict(settings.internal_token, inference)
+    app.internal_route = Route(INTERNAL_PREDICT, internal_predict, methods=["POST"])
+    app.internal_predict = RequestMetrics(
+        SecurityHeaders(BodySizeLimit(internal_predict, default=predict)), "inference"
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, **limits)
     # Its public predict routes count against the same rates as the API's (the same Redis).
