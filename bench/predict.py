@@ -229,6 +229,11 @@ class Throughput:
     many: list[Call] = field(default_factory=list)
     single_wall: float = 0.0
     many_wall: float = 0.0
+    ratios: list[float] = field(default_factory=list)  # each alternation's many/single requests/s
+
+    def spread(self) -> str:
+        """The alternations' ratios, lowest to highest: how far this machine drifted within the run."""
+        return ", ".join(f"{r:.2f}" for r in sorted(self.ratios))
 
 
 def throughput(side: Side, images: Images, prompts: list[str], confidence: float, n: int, concurrency: int,
@@ -252,7 +257,8 @@ def throughput(side: Side, images: Images, prompts: list[str], confidence: float
                 work = [images.fresh() for _ in range(BLOCK)]
                 t = time.perf_counter()
                 out.single += [side.call(client, image, prompts, confidence) for image in work]
-                out.single_wall += time.perf_counter() - t
+                single_wall = time.perf_counter() - t
+                out.single_wall += single_wall
                 for _ in range(SETTLE):
                     side.call(client, images.fresh(), prompts, confidence)
                 work = [[images.fresh() for _ in range(per_client)] for _ in clients]
@@ -263,7 +269,9 @@ def throughput(side: Side, images: Images, prompts: list[str], confidence: float
                 t = time.perf_counter()
                 for calls in pool.map(run, range(concurrency)):
                     out.many += calls
-                out.many_wall += time.perf_counter() - t
+                many_wall = time.perf_counter() - t
+                out.many_wall += many_wall
+                out.ratios.append((per_client * concurrency / many_wall) / (BLOCK / single_wall))
     finally:
         for c in clients:
             c.close()
@@ -384,7 +392,8 @@ def report_throughput(rows: list[tuple[str, Throughput]], concurrency: int) -> N
         sizes = [int(c.timing["batch"]) for c in t.many if c.timing.get("batch", "").isdigit()]
         mean = statistics.mean(sizes) if sizes else float("nan")
         print(f"- {label}: {concurrency} clients give {ratio:.2f}x the requests/s of 1 client (goal >= 2x: "
-              f"{'met' if ratio >= 2 else 'NOT met'}); a request's batch held {mean:.1f} requests on average")  # fmt: skip
+              f"{'met' if ratio >= 2 else 'NOT met'}); a request's batch held {mean:.1f} requests on average; "
+              f"alternation by alternation: {t.spread()}")  # fmt: skip
     print()
 
 

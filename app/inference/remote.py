@@ -7,8 +7,8 @@ single URL (a load balancer in front of many replicas, as docs/deploy.md shows) 
 one retry.
 
 The client is aiohttp's, not httpx's (which the rest of samtune uses): this call is on every forwarded
-prediction's path, and on loopback aiohttp's round trip took 0.30 ms at p50 against httpx's 0.73 ms (and
-httpcore's own 0.49 ms), measured in one process with the same uvicorn app answering (bench/RESULTS.md)."""
+prediction's path, and on loopback aiohttp's round trip took 0.29 ms at p50 against httpx's 0.64 ms (and
+httpcore's own 0.46 ms), the same uvicorn app answering (bench/internal_hop.py, bench/RESULTS.md)."""
 
 from __future__ import annotations
 
