@@ -48,13 +48,18 @@ def create_key_for_workspace(session: Session, workspace_name: str, name: str = 
     return create_key(session, workspace.id, name)
 
 
-def authenticate(session: Session, presented: str | None) -> Principal:
+def required(presented: str | None) -> str:
+    """The presented key, or the 401 that asks for one."""
     if not presented:
         raise Unauthorized(
             "an API key is required: send 'Authorization: Bearer <key>' (create one with "
             "`samtune keys create --workspace NAME`)"
         )
-    presented = presented.strip()
+    return presented
+
+
+def authenticate(session: Session, presented: str | None) -> Principal:
+    presented = required(presented).strip()
     row = repository.by_prefix(session, presented[:_PREFIX_LEN]) if presented.startswith(KEY_PREFIX) else None
     if row is None or not hmac.compare_digest(row.key_hash, _hash(presented)):
         raise Unauthorized("the API key is not valid")

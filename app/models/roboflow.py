@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.core.deps import AUTH_SCHEMES, SessionDep, presented_key
+from app.core.deps import AUTH_SCHEMES, SessionDep, authenticate_key, presented_key
 from app.core.errors import AppError, Unprocessable
 from app.core.limits import charge_after_body
 from app.core.openapi import roboflow_operation_id
@@ -44,12 +44,10 @@ hosted_router = APIRouter(
 TASK = "instance-segmentation"
 
 
-def _caller(request: Request, session: Session, body_key: str | None) -> Principal:
-    return keys.authenticate(session, body_key or presented_key(request))
-
-
-def _workspace(request: Request, session: Session, body_key: str | None) -> uuid.UUID:
-    return _caller(request, session, body_key).workspace_id
+async def _caller(request: Request, body_key: str | None) -> Principal:
+    """The key from the body, the query or a Bearer header, checked as every key is (remembered for
+    SAMTUNE_AUTH_CACHE_SECONDS: a prediction makes no database trip for it)."""
+    return await authenticate_key(request, keys.required(body_key or presented_key(request)))
 
 
 def _registry(session: Session, workspace_id: uuid.UUID) -> dict[str, Any]:
@@ -65,11 +63,6 @@ def _spec(session: Session, workspace_id: uuid.UUID, reference: str) -> ModelSpe
     return service.model_spec(model, version)
 
 
-def _look_up(request: Request, session: Session, body_key: str | None, reference: str) -> ModelSpec:
-    """In the request's session, before the inference tier takes over: the caller, then their model."""
-    return _spec(session, _workspace(request, session, body_key), reference)
-
-
 def _options(*, confidence: float, max_detections: int, mask_format: Literal["polygon", "rle"], prompts: list[str] | None,
              iou_threshold: float | None, class_agnostic_nms: bool | None) -> PredictOptions:  # fmt: skip
     return PredictOptions(
@@ -80,11 +73,12 @@ def _options(*, confidence: float, max_detections: int, mask_format: Literal["po
 
 
 @router.get("/model/registry", summary="Roboflow: list models")
-def registry(request: Request, session: SessionDep) -> dict[str, Any]:
+async def registry(request: Request, session: SessionDep) -> dict[str, Any]:
     """The models this key can use, as Roboflow's inference server lists its loaded ones: `{models:
     [{model_id: slug/N, task_type, ...}]}`. The key comes as `?api_key=` or a Bearer header. 401 without a
     valid key."""
-    return _registry(session, _workspace(request, session, None))
+    principal = await _caller(request, None)
+    return await run_in_threadpool(_registry, session, principal.workspace_id)
 
 
 @router.post("/model/add", summary="Roboflow: load a model")
@@ -96,7 +90,7 @@ async def add_model(body: AddModel, request: Request, session: SessionDep) -> di
     def look_up(workspace: uuid.UUID) -> tuple[ModelSpec, dict[str, Any]]:
         return _spec(session, workspace, body.model_id), _registry(session, workspace)
 
-    principal = await run_in_threadpool(_caller, request, session, body.api_key)
+    principal = await _caller(request, body.api_key)
     await charge_after_body(request, principal)  # the key may have come in the body: counted once it is read
     spec, listed = await run_in_threadpool(look_up, principal.workspace_id)
     await request.app.state.inference.load(spec)
@@ -125,7 +119,7 @@ async def infer_instance_segmentation(body: InferRequest, request: Request, sess
         if ref.type != "base64":
             raise AppError(f"image type {ref.type!r} is not accepted here: send base64", status_code=400,
                            source="image.type")  # fmt: skip
-    principal = await run_in_threadpool(_caller, request, session, body.api_key)
+    principal = await _caller(request, body.api_key)
     await charge_after_body(request, principal)  # the key may have come in the body: counted once it is read
     spec = await run_in_threadpool(_spec, session, principal.workspace_id, body.model_id)
     # Every limit is checked, and every image decoded from base64 and measured from its header, before the first
@@ -176,9 +170,8 @@ async def infer_v0(project: str, version: str, request: Request, session: Sessio
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     options = bodies.hosted_options(request.query_params, settings, percent=multipart)
     # The key (query or header) and the model before the body: a wrong key reads none of it.
-    spec = await run_in_threadpool(
-        _look_up, request, session, request.query_params.get("api_key"), f"{project}/{version}"
-    )
+    principal = await _caller(request, request.query_params.get("api_key"))
+    spec = await run_in_threadpool(_spec, session, principal.workspace_id, f"{project}/{version}")
     if multipart:
         data = await bodies.hosted_file(request, settings, visualize=options.visualize_predictions)
     else:

@@ -51,6 +51,27 @@ def test_a_checked_key_is_not_read_again_within_the_ttl(make_client, settings: S
     assert len(key_reads) == first
 
 
+def test_roboflow_routes_use_the_remembered_key_too(make_client, settings: Settings, api_key: str,
+                                                    key_reads: list[str]) -> None:  # fmt: skip
+    """Roboflow's clients send the key in the query or the JSON body: checked once, remembered as any key."""
+    client = _client(make_client, settings, 60)
+    assert client.get("/model/registry", params={"api_key": api_key}).json() == {"models": []}
+    first = len(key_reads)
+    assert first >= 1
+    image = {"type": "base64", "value": "aGVsbG8="}
+    for _ in range(3):
+        assert client.get("/model/registry", params={"api_key": api_key}).status_code == 200
+        r = client.post("/infer/instance_segmentation", json={"model_id": "nothing/1", "api_key": api_key,
+                                                               "image": image})  # fmt: skip
+        assert r.status_code == 404, r.text  # the key passed; the model is not in this workspace
+        assert client.post("/nothing/1", params={"api_key": api_key}, content=b"aGVsbG8=").status_code == 404
+    assert len(key_reads) == first
+    # A wrong key is still refused, on each spelling.
+    assert client.get("/model/registry", params={"api_key": api_key + "x"}).status_code == 401
+    r = client.post("/infer/instance_segmentation", json={"model_id": "nothing/1", "image": image})
+    assert r.status_code == 401 and "required" in r.json()["detail"]
+
+
 def test_with_no_ttl_every_request_reads_the_key(make_client, settings: Settings, api_key: str,
                                                  key_reads: list[str]) -> None:  # fmt: skip
     client = _client(make_client, settings, 0)
