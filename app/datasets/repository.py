@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.pagination import PageParams, fetch_page
@@ -17,6 +17,12 @@ _SHA_BATCH = 500
 def get(session: Session, workspace_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset | None:
     stmt = select(Dataset).where(Dataset.id == dataset_id, Dataset.workspace_id == workspace_id)
     return session.scalars(stmt).one_or_none()
+
+
+def lock(session: Session, dataset_id: uuid.UUID) -> None:
+    """Hold the dataset until the transaction ends: an UPDATE that changes nothing still locks its row on
+    PostgreSQL and takes the write lock on SQLite (where SELECT ... FOR UPDATE would not)."""
+    session.execute(update(Dataset).where(Dataset.id == dataset_id).values(name=Dataset.name))
 
 
 def list_for_workspace(session: Session, workspace_id: uuid.UUID) -> list[Dataset]:

@@ -174,6 +174,10 @@ def _merge(
     if not parsed.images:
         raise Unprocessable("the zip holds no images (JPEG, PNG or WebP)", source="upload")
 
+    # Two uploads at once may share pictures and new classes: both would find them absent, both insert, and
+    # one fail on the unique constraint, its rollback deleting objects the other's rows point to (one key per
+    # content). Locked first, the second waits and then sees what the first added.
+    repository.lock(session, dataset.id)
     known = {c.name: c for c in repository.categories(session, dataset.id)}
     new_names = [n for n in dict.fromkeys(parsed.categories) if n not in known]
     if len(known) + len(new_names) > max_classes:

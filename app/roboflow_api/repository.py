@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.datasets.tables import Annotation, Category, Dataset, Image
@@ -29,12 +29,6 @@ def version_by_number(session: Session, dataset_id: uuid.UUID, number: int) -> D
         DatasetVersion.dataset_id == dataset_id, DatasetVersion.number == number
     )
     return session.scalars(stmt).one_or_none()
-
-
-def lock_dataset(session: Session, dataset_id: uuid.UUID) -> None:
-    """Hold the dataset until the transaction ends: an UPDATE that changes nothing still locks its row on
-    PostgreSQL and takes the write lock on SQLite (where SELECT ... FOR UPDATE would not)."""
-    session.execute(update(Dataset).where(Dataset.id == dataset_id).values(name=Dataset.name))
 
 
 def image_by_sha(session: Session, dataset_id: uuid.UUID, sha256: str) -> Image | None:

@@ -275,7 +275,7 @@ def upload_image(session: Session, storage: ObjectStorage, settings: Settings, d
         # the loser's rollback would then delete the object the winner's row points to. So the dataset is locked
         # first (its row on PostgreSQL, the database's write lock on SQLite) and the check follows: the second
         # waits, then sees the first's image.
-        repository.lock_dataset(session, dataset.id)
+        datasets_repository.lock(session, dataset.id)
         existing = repository.image_by_sha(session, dataset.id, sha)
         if existing is not None:
             return {"duplicate": True, "id": str(existing.id)}
