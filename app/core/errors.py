@@ -219,6 +219,17 @@ def problem_response(error: AppError, request: Request | None = None) -> JSONRes
     )
 
 
+def unexpected_response(request: Request, exc: Exception) -> JSONResponse:
+    """The 500 problem for an error nothing handled, logged with its traceback; its text stays in the log."""
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    response = problem_response(
+        AppError("an unexpected error occurred; it has been logged", status_code=500), request
+    )
+    # Starlette sends this answer from its outermost middleware, past SecurityHeaders: add them here.
+    response.headers.update(dict(ALWAYS))
+    return response
+
+
 def _describe_validation_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(part) for part in err.get("loc", ()) if part not in ("body",))
     return f"{loc}: {err.get('msg')}" if loc else str(err.get("msg"))
@@ -247,13 +258,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        response = problem_response(
-            AppError("an unexpected error occurred; it has been logged", status_code=500), request
-        )
-        # Starlette sends this answer from its outermost middleware, past SecurityHeaders: add them here.
-        response.headers.update(dict(ALWAYS))
-        return response
+        return unexpected_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

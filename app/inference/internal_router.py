@@ -5,7 +5,6 @@ page for operators."""
 from __future__ import annotations
 
 import hmac
-import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,14 +13,12 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.errors import AppError, Unprocessable, problem_response
+from app.core.errors import AppError, Unprocessable, problem_response, unexpected_response
 from app.inference.calls import ModelSpec, decode_call
 from app.inference.local import LocalInference
-from app.inference.remote import INTERNAL_TOKEN_HEADER
+from app.inference.remote import INTERNAL_PREDICT, INTERNAL_TOKEN_HEADER
 
-logger = logging.getLogger("samtune.inference.internal")
 router = APIRouter(include_in_schema=False)
-INTERNAL_PREDICT = "/internal/v1/predict"
 
 
 class NotInternal(AppError):
@@ -76,10 +73,7 @@ class InternalPredict:
             if isinstance(exc, NotPost):
                 response.headers["Allow"] = "POST"
         except Exception as exc:  # noqa: BLE001 - answered as the 500 problem every other route answers
-            logger.error("unhandled error on %s %s", scope["method"], INTERNAL_PREDICT, exc_info=exc)
-            response = problem_response(
-                AppError("an unexpected error occurred; it has been logged", status_code=500), request
-            )
+            response = unexpected_response(request, exc)
         await response(scope, receive, send)
 
 

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,6 +29,7 @@ from app.settings import Settings
 logger = logging.getLogger("samtune.inference.remote")
 
 INTERNAL_TOKEN_HEADER = "X-Samtune-Internal-Token"
+INTERNAL_PREDICT = "/internal/v1/predict"
 DOWN_FOR_S = 5.0
 ATTEMPTS = 2  # the first service, then one other
 
@@ -45,7 +47,7 @@ class Replica:
 @dataclass
 class _Reply:
     status: int
-    headers: dict[str, str]  # lower-case names
+    headers: Mapping[str, str]  # aiohttp's own, names case-insensitive
     content: bytes
 
 
@@ -101,7 +103,7 @@ class RemoteInference:
         try:
             async with session.post(url, data=content, headers=headers, timeout=limit) as r:
                 body = await r.read()
-                return _Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, body)
+                return _Reply(r.status, r.headers, body)
         except aiohttp.SocketTimeoutError:
             raise _Slow from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -161,7 +163,7 @@ class RemoteInference:
         raise InferenceUnavailable("no inference service answered (" + "; ".join(failures) + ")")
 
     async def predict(self, call: PredictCall, data: bytes) -> Answer:
-        answer = await self._send("/internal/v1/predict", encode_call(call, data), "application/octet-stream")
+        answer = await self._send(INTERNAL_PREDICT, encode_call(call, data), "application/octet-stream")
         return Answer(
             answer.content,
             answer.headers.get("content-type", "application/octet-stream"),

@@ -25,9 +25,10 @@ from app.core.short_cache import ShortCache
 from app.core.storage import make_storage
 from app.health.router import router as health_router
 from app.inference.calls import ModelSpec
-from app.inference.internal_router import INTERNAL_PREDICT, InternalPredict
+from app.inference.internal_router import InternalPredict
 from app.inference.internal_router import router as internal_router
 from app.inference.local import LocalInference
+from app.inference.remote import INTERNAL_PREDICT
 from app.keys.service import Principal
 from app.metrics.middleware import RequestMetrics
 from app.metrics.multiprocess import mark_dead

@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.inference.calls import PredictCall, encode_call
-from app.inference.internal_router import INTERNAL_PREDICT
-from app.inference.remote import INTERNAL_TOKEN_HEADER
+from app.inference.remote import INTERNAL_PREDICT, INTERNAL_TOKEN_HEADER
 from app.inference.service import _CALL_OVERHEAD_BYTES, create_inference_app
 from app.models import service
 from app.models.schemas import PredictOptions
