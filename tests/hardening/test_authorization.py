@@ -26,7 +26,7 @@ from starlette.routing import Mount
 from app.main import create_app
 from app.settings import Settings
 from tests.factories import jpeg_bytes
-from tests.hardening.seed import DATASET_NAME, Seeded
+from tests.hardening.seed import Seeded
 
 # Answer without a key, by design. (method, path) as the router declares them.
 PUBLIC = {
@@ -150,6 +150,35 @@ def a_data(seeded: Seeded) -> list[str]:
     return [s for s in strings if s and s != "None"]
 
 
+@dataclass(frozen=True)
+class AState:
+    """What B's attempts must leave as they found it: A's objects (answer status by path), its dataset's name and
+    its key's revocation."""
+
+    statuses: dict[str, int]
+    dataset_name: str | None
+    key_revoked_at: str | None
+
+
+def _a_state(http: httpx.Client, seeded: Seeded) -> AState:
+    a = seeded.auth
+    statuses = {
+        path: http.get("/api/v1/" + _fill(path, seeded.ids), headers=a).status_code
+        for path in ("datasets/{dataset_id}", "versions/{version_id}", "jobs/{job_id}", "models/{model_id}")
+    }
+    dataset = http.get(f"/api/v1/datasets/{seeded.ids['dataset_id']}", headers=a).json()
+    keys = {k["id"]: k for k in http.get("/api/v1/keys", params={"limit": 500}, headers=a).json()["items"]}
+    return AState(statuses, dataset.get("name"), keys[seeded.key_id]["revoked_at"])
+
+
+@pytest.fixture(scope="module")
+def a_before(http: httpx.Client, seeded: Seeded) -> AState:
+    """A's state before B tries anything, read now rather than assumed from the seed: the service is shared by
+    the session's hardening suites, and the fuzzer, acting as A, renames and deletes A's objects as any owner
+    may (run after it, this module found A's dataset renamed by A)."""
+    return _a_state(http, seeded)
+
+
 def _no_a_data(r: httpx.Response, a_data: list[str], call: Call) -> None:
     text = r.text
     for s in a_data:
@@ -216,7 +245,7 @@ def test_with_a_revoked_key(http: httpx.Client, seeded: Seeded, calls: list[Call
 
 
 def test_with_another_workspaces_key(
-    http: httpx.Client, seeded: Seeded, calls: list[Call], a_data: list[str]
+    http: httpx.Client, seeded: Seeded, calls: list[Call], a_data: list[str], a_before: AState
 ) -> None:
     other = {"Authorization": f"Bearer {seeded.other_key}"}
     failures = []
@@ -241,15 +270,11 @@ def test_with_another_workspaces_key(
     assert not failures, "\n".join(failures)
 
 
-def test_a_is_intact_after_b_tried_everything(http: httpx.Client, seeded: Seeded) -> None:
+def test_a_is_intact_after_b_tried_everything(http: httpx.Client, seeded: Seeded, a_before: AState) -> None:
     """B's deletes, renames, stops and revocations on A's ids changed nothing."""
-    a = seeded.auth
-    for path in ("datasets/{dataset_id}", "versions/{version_id}", "jobs/{job_id}", "models/{model_id}"):
-        r = http.get("/api/v1/" + _fill(path, seeded.ids), headers=a)
-        assert r.status_code == 200, (path, r.text)
-    assert http.get(f"/api/v1/datasets/{seeded.ids['dataset_id']}", headers=a).json()["name"] == DATASET_NAME
-    keys = {k["id"]: k for k in http.get("/api/v1/keys", params={"limit": 500}, headers=a).json()["items"]}
-    assert keys[seeded.key_id]["revoked_at"] is None
+    assert a_before.statuses["datasets/{dataset_id}"] == 200, a_before  # something of A's to protect
+    assert a_before.key_revoked_at is None, a_before
+    assert _a_state(http, seeded) == a_before
 
 
 def _ui_sign_in(http: httpx.Client, key: str) -> None:
