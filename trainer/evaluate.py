@@ -23,6 +23,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
+from trainer.mask_iou import pairwise_iou
+
 # Upsampling K slots to a large original image costs K*H*W floats; do it in chunks of at most this many
 # output pixels so that 100 slots at 4K stay at ~128 MB of float32 instead of several GB.
 _UPSAMPLE_CHUNK_PIXELS = 32 * 1024 * 1024
@@ -70,8 +72,9 @@ def mask_nms(rles: Sequence[dict], iou_threshold: float, groups: Sequence[int] |
     """Greedy mask NMS over masks already sorted by descending score: a mask is dropped when its mask IoU with
     a kept, higher-scored mask of the same group exceeds `iou_threshold` (so 1.0 keeps everything). `groups`
     (one label per mask, e.g. its prompt) confines suppression to masks of one group; None: all compete
-    (class-agnostic). Returns the indices kept, in input order. The IoUs are pycocotools' on the compressed
-    RLEs, so no mask is decoded. Evaluation (`postprocess`) and serving (`trainer.predict`) both use this."""
+    (class-agnostic). Returns the indices kept, in input order. The IoUs are exact (`pairwise_iou`: on the
+    compressed RLEs, or on decoded masks where that is cheaper). Evaluation (`postprocess`) and serving
+    (`trainer.predict`) both use this."""
     labels = list(groups) if groups is not None else [0] * len(rles)
     if len(labels) != len(rles):
         raise ValueError(f"{len(rles)} masks but {len(labels)} group labels")
@@ -84,7 +87,7 @@ def mask_nms(rles: Sequence[dict], iou_threshold: float, groups: Sequence[int] |
             kept += indices
             continue
         subset = [rles[i] for i in indices]
-        ious = np.asarray(mask_utils.iou(subset, subset, [0] * len(subset)))
+        ious = pairwise_iou(subset)
         chosen: list[int] = []
         for j in range(len(indices)):
             if not chosen or ious[j, chosen].max() <= iou_threshold:
