@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,6 +212,41 @@ def test_worker_on_the_embedded_default_keeps_its_files_in_the_data_dir(tmp_path
     assert control.parent == data and (control / "celery.pidbox.exchange").exists()
     text = log.read_text()
     assert " INFO celery.apps.worker [" in text and " ready." in text, text
+
+
+def test_beat_answers_its_liveness_probe_and_a_hung_beat_does_not(tmp_path: Path) -> None:
+    """docker-compose.yml's beat probe (`celery inspect ping -d celerybeat@HOST`), on the embedded default's
+    broker: beat answers while it runs, and a beat that no longer runs (stopped with SIGSTOP, as a hang looks
+    from outside) answers nothing, so the probe fails and Docker restarts it."""
+    from app.core.tasks import make_celery
+    from app.settings import Settings
+
+    data = tmp_path / "data"
+    log = tmp_path / "beat.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "samtune"), "beat"], env=_env(data),
+                                cwd=tmp_path, stdout=out, stderr=out)  # fmt: skip
+    celery = make_celery(Settings(data_dir=data))
+    node = f"celerybeat@{socket.gethostname()}"
+
+    def ping() -> list[dict[str, object]]:
+        return celery.control.ping(destination=[node], timeout=2.0)
+
+    try:
+        deadline = time.monotonic() + 90
+        replies: list[dict[str, object]] = []
+        while not replies and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            replies = ping()
+        assert replies == [{node: {"ok": "pong"}}], log.read_text()
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            assert ping() == []
+        finally:
+            proc.send_signal(signal.SIGCONT)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def test_serve_redacts_percent_encoded_key_names(tmp_path: Path) -> None:

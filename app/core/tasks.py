@@ -46,6 +46,9 @@ TASK_MODULES = (
     "worker.predictions",
 )
 
+# The longest beat sleeps between two looks at its schedule (Celery's default is 5 minutes): its liveness probe
+# fails after twice this without a tick.
+BEAT_MAX_SLEEP_S = 60
 # How often beat runs the build reaper: a build beats about once a second, its lease is two minutes.
 BUILD_REAPER_INTERVAL_S = 60.0
 UPLOAD_PURGE_INTERVAL_S = 3600.0
@@ -80,6 +83,11 @@ def make_celery(settings: Settings) -> Celery:
             },
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        # Beat answers `celery inspect ping -d celerybeat@HOST` (docker-compose.yml's probe) while its loop
+        # ticks, and stops answering once a tick is twice the longest sleep overdue (Celery's own rule): a
+        # hung beat turns unhealthy instead of looking alive while no reaper runs.
+        "beat_enable_remote_control": True,
+        "beat_max_loop_interval": BEAT_MAX_SLEEP_S,
     }
     if settings.broker_url.startswith("filesystem://"):
         # The embedded default: messages are files under DATA_DIR, no broker server to run.

@@ -30,6 +30,7 @@ import redis
 
 from app.core.tasks import CPU_QUEUE, GPU_QUEUE
 from app.jobs.feed import stream_key
+from app.models.assembly import DELTA_CARD, DELTA_FILE
 from app.settings import Settings
 from tests.deploy.files import make_recipe
 from tests.deploy.topology import (
@@ -97,7 +98,8 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             # folder), live events to the Redis feed database, messages through the Redis broker.
             keys = [o["Key"] for o in s3_client(local_services.s3_endpoint).list_objects_v2(
                 Bucket=local_services.bucket, MaxKeys=1000).get("Contents", [])]  # fmt: skip
-            assert f"models/{model_id}/model.safetensors" in keys, keys
+            # A decoder-mode model is stored as its delta from the base (app/models/assembly.py).
+            assert {f"models/{model_id}/{DELTA_FILE}", f"models/{model_id}/{DELTA_CARD}"} <= set(keys), keys
             assert any(k.startswith("workspaces/") and "/images/" in k for k in keys), keys
             assert not (topo.data_dir / "objects").exists()
             feed = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=FEED_DB)
@@ -142,7 +144,7 @@ def test_production_topology_runs_the_whole_flow(local_services: LocalServices, 
             assert topo.procs["beat"].alive()
 
             # The compose healthchecks pass against the running services.
-            for service in ("api", "inference", "worker", "worker-cpu"):
+            for service in ("api", "inference", "worker", "worker-cpu", "beat"):
                 probe = topo.healthcheck(service)
                 assert probe.returncode == 0, (service, probe.stdout, probe.stderr)
     finally:

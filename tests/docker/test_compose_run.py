@@ -82,9 +82,9 @@ class Compose:
         return out
 
     def up(self) -> None:
-        """Start the services and wait until every HEALTHCHECK reports healthy (beat, whose probe is disabled,
-        running). The one-shot migration and bucket job must have exited 0 before the others start
-        (depends_on). Not `up --wait`: Compose refuses it for a service whose healthcheck is disabled."""
+        """Start the services and wait until every HEALTHCHECK reports healthy, beat's included (it answers a
+        ping while its loop ticks). The one-shot migration and bucket job must have exited 0 before the others
+        start (depends_on)."""
         self("up", "-d", "--no-build", *LONG_RUNNING, timeout=700)
 
         def healthy() -> bool:
@@ -92,7 +92,7 @@ class Compose:
             for service in LONG_RUNNING:
                 state = info[service]["State"]
                 assert state["Status"] == "running" and not state["Restarting"], (service, state)
-                if service != "beat" and state["Health"]["Status"] != "healthy":
+                if state["Health"]["Status"] != "healthy":
                     return False
             return True
 
@@ -194,10 +194,7 @@ def check_containers(compose: Compose) -> None:
     for service in LONG_RUNNING:
         state = info[service]["State"]
         assert state["Status"] == "running", (service, state)
-        if service == "beat":
-            assert "Health" not in state, state  # its probe is disabled: nothing to probe
-        else:
-            assert state["Health"]["Status"] == "healthy", (service, state["Health"])
+        assert state["Health"]["Status"] == "healthy", (service, state["Health"])
         uid = compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid == IMAGE_UID, (service, uid)
     networks = set(docker("network", "ls", "--format", "{{.Name}}").split())
