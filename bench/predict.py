@@ -289,8 +289,16 @@ class ForwardGain:
     ratios: list[float] = field(default_factory=list)  # each alternation's one-at-a-time / batched per image
 
     @property
+    def single_s(self) -> float:
+        return statistics.median(self.single)
+
+    @property
+    def batched_s(self) -> float:
+        return statistics.median(self.batched)
+
+    @property
     def gain(self) -> float:
-        return statistics.median(self.single) / statistics.median(self.batched)
+        return self.single_s / self.batched_s
 
 
 def forward_gain(predictor: Predictor, images: Images, prompts: list[str], confidence: float, batch: int
@@ -434,18 +442,17 @@ def report_throughput(rows: list[tuple[str, Throughput]], concurrency: int, gain
             print(f"| {label} | {clients} | {len(calls)} | {len(calls) / wall:.1f} | {_ms(p50)} | {_ms(p95)} | "
                   f"{_descs(calls, 'batch')} |")  # fmt: skip
     print()
-    gain_s = statistics.median(gain.batched)
     for label, t in rows:
         ratio = (len(t.many) / t.many_wall) / (len(t.single) / t.single_wall)
         sizes = [int(c.timing["batch"]) for c in t.many if c.timing.get("batch", "").isdigit()]
         mean = statistics.mean(sizes) if sizes else float("nan")
         print(f"- {label}: {concurrency} clients give {ratio:.2f}x the requests/s of 1 client (goal >= 2x: "
               f"{'met' if ratio >= 2 else 'NOT met'}); a request's batch held {mean:.1f} requests on average; "
-              f"alternation by alternation: {t.spread()}; {len(t.many) / t.many_wall * gain_s:.0%} of the "
+              f"alternation by alternation: {t.spread()}; {len(t.many) / t.many_wall * gain.batched_s:.0%} of the "
               f"batched forward's images/s")  # fmt: skip
     print(f"- The ceiling, the forward alone in this process (`Predictor.predict_many`, no HTTP): a batch of "
-          f"{concurrency} fresh images {statistics.median(gain.batched) * 1e3:.1f} ms per image, one at a time "
-          f"{statistics.median(gain.single) * 1e3:.1f} ms: batching itself gives {gain.gain:.2f}x (alternation "
+          f"{concurrency} fresh images {gain.batched_s * 1e3:.1f} ms per image, one at a time "
+          f"{gain.single_s * 1e3:.1f} ms: batching itself gives {gain.gain:.2f}x (alternation "
           f"by alternation: {', '.join(f'{r:.2f}' for r in sorted(gain.ratios))}). No server's {concurrency} "
           f"clients can get more than this over its 1 client from batching on this machine; the 2x goal needs "
           f"it well above 2x.")  # fmt: skip

@@ -32,6 +32,12 @@ def pairwise_iou(rles: Sequence[dict]) -> np.ndarray:
         return np.zeros((0, 0))
     if dense_is_cheaper(rles):
         return _dense_iou(rles)
+    return rle_iou(rles)
+
+
+def rle_iou(rles: Sequence[dict]) -> np.ndarray:
+    """pycocotools' way, on the compressed RLEs, [N, N]."""
+    n = len(rles)
     return np.asarray(mask_utils.iou(list(rles), list(rles), [0] * n), dtype=np.float64).reshape(n, n)
 
 
@@ -50,13 +56,12 @@ def dense_is_cheaper(rles: Sequence[dict]) -> bool:
 def _dense_iou(rles: Sequence[dict]) -> np.ndarray:
     decoded = mask_utils.decode(list(rles))  # [H, W, N], column-major
     n = decoded.shape[-1]
-    flat = torch.from_numpy(
-        decoded.reshape(-1, n, order="A")
-    )  # one column per mask, pixels in any fixed order
+    # One column per mask, its pixels in whichever fixed order the array already has (no copy).
+    flat = torch.from_numpy(decoded.reshape(-1, n, order="A"))
     intersections = torch.zeros(n, n, dtype=torch.float64)
     for start in range(0, flat.shape[0], _SLICE_PIXELS):
         part = flat[start : start + _SLICE_PIXELS].float()
         intersections += (part.T @ part).double()
-    areas = torch.from_numpy(np.asarray(mask_utils.area(list(rles)), dtype=np.float64))
+    areas = intersections.diagonal()  # a mask's intersection with itself
     unions = areas[:, None] + areas[None, :] - intersections
     return torch.where(unions > 0, intersections / unions.clamp(min=1), 0.0).numpy()
